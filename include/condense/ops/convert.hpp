@@ -1,0 +1,88 @@
+// Conversions: to(Device) (host <-> CUDA copies, any view) and cast<U>() between element
+// types. Both are differentiable for float/double tensors.
+#pragma once
+
+#include <cstdint>
+
+#include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/tensor_type.hpp"
+
+namespace condense {
+namespace detail {
+
+/// Copies a (possibly strided) tensor to `device` without recording.
+template <Element T>
+Tensor<T> copy_to_device(const Tensor<T>& t, Device device) {
+  const std::size_t bytes = static_cast<std::size_t>(t.numel()) * sizeof(T);
+  if (t.device().is_cpu()) {
+    const Tensor<T> src = t.is_contiguous() ? t : Tensor<T>(t.detach()).contiguous();
+    Tensor<T> out = Tensor<T>::empty(t.shape(), device);
+    if (bytes) cuda::copy(out.data(), src.data(), bytes, cuda::CopyKind::HostToDevice, device.index, "to");
+    return out;
+  }
+  if (device.is_cpu()) {
+    if (t.is_contiguous()) {
+      Tensor<T> out = Tensor<T>::empty(t.shape(), device);
+      if (bytes) cuda::copy(out.data(), t.data(), bytes, cuda::CopyKind::DeviceToHost, t.device().index, "to");
+      return out;
+    }
+    // A strided device view: copy the span it covers, then reorder on the host.
+    std::int64_t span = 1;
+    for (std::size_t d = 0; d < t.shape().size(); ++d) {
+      CONDENSE_CHECK(t.strides()[d] >= 0, "to", "negative strides are not supported, got ", t.strides());
+      if (t.shape()[d] == 0) span = 0;
+    }
+    if (span != 0)
+      for (std::size_t d = 0; d < t.shape().size(); ++d) span += (t.shape()[d] - 1) * t.strides()[d];
+    Storage host = Storage::allocate(static_cast<std::size_t>(span) * sizeof(T), Device::cpu(), "to");
+    if (span) cuda::copy(host.data(), t.data(), static_cast<std::size_t>(span) * sizeof(T), cuda::CopyKind::DeviceToHost,
+                         t.device().index, "to");
+    return Tensor<T>::from_storage(host, t.shape(), t.strides(), 0).contiguous();
+  }
+  return copy_to_device(copy_to_device(t, Device::cpu()), device);  // between two GPUs
+}
+
+}  // namespace detail
+
+/// `t` on `device` (t itself when already there). Differentiable.
+template <Element T>
+Tensor<T> to(const Tensor<T>& t, Device device) {
+  if (t.device() == device) return t;
+  Tensor<T> out = detail::copy_to_device(t.detach(), device);
+  if constexpr (FloatingElement<T>) {
+    record<T>("to", out, {t}, [src = t.device()](const Tensor<T>& g, GradSink& s) { s.add(0, to(g, src)); });
+  }
+  return out;
+}
+
+/// Elementwise conversion to element type U. Differentiable between float and double.
+// t: [...] -> [...]
+template <Element U, Element T>
+Tensor<U> cast(const Tensor<T>& t) {
+  if constexpr (std::is_same_v<U, T>) {
+    return t;
+  } else {
+    if (!t.device().is_cpu()) return to(cast<U>(to(t.detach(), Device::cpu())), t.device());
+    const Tensor<T> src = t.detach().contiguous();
+    Tensor<U> out = Tensor<U>::empty(t.shape(), t.device());
+    const T* in = src.data();
+    U* o = out.data();
+    cpu::parallel_for(0, out.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) o[i] = convert_element<U>(in[i]);
+    });
+    if constexpr (FloatingElement<T> && FloatingElement<U>) {
+      record<U>("cast", out, {t}, [](const Tensor<U>& g, GradSink& s) { s.add(0, cast<T>(g)); });
+    }
+    return out;
+  }
+}
+
+template <Element T> Tensor<T> Tensor<T>::to(Device device) const { return condense::to(*this, device); }
+template <Element T> template <Element U> Tensor<U> Tensor<T>::cast() const { return condense::cast<U>(*this); }
+
+}  // namespace condense
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"
