@@ -113,6 +113,14 @@ TEST_CASE("bfloat16 and float16 round-trip through float") {
   CHECK(values(b) == std::vector<double>{0.5, -1.25});
 }
 
+TEST_CASE("bool tensors hold masks") {
+  auto m = from_vector<bool>({true, false, true, true}, {2, 2});
+  CHECK(Tensor<bool>::dtype() == DType::Bool);
+  CHECK(m.to_vector() == std::vector<bool>{true, false, true, true});
+  CHECK(m.transpose(0, 1).to_vector() == std::vector<bool>{true, true, false, true});
+  CHECK(to_string(m) == "Tensor<bool>(2x2, cpu) [[true, false], [true, true]]");
+}
+
 TEST_CASE("printing shows dtype, shape, device and elided values") {
   auto t = arange<float>(10);
   const std::string s = to_string(t);

@@ -91,13 +91,16 @@ struct float16 {
 };
 
 /// Runtime tag of an element type.
-enum class DType : std::uint8_t { Float32, Float64, Int32, Int64, BFloat16, Float16 };
+enum class DType : std::uint8_t { Float32, Float64, Int32, Int64, BFloat16, Float16, Bool };
 
 /// Every element type a Tensor<T> may hold.
 template <class T>
 concept Element = std::same_as<T, float> || std::same_as<T, double> ||
                   std::same_as<T, std::int32_t> || std::same_as<T, std::int64_t> ||
-                  std::same_as<T, bfloat16> || std::same_as<T, float16>;
+                  std::same_as<T, bfloat16> || std::same_as<T, float16> || std::same_as<T, bool>;
+
+/// Boolean masks (comparisons, masked_fill, where) are Tensor<bool>, one byte per element.
+static_assert(sizeof(bool) == 1, "condense stores bool tensors as one byte per element");
 
 /// Element types with CPU arithmetic and autograd (float and double).
 template <class T>
@@ -119,6 +122,7 @@ template <> struct dtype_traits<std::int32_t> { static constexpr DType value = D
 template <> struct dtype_traits<std::int64_t> { static constexpr DType value = DType::Int64; static constexpr std::string_view name = "int64"; };
 template <> struct dtype_traits<bfloat16> { static constexpr DType value = DType::BFloat16; static constexpr std::string_view name = "bfloat16"; };
 template <> struct dtype_traits<float16> { static constexpr DType value = DType::Float16; static constexpr std::string_view name = "float16"; };
+template <> struct dtype_traits<bool> { static constexpr DType value = DType::Bool; static constexpr std::string_view name = "bool"; };
 
 /// The DType tag of element type T.
 template <Element T>
@@ -130,6 +134,7 @@ constexpr std::size_t dtype_size(DType dtype) {
     case DType::Float32: case DType::Int32: return 4;
     case DType::Float64: case DType::Int64: return 8;
     case DType::BFloat16: case DType::Float16: return 2;
+    case DType::Bool: return 1;
   }
   return 0;
 }
@@ -143,6 +148,7 @@ constexpr std::string_view dtype_name(DType dtype) {
     case DType::Int64: return "int64";
     case DType::BFloat16: return "bfloat16";
     case DType::Float16: return "float16";
+    case DType::Bool: return "bool";
   }
   return "?";
 }

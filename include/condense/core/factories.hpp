@@ -77,7 +77,7 @@ Tensor<T> from_vector(const std::vector<T>& values, const Shape& shape, Device d
   CONDENSE_CHECK(static_cast<std::int64_t>(values.size()) == numel_of(shape), "from_vector", values.size(),
                  " values for shape ", shape);
   Tensor<T> out = Tensor<T>::empty(shape, Device::cpu());
-  std::copy(values.begin(), values.end(), out.data());
+  std::copy(values.begin(), values.end(), out.data());  // also unpacks std::vector<bool>
   return out.to(device);
 }
 

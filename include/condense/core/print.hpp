@@ -28,7 +28,8 @@ void print_tensor(std::ostream& os, const Tensor<T>& t, std::int64_t edge = 3) {
   const T* p = host.data();
   const Shape& shape = host.shape();
   const auto print_value = [&](T v) {
-    if constexpr (FloatingElement<T>) os << v;
+    if constexpr (std::is_same_v<T, bool>) os << (v ? "true" : "false");
+    else if constexpr (FloatingElement<T>) os << v;
     else if constexpr (IndexElement<T>) os << v;
     else os << static_cast<float>(v);
   };

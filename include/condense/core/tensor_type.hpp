@@ -110,9 +110,14 @@ class Tensor {
   /// All elements in row-major order, copied to the host.
   std::vector<T> to_vector() const {
     if (!device().is_cpu()) return to(Device::cpu()).to_vector();
-    std::vector<T> out(static_cast<std::size_t>(numel()));
-    if (numel() > 0) cpu::copy_to_contiguous(data(), shape(), strides(), out.data());
-    return out;
+    if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> has no data()
+      const Tensor dense = contiguous();
+      return std::vector<bool>(dense.data(), dense.data() + numel());
+    } else {
+      std::vector<T> out(static_cast<std::size_t>(numel()));
+      if (numel() > 0) cpu::copy_to_contiguous(data(), shape(), strides(), out.data());
+      return out;
+    }
   }
 
   // ---- copies and devices (defined in ops/views.hpp and ops/convert.hpp) ----------------
