@@ -1,0 +1,54 @@
+// CUDA storage and copies (built with the CUDA backend): allocation, host <-> device
+// round trips for contiguous and strided views, zeros, and errors. Each test skips with a
+// message when no CUDA device is present.
+#include <doctest/doctest.h>
+
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/factories.hpp"
+#include "test_util.hpp"
+
+using namespace condense;
+using condense::testing::values;
+
+#define CONDENSE_REQUIRE_CUDA_DEVICE()                          \
+  do {                                                          \
+    if (!cuda::is_available()) {                                \
+      MESSAGE("SKIPPED: no CUDA device");                       \
+      return;                                                   \
+    }                                                           \
+  } while (0)
+
+TEST_CASE("cuda: the backend is compiled in") {
+  CHECK(cuda::built_with_cuda);
+  CHECK(cuda::device_count() >= 0);
+}
+
+TEST_CASE("cuda: host -> device -> host round trip") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  auto h = arange<float>(24).reshape({2, 3, 4});
+  auto d = h.to(Device::cuda());
+  CHECK(d.device() == Device::cuda(0));
+  CHECK(values(d.cpu()) == values(h));
+  // strided device views come back in logical order
+  auto dt = d.transpose(0, 2).slice(1, 0, 3, 2);
+  CHECK(values(dt.cpu()) == values(h.transpose(0, 2).slice(1, 0, 3, 2)));
+  CHECK(values(dt.contiguous().cpu()) == values(h.transpose(0, 2).slice(1, 0, 3, 2)));
+  CHECK(values(zeros<double>({5}, Device::cuda())) == std::vector<double>(5, 0.0));
+  CHECK(values(full<std::int64_t>({3}, 9, Device::cuda())) == std::vector<double>{9, 9, 9});
+  CHECK(values(h.to(Device::cuda()).clone().cpu()) == values(h));
+}
+
+TEST_CASE("cuda: gradients flow back across devices") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  auto x = tensor<double>({1, 2, 3}).requires_grad_();
+  auto y = x.to(Device::cuda()).cpu();
+  sum(y * y).backward();
+  CHECK(values(x.grad()) == std::vector<double>{2, 4, 6});
+}
+
+TEST_CASE("cuda: bad device index and ops without kernels throw") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  CHECK_THROWS_WITH_AS(zeros<float>({2}, Device::cuda(cuda::device_count())), doctest::Contains("requested but"), Error);
+  auto d = ones<float>({2}, Device::cuda());
+  CHECK_THROWS_WITH_AS(d + d, doctest::Contains("[add] no CUDA kernel"), Error);
+}
