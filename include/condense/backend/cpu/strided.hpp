@@ -3,6 +3,7 @@
 // of them. Every elementwise loop and the contiguous() copy are built on it.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -55,15 +56,30 @@ struct StridedLayout {
   }
 };
 
-/// Calls fn(offsets, inner_len, inner_strides) for every row of `layout`, rows split across
-/// threads when the total work is large enough.
+/// Calls fn(offsets, inner_len, inner_strides) for every row of `layout` (or for chunks of
+/// rows when there are few long ones), split across threads when the work is large enough.
+/// `fn` must treat each call independently: it may receive part of a row.
 template <std::size_t K, class Fn>
 void for_each_row(const StridedLayout<K>& layout, Fn&& fn, std::int64_t grain_elements = 32768) {
   const std::int64_t inner = layout.inner();
   std::array<std::int64_t, K> inner_strides;
   for (std::size_t k = 0; k < K; ++k) inner_strides[k] = layout.strides[k].back();
+  const std::int64_t rows = layout.rows();
+  if (rows < 2 * get_num_threads() && inner >= 2 * grain_elements) {
+    // Few long rows (e.g. everything merged into one): split each row into chunks.
+    const std::int64_t chunks = (inner + grain_elements - 1) / grain_elements;
+    parallel_for(0, rows * chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
+      for (std::int64_t c = c0; c < c1; ++c) {
+        auto off = layout.row_offsets(c / chunks);
+        const std::int64_t start = (c % chunks) * grain_elements;
+        for (std::size_t k = 0; k < K; ++k) off[k] += start * inner_strides[k];
+        fn(off, std::min(grain_elements, inner - start), inner_strides);
+      }
+    });
+    return;
+  }
   const std::int64_t row_grain = std::max<std::int64_t>(1, grain_elements / std::max<std::int64_t>(inner, 1));
-  parallel_for(0, layout.rows(), row_grain, [&](std::int64_t r0, std::int64_t r1) {
+  parallel_for(0, rows, row_grain, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) fn(layout.row_offsets(r), inner, inner_strides);
   });
 }
