@@ -1,0 +1,89 @@
+// Inverted dropout: zeroes each element with probability p and scales the kept ones by
+// 1 / (1 - p). The keep mask comes from a Generator: one 64-bit key is drawn per call and
+// element i (row-major) is kept when splitmix64(key, i) lands above p, so a seed fixes the
+// mask independently of the thread count. The mask is saved as a Tensor<bool> for backward.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/core/random.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/ops/elementwise.hpp"
+
+namespace condense {
+namespace detail {
+
+/// 64 random bits for element `i` under `key` (the splitmix64 output function).
+inline std::uint64_t dropout_bits(std::uint64_t key, std::uint64_t i) {
+  std::uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// Integer threshold on 53-bit uniforms u: u * 2^-53 < p  <=>  u < ceil(p * 2^53).
+inline std::uint64_t dropout_threshold(double p) { return static_cast<std::uint64_t>(std::ceil(std::ldexp(p, 53))); }
+
+}  // namespace detail
+
+/// Inverted dropout: during training each element is zeroed with probability `p` (drawn
+/// from `gen`; the same generator state gives the same mask) and the kept ones are scaled
+/// by 1 / (1 - p). With p == 0 or `training` false, returns `x` itself. p must be in [0, 1).
+// x: [...] -> [...]
+template <FloatingElement T>
+Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
+  detail::check_cpu("dropout", x);
+  CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
+  if (!training || p == 0.0) return x;
+  const std::uint64_t key = gen.next_u64();
+  const std::uint64_t threshold = detail::dropout_threshold(p);
+  const T scale = static_cast<T>(1.0 / (1.0 - p));
+  const Tensor<T> xc = x.detach().contiguous();
+  Tensor<bool> mask = Tensor<bool>::empty(x.shape());
+  Tensor<T> out = Tensor<T>::empty(x.shape());
+  {
+    const T* px = xc.data();
+    auto* pm = reinterpret_cast<std::uint8_t*>(mask.data());  // bytes: GCC does not vectorise bool loads/stores
+    T* po = out.data();
+    cpu::parallel_for(0, out.numel(), detail::elementwise_grain, [=](std::int64_t i0, std::int64_t i1) {
+      // Locals, not closure members (byte stores may alias the closure), and two loops per
+      // block (GCC vectorises each alone, not the mix of 64-bit, 8-bit and T lanes).
+      const std::uint64_t k = key, th = threshold;
+      const T sc = scale;
+      const T* xs = px;
+      std::uint8_t* ms = pm;
+      T* os = po;
+      constexpr std::int64_t block = 4096;
+      for (std::int64_t b0 = i0; b0 < i1; b0 += block) {
+        const std::int64_t b1 = std::min(i1, b0 + block);
+#pragma omp simd
+        for (std::int64_t i = b0; i < b1; ++i)
+          ms[i] = static_cast<std::uint8_t>((detail::dropout_bits(k, static_cast<std::uint64_t>(i)) >> 11) >= th);
+#pragma omp simd
+        for (std::int64_t i = b0; i < b1; ++i) os[i] = xs[i] * static_cast<T>(ms[i]) * sc;  // NaN stays NaN, as x * mask
+      }
+    });
+  }
+  record<T>("dropout", out, {x}, [mask, scale](const Tensor<T>& grad, GradSink& s) {
+    const Tensor<T> g = grad.contiguous();
+    Tensor<T> dx = Tensor<T>::empty(g.shape());
+    const T* pg = g.data();
+    const auto* pm = reinterpret_cast<const std::uint8_t*>(mask.data());
+    T* pd = dx.data();
+    cpu::parallel_for(0, dx.numel(), detail::elementwise_grain, [=](std::int64_t i0, std::int64_t i1) {
+#pragma omp simd
+      for (std::int64_t i = i0; i < i1; ++i) pd[i] = pg[i] * static_cast<T>(pm[i]) * scale;
+    });
+    s.add(0, dx);
+  });
+  return out;
+}
+
+}  // namespace condense
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"

@@ -1,0 +1,173 @@
+// Losses: cross_entropy over class logits with integer targets, a fused, numerically stable
+// log-softmax + negative log-likelihood (with ignore_index, label smoothing and
+// none/mean/sum reductions). Only the per-row logsumexp is saved; the backward pass
+// recomputes softmax from it in the same sweep that writes the gradient.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+
+#include <Eigen/Core>
+
+#include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/ops/elementwise.hpp"
+
+namespace condense {
+
+/// How a loss combines its per-element values.
+enum class Reduction {
+  None,  ///< one loss per target, shaped like the targets
+  Mean,  ///< average over the counted (non-ignored) targets; a scalar
+  Sum,   ///< total over the targets; a scalar
+};
+
+/// Options of cross_entropy.
+struct CrossEntropyOptions {
+  /// Targets equal to this value contribute no loss, no gradient and no count.
+  std::int64_t ignore_index = -100;
+  /// How the per-target losses are combined.
+  Reduction reduction = Reduction::Mean;
+  /// In [0, 1]: the target distribution is (1 - s) * onehot + s / C (as in PyTorch).
+  double label_smoothing = 0.0;
+};
+
+namespace detail {
+
+/// Rows per thread chunk for the row-wise loss kernels (at least ~8K logits per chunk).
+inline std::int64_t loss_row_grain(std::int64_t classes) {
+  return std::max<std::int64_t>(1, (1 << 13) / std::max<std::int64_t>(classes, 1));
+}
+
+}  // namespace detail
+
+/// Cross-entropy between class logits (class dimension last) and integer class targets:
+/// loss_i = logsumexp(x_i) - x_i[t_i] (with label smoothing s:
+/// (1 - s) * (lse - x_i[t_i]) + s * (lse - mean_j x_i[j])). Targets equal to
+/// `options.ignore_index` are skipped. Mean divides by the number of non-ignored targets;
+/// when every target is ignored it returns 0 with a zero gradient (PyTorch returns NaN).
+/// Throws for a target outside [0, C) that is not ignore_index.
+// logits: [..., C], targets: [...] (int32 or int64) -> [] (Mean, Sum) or [...] (None)
+template <FloatingElement T, IndexElement I>
+Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options = {}) {
+  constexpr std::string_view op = "cross_entropy";
+  detail::check_cpu(op, logits);
+  detail::check_cpu(op, targets);
+  CONDENSE_CHECK(logits.dim() >= 1, op, "logits must have a class dimension, got shape ", logits.shape());
+  const std::int64_t classes = logits.size(-1);
+  CONDENSE_CHECK(classes >= 1, op, "logits of shape ", logits.shape(), " have no classes");
+  Shape row_shape = logits.shape();
+  row_shape.erase(row_shape.size() - 1);
+  CONDENSE_CHECK(targets.shape() == row_shape, op, "targets of shape ", targets.shape(), " do not match logits ",
+                 logits.shape(), "; expected targets of shape ", row_shape);
+  const double smoothing = options.label_smoothing;
+  CONDENSE_CHECK(smoothing >= 0.0 && smoothing <= 1.0, op, "label_smoothing must be in [0, 1], got ", smoothing);
+  const Reduction reduction = options.reduction;
+  CONDENSE_CHECK(reduction == Reduction::None || reduction == Reduction::Mean || reduction == Reduction::Sum, op,
+                 "unknown reduction ", static_cast<int>(reduction));
+
+  const Tensor<I> tc = targets.clone();  // a private copy: the backward pass reads the targets again
+  const std::int64_t rows = tc.numel();
+  const std::int64_t ignore = options.ignore_index;
+  std::int64_t count = 0;
+  {
+    const I* pt = tc.data();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const auto t = static_cast<std::int64_t>(pt[r]);
+      if (t == ignore) continue;
+      CONDENSE_CHECK(t >= 0 && t < classes, op, "target ", t, " out of range for ", classes, " classes (logits ",
+                     logits.shape(), ")");
+      ++count;
+    }
+  }
+
+  const Tensor<T> xc = logits.detach().contiguous();
+  Tensor<T> lse = Tensor<T>::empty({rows});
+  Tensor<T> row_loss = Tensor<T>::empty(row_shape);
+  {
+    using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+    const T* px = xc.data();
+    const I* pt = tc.data();
+    T* plse = lse.data();
+    T* pl = row_loss.data();
+    const T keep = static_cast<T>(1.0 - smoothing);
+    const T spread = static_cast<T>(smoothing);
+    const T inv_c = T(1) / static_cast<T>(classes);
+    cpu::parallel_for(0, rows, detail::loss_row_grain(classes), [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const auto t = static_cast<std::int64_t>(pt[r]);
+        if (t == ignore) {
+          plse[r] = T(0);
+          pl[r] = T(0);
+          continue;
+        }
+        const Row x(px + r * classes, classes);
+        const T m = x.maxCoeff();
+        const T l = m + std::log((x - m).exp().sum());
+        plse[r] = l;
+        T loss = keep * (l - x[t]);
+        if (smoothing > 0.0) loss += spread * (l - x.sum() * inv_c);
+        pl[r] = loss;
+      }
+    });
+  }
+
+  Tensor<T> out;
+  if (reduction == Reduction::None) {
+    out = row_loss;
+  } else {
+    double total = 0.0;
+    const T* pl = row_loss.data();
+    for (std::int64_t r = 0; r < rows; ++r) total += static_cast<double>(pl[r]);
+    if (reduction == Reduction::Mean) total = count > 0 ? total / static_cast<double>(count) : 0.0;
+    out = Tensor<T>::empty(Shape{});
+    *out.data() = static_cast<T>(total);
+  }
+
+  record<T>("cross_entropy", out, {logits}, [xc, tc, lse, rows, classes, count, ignore, smoothing, reduction](const Tensor<T>& grad,
+                                                                                                          GradSink& s) {
+    using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+    using RowOut = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+    const Tensor<T> g = grad.contiguous();
+    const T* pg = g.data();
+    // Scale of row r: g (Sum), g / count (Mean) or g[r] (None).
+    T uniform_scale = T(0);
+    if (reduction == Reduction::Sum) uniform_scale = *pg;
+    if (reduction == Reduction::Mean) uniform_scale = count > 0 ? *pg / static_cast<T>(count) : T(0);
+    Tensor<T> dx = Tensor<T>::empty(xc.shape());
+    const T* px = xc.data();
+    const I* pt = tc.data();
+    const T* plse = lse.data();
+    T* pd = dx.data();
+    const T keep = static_cast<T>(1.0 - smoothing);
+    const T spread = static_cast<T>(smoothing) / static_cast<T>(classes);
+    cpu::parallel_for(0, rows, detail::loss_row_grain(classes), [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        RowOut d(pd + r * classes, classes);
+        const auto t = static_cast<std::int64_t>(pt[r]);
+        const T scale = reduction == Reduction::None ? pg[r] : uniform_scale;
+        if (t == ignore) {
+          d.setZero();
+          continue;
+        }
+        // (softmax - target distribution) * scale, softmax = exp(x - lse).
+        const Row x(px + r * classes, classes);
+        if (spread != T(0)) {
+          d = ((x - plse[r]).exp() - spread) * scale;
+        } else {
+          d = (x - plse[r]).exp() * scale;
+        }
+        d[t] -= keep * scale;
+      }
+    });
+    s.add(0, dx);
+  });
+  return out;
+}
+
+}  // namespace condense
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"

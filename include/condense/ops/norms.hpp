@@ -1,0 +1,328 @@
+// Fused normalisation layers over the last dimension: layer_norm and rms_norm. Each row is
+// handled by one thread while it sits in cache: its statistics (two-pass mean and centred
+// variance, saved for backward), then the output. The hand-written backward computes dx row
+// by row and the weight/bias gradients from per-thread partial sums that are combined at
+// the end (no shared writes).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/ops/elementwise.hpp"
+
+namespace condense {
+namespace detail {
+
+/// Elements per thread chunk for the row-wise norm kernels.
+inline constexpr std::int64_t norm_grain_elements = 1 << 15;
+
+/// Validates x [..., D] and the optional affine parameters [D]; returns D.
+template <FloatingElement T>
+std::int64_t check_norm_args(std::string_view op, const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias,
+                             double eps) {
+  check_cpu(op, x);
+  CONDENSE_CHECK(x.dim() >= 1, op, "x must have at least one dimension, got shape ", x.shape());
+  const std::int64_t d = x.size(-1);
+  CONDENSE_CHECK(d > 0, op, "cannot normalise over an empty last dimension, x has shape ", x.shape());
+  CONDENSE_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and non-negative, got ", eps);
+  const auto check_param = [&](const Tensor<T>& p, std::string_view name) {
+    if (!p.defined()) return;
+    CONDENSE_CHECK(p.device().is_cpu(), op, "no CUDA kernel for ", name, " ", p.describe(), " yet; move it to the CPU");
+    CONDENSE_CHECK(p.dim() == 1 && p.size(0) == d, op, name, " of shape ", p.shape(),
+                   " does not match the normalised dimension ", d, " of x ", x.shape());
+  };
+  check_param(weight, "weight");
+  check_param(bias, "bias");
+  return d;
+}
+
+/// Lanes of the row reductions: several vector registers of independent partial sums, so
+/// that a reduction is not bound by the latency of one accumulator.
+template <FloatingElement T>
+inline constexpr std::int64_t reduce_lanes = 128 / static_cast<std::int64_t>(sizeof(T));
+
+/// Sum of term(i) over i in [0, n), accumulated lane-wise (vectorised) in T.
+template <FloatingElement T, class F>
+T lane_sum(std::int64_t n, F&& term) {
+  constexpr std::int64_t W = reduce_lanes<T>;
+  T acc[W] = {};
+  const std::int64_t full = n - n % W;
+  for (std::int64_t i = 0; i < full; i += W) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < W; ++j) acc[j] += term(i + j);
+  }
+  T s = 0;
+  for (std::int64_t i = full; i < n; ++i) s += term(i);
+  for (std::int64_t j = 0; j < W; ++j) s += acc[j];
+  return s;
+}
+
+/// Two sums at once: {sum of first(i), sum of second(i)} over i in [0, n).
+template <FloatingElement T, class F1, class F2>
+std::pair<T, T> lane_sum2(std::int64_t n, F1&& first, F2&& second) {
+  constexpr std::int64_t W = reduce_lanes<T> / 2;
+  T a[W] = {}, b[W] = {};
+  const std::int64_t full = n - n % W;
+  for (std::int64_t i = 0; i < full; i += W) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < W; ++j) {
+      a[j] += first(i + j);
+      b[j] += second(i + j);
+    }
+  }
+  T sa = 0, sb = 0;
+  for (std::int64_t i = full; i < n; ++i) {
+    sa += first(i);
+    sb += second(i);
+  }
+  for (std::int64_t j = 0; j < W; ++j) {
+    sa += a[j];
+    sb += b[j];
+  }
+  return {sa, sb};
+}
+
+/// Splits `rows` into at most one chunk per thread (fewer for small inputs): [begin, end) of chunk c.
+struct RowChunks {
+  std::int64_t rows = 0, count = 1, size = 0;
+  RowChunks(std::int64_t rows_, std::int64_t row_len) : rows(rows_) {
+    const std::int64_t grain = std::max<std::int64_t>(1, norm_grain_elements / std::max<std::int64_t>(row_len, 1));
+    count = std::max<std::int64_t>(1, std::min<std::int64_t>(get_num_threads(), rows / grain));
+    size = (rows + count - 1) / std::max<std::int64_t>(count, 1);
+  }
+  std::int64_t begin(std::int64_t c) const { return std::min(rows, c * size); }
+  std::int64_t end(std::int64_t c) const { return std::min(rows, (c + 1) * size); }
+};
+
+/// Adds the per-chunk partial rows partial[c * d + i] into out[i] (contiguous [d]).
+template <FloatingElement T>
+void combine_partials(const std::vector<T>& partial, std::int64_t chunks, std::int64_t d, T* out) {
+  for (std::int64_t i = 0; i < d; ++i) out[i] = partial[static_cast<std::size_t>(i)];
+  for (std::int64_t c = 1; c < chunks; ++c) {
+    const T* p = partial.data() + c * d;
+#pragma omp simd
+    for (std::int64_t i = 0; i < d; ++i) out[i] += p[i];
+  }
+}
+
+}  // namespace detail
+
+/// Layer normalisation over the last dimension: (x - mean) / sqrt(var + eps) * weight + bias,
+/// with the biased variance. `weight` and `bias` may each be an undefined Tensor (none).
+/// Per-row mean and 1/std are computed in the same row sweep and saved for the backward pass.
+// x: [..., D], weight: [D] or none, bias: [D] or none -> [..., D]
+template <FloatingElement T>
+Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), const Tensor<T>& bias = Tensor<T>(),
+                     double eps = 1e-5) {
+  const std::int64_t d = detail::check_norm_args("layer_norm", x, weight, bias, eps);
+  const Tensor<T> xc = x.detach().contiguous();
+  const Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
+  const Tensor<T> b = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+  const std::int64_t rows = x.numel() / d;
+  Tensor<T> out = Tensor<T>::empty(x.shape());
+  Tensor<T> row_mean = Tensor<T>::empty({rows});
+  Tensor<T> rstd = Tensor<T>::empty({rows});
+  {
+    const T* px = xc.data();
+    const T* pw = w.defined() ? w.data() : nullptr;
+    const T* pb = b.defined() ? b.data() : nullptr;
+    T* po = out.data();
+    T* pm = row_mean.data();
+    T* pr = rstd.data();
+    const T inv_d = T(1) / static_cast<T>(d);
+    const T teps = static_cast<T>(eps);
+    const std::int64_t grain = std::max<std::int64_t>(1, detail::norm_grain_elements / d);
+    cpu::parallel_for(0, rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const T* xr = px + r * d;
+        T* yr = po + r * d;
+        const T mu = detail::lane_sum<T>(d, [xr](std::int64_t i) { return xr[i]; }) * inv_d;
+        const T var = detail::lane_sum<T>(d, [xr, mu](std::int64_t i) {
+          const T c = xr[i] - mu;
+          return c * c;
+        });
+        const T rs = T(1) / std::sqrt(var * inv_d + teps);
+        pm[r] = mu;
+        pr[r] = rs;
+        if (pw && pb) {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mu) * rs * pw[i] + pb[i];
+        } else if (pw) {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mu) * rs * pw[i];
+        } else if (pb) {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mu) * rs + pb[i];
+        } else {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mu) * rs;
+        }
+      }
+    });
+  }
+  record<T>("layer_norm", out, {x, weight, bias},
+            [xc, w, row_mean, rstd, d, rows, wshape = weight.defined() ? weight.shape() : Shape{}](const Tensor<T>& grad,
+                                                                                               GradSink& s) {
+              const bool want_x = s.wants(0), want_w = s.wants(1), want_b = s.wants(2);
+              const Tensor<T> g = grad.contiguous();
+              const T* pg = g.data();
+              const T* px = xc.data();
+              const T* pw = w.defined() ? w.data() : nullptr;
+              const T* pm = row_mean.data();
+              const T* pr = rstd.data();
+              const T inv_d = T(1) / static_cast<T>(d);
+              Tensor<T> dx = want_x ? Tensor<T>::empty(xc.shape()) : Tensor<T>();
+              T* pdx = want_x ? dx.data() : nullptr;
+              const detail::RowChunks chunks(rows, d);
+              std::vector<T> dw_part(want_w ? static_cast<std::size_t>(chunks.count * d) : 0, T(0));
+              std::vector<T> db_part(want_b ? static_cast<std::size_t>(chunks.count * d) : 0, T(0));
+              cpu::parallel_for(0, chunks.count, 1, [&](std::int64_t c0, std::int64_t c1) {
+                for (std::int64_t c = c0; c < c1; ++c) {
+                  T* dwp = want_w ? dw_part.data() + c * d : nullptr;
+                  T* dbp = want_b ? db_part.data() + c * d : nullptr;
+                  for (std::int64_t r = chunks.begin(c); r < chunks.end(c); ++r) {
+                    const T* xr = px + r * d;
+                    const T* gr = pg + r * d;
+                    const T mu = pm[r], rs = pr[r];
+                    if (dwp) {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dwp[i] += gr[i] * (xr[i] - mu) * rs;
+                    }
+                    if (dbp) {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dbp[i] += gr[i];
+                    }
+                    if (!pdx) continue;
+                    // dx = rs * (gy - mean(gy) - xhat * mean(gy * xhat)), gy = g * weight.
+                    const auto [sum_gy, sum_gyx] =
+                        pw ? detail::lane_sum2<T>(
+                                 d, [gr, pw](std::int64_t i) { return gr[i] * pw[i]; },
+                                 [gr, pw, xr, mu](std::int64_t i) { return gr[i] * pw[i] * (xr[i] - mu); })
+                           : detail::lane_sum2<T>(
+                                 d, [gr](std::int64_t i) { return gr[i]; },
+                                 [gr, xr, mu](std::int64_t i) { return gr[i] * (xr[i] - mu); });
+                    const T a = sum_gy * inv_d;
+                    const T bcoef = sum_gyx * inv_d * rs * rs;  // mean(gy * xhat) / rs
+                    T* dr = pdx + r * d;
+                    if (pw) {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dr[i] = rs * (gr[i] * pw[i] - a - (xr[i] - mu) * bcoef);
+                    } else {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dr[i] = rs * (gr[i] - a - (xr[i] - mu) * bcoef);
+                    }
+                  }
+                }
+              });
+              if (want_x) s.add(0, dx);
+              if (want_w) {
+                Tensor<T> dw = Tensor<T>::empty(wshape);
+                detail::combine_partials(dw_part, chunks.count, d, dw.data());
+                s.add(1, dw);
+              }
+              if (want_b) {
+                Tensor<T> db = Tensor<T>::empty({d});
+                detail::combine_partials(db_part, chunks.count, d, db.data());
+                s.add(2, db);
+              }
+            });
+  return out;
+}
+
+/// RMS normalisation over the last dimension: x / sqrt(mean(x^2) + eps) * weight.
+/// `weight` may be an undefined Tensor (none). The per-row 1/rms is saved for backward.
+// x: [..., D], weight: [D] or none -> [..., D]
+template <FloatingElement T>
+Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), double eps = 1e-6) {
+  const std::int64_t d = detail::check_norm_args("rms_norm", x, weight, Tensor<T>(), eps);
+  const Tensor<T> xc = x.detach().contiguous();
+  const Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
+  const std::int64_t rows = x.numel() / d;
+  Tensor<T> out = Tensor<T>::empty(x.shape());
+  Tensor<T> rstd = Tensor<T>::empty({rows});
+  {
+    const T* px = xc.data();
+    const T* pw = w.defined() ? w.data() : nullptr;
+    T* po = out.data();
+    T* pr = rstd.data();
+    const T inv_d = T(1) / static_cast<T>(d);
+    const T teps = static_cast<T>(eps);
+    const std::int64_t grain = std::max<std::int64_t>(1, detail::norm_grain_elements / d);
+    cpu::parallel_for(0, rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const T* xr = px + r * d;
+        T* yr = po + r * d;
+        const T ss = detail::lane_sum<T>(d, [xr](std::int64_t i) { return xr[i] * xr[i]; });
+        const T rs = T(1) / std::sqrt(ss * inv_d + teps);
+        pr[r] = rs;
+        if (pw) {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = xr[i] * rs * pw[i];
+        } else {
+#pragma omp simd
+          for (std::int64_t i = 0; i < d; ++i) yr[i] = xr[i] * rs;
+        }
+      }
+    });
+  }
+  record<T>("rms_norm", out, {x, weight},
+            [xc, w, rstd, d, rows, wshape = weight.defined() ? weight.shape() : Shape{}](const Tensor<T>& grad, GradSink& s) {
+              const bool want_x = s.wants(0), want_w = s.wants(1);
+              const Tensor<T> g = grad.contiguous();
+              const T* pg = g.data();
+              const T* px = xc.data();
+              const T* pw = w.defined() ? w.data() : nullptr;
+              const T* pr = rstd.data();
+              const T inv_d = T(1) / static_cast<T>(d);
+              Tensor<T> dx = want_x ? Tensor<T>::empty(xc.shape()) : Tensor<T>();
+              T* pdx = want_x ? dx.data() : nullptr;
+              const detail::RowChunks chunks(rows, d);
+              std::vector<T> dw_part(want_w ? static_cast<std::size_t>(chunks.count * d) : 0, T(0));
+              cpu::parallel_for(0, chunks.count, 1, [&](std::int64_t c0, std::int64_t c1) {
+                for (std::int64_t c = c0; c < c1; ++c) {
+                  T* dwp = want_w ? dw_part.data() + c * d : nullptr;
+                  for (std::int64_t r = chunks.begin(c); r < chunks.end(c); ++r) {
+                    const T* xr = px + r * d;
+                    const T* gr = pg + r * d;
+                    const T rs = pr[r];
+                    if (dwp) {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dwp[i] += gr[i] * xr[i] * rs;
+                    }
+                    if (!pdx) continue;
+                    // dx = rs * (gy - xhat * mean(gy * xhat)), gy = g * weight, xhat = x * rs.
+                    const T sum_gyx = pw ? detail::lane_sum<T>(d, [gr, pw, xr](std::int64_t i) { return gr[i] * pw[i] * xr[i]; })
+                                         : detail::lane_sum<T>(d, [gr, xr](std::int64_t i) { return gr[i] * xr[i]; });
+                    const T bcoef = sum_gyx * inv_d * rs * rs;
+                    T* dr = pdx + r * d;
+                    if (pw) {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dr[i] = rs * (gr[i] * pw[i] - xr[i] * bcoef);
+                    } else {
+#pragma omp simd
+                      for (std::int64_t i = 0; i < d; ++i) dr[i] = rs * (gr[i] - xr[i] * bcoef);
+                    }
+                  }
+                }
+              });
+              if (want_x) s.add(0, dx);
+              if (want_w) {
+                Tensor<T> dw = Tensor<T>::empty(wshape);
+                detail::combine_partials(dw_part, chunks.count, d, dw.data());
+                s.add(1, dw);
+              }
+            });
+  return out;
+}
+
+}  // namespace condense
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"
