@@ -124,6 +124,11 @@ struct Pruned {
       if (!kept(b, k)) return TileKind::Partial;
     return TileKind::Full;
   }
+  /// Key filter for kernels that compact the kept keys: allowed(b, q, k) ==
+  /// key_kept(b, k) && key_base().allowed(b, q, k), so a kernel may gather the kept keys
+  /// and run the base (causal) policy over them, paying only for kept keys.
+  constexpr CONDENSE_HD bool key_kept(int b, int k) const { return kept(b, k); }
+  constexpr CONDENSE_HD Causal key_base() const { return Causal{offset}; }
   void validate(const char* op, int batch, int, int tk) const {
     CONDENSE_CHECK(batch <= rows, op, "Pruned keep holds ", rows, " rows, but the batch has ", batch);
     CONDENSE_CHECK(tk <= keys_per_row, op, "Pruned keep rows hold ", keys_per_row, " keys, but Tk = ", tk);

@@ -83,6 +83,15 @@ constexpr CONDENSE_HD bool check_mask_policy() {
   return members && std::is_trivially_copyable_v<M>;
 }
 
+/// A policy whose mask factors into a per-key filter and a simpler base policy:
+/// allowed(b, q, k) == key_kept(b, k) && key_base().allowed(b, q, k). Kernels may gather
+/// the kept keys of each row and run the base policy over them (token pruning).
+template <class M>
+concept KeyFilteredMask = requires(const M m, int b, int k) {
+  { m.key_kept(b, k) } -> std::same_as<bool>;
+  { m.key_base() } -> MaskPolicy;
+};
+
 /// Policies with runtime parameters that must fit the attention problem may define
 ///   void validate(const char* op, int batch, int tq, int tk) const;   // host only
 /// which throws condense::Error (e.g. a keep bitmap shorter than Tk). It checks sizes and

@@ -1,0 +1,122 @@
+// Attention benchmarks (CPU, fp32): B=1, H=8, D=64, T in {512, 1024, 2048, 4096}, every mask
+// policy, forward and forward+backward. Counters: useful GFLOP/s (allowed pairs only:
+// 4*B*H*D*pairs forward, 2.5x that backward), density (allowed fraction of Tq*Tk), and the
+// fraction of tiles skipped as Empty. bench/torch_attention.py runs PyTorch side by side.
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/core/factories.hpp"
+#include "condense/mask/materialize.hpp"
+#include "condense/mask/policies.hpp"
+#include "condense/ops/attention.hpp"
+
+using namespace condense;
+
+namespace {
+
+constexpr std::int64_t kBatch = 1, kHeads = 8, kDim = 64;
+
+/// Per-row data that some policies point into; kept alive for the benchmark's duration.
+struct PolicyData {
+  std::vector<bool> keep_storage;
+  Tensor<bool> keep;
+};
+
+template <class Policy>
+void run_attention(benchmark::State& state, const Policy& policy, std::int64_t tq, std::int64_t tk, bool backward) {
+  Generator gen(1);
+  auto q = randn<float>({kBatch, kHeads, tq, kDim}, gen);
+  auto k = randn<float>({kBatch, kHeads, tk, kDim}, gen);
+  auto v = randn<float>({kBatch, kHeads, tk, kDim}, gen);
+  if (backward) {
+    q.requires_grad_();
+    k.requires_grad_();
+    v.requires_grad_();
+  }
+  const double pairs = static_cast<double>(count_allowed(policy, 0, tq, tk));
+  AttentionResult<float> last;
+  for (auto _ : state) {
+    if (backward) {
+      q.zero_grad();
+      k.zero_grad();
+      v.zero_grad();
+      last = attention_forward(q, k, v, policy);
+      sum(last.out).backward();
+    } else {
+      NoGradGuard no_grad;
+      last = attention_forward(q, k, v, policy);
+    }
+    benchmark::DoNotOptimize(last.out.data());
+  }
+  const double flops = 4.0 * kBatch * kHeads * kDim * pairs * (backward ? 3.5 : 1.0);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["density"] = pairs / static_cast<double>(tq * tk);
+  const double tiles = static_cast<double>(last.tiles.empty + last.tiles.partial + last.tiles.full);
+  state.counters["skipped"] = tiles > 0 ? static_cast<double>(last.tiles.empty) / tiles : 0.0;
+}
+
+/// Registers one policy (built per T) for every T, forward and forward+backward.
+template <class Make>
+void register_policy(const std::string& name, Make make, bool cross = false) {
+  for (bool backward : {false, true}) {
+    const std::string full = "BM_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") + name;
+    benchmark::RegisterBenchmark(full.c_str(), [make, backward, cross](benchmark::State& state) {
+      const std::int64_t t = state.range(0);
+      auto data = std::make_shared<PolicyData>();
+      auto [policy, tq, tk] = make(t, *data);
+      run_attention(state, policy, tq, tk, backward);
+    })->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+  }
+}
+
+template <class P>
+std::tuple<P, std::int64_t, std::int64_t> self(P p, std::int64_t t) { return {p, t, t}; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* threads = std::getenv("CONDENSE_THREADS");
+  set_num_threads(threads ? std::atoi(threads) : 2);
+  register_policy("causal", [](std::int64_t t, PolicyData&) { return self(mask::Causal{}, t); });
+  register_policy("none", [](std::int64_t t, PolicyData&) { return self(mask::None{}, t); });
+  register_policy("sliding_window_256", [](std::int64_t t, PolicyData&) { return self(mask::SlidingWindow(256, 0), t); });
+  register_policy("key_padding_75pct", [](std::int64_t t, PolicyData&) {
+    return self(mask::KeyPadding(static_cast<int>(t * 3 / 4)), t);
+  });
+  // A long prompt compressed into 8 gist tokens at 3/4 of the sequence.
+  register_policy("gist_prompt_75pct", [](std::int64_t t, PolicyData&) {
+    const int g1 = static_cast<int>(t * 3 / 4);
+    return self(mask::Gist(g1 - 8, g1), t);
+  });
+  register_policy("gist_bidirectional", [](std::int64_t t, PolicyData&) {
+    const int g1 = static_cast<int>(t * 3 / 4);
+    return self(mask::GistBidirectional(g1 - 8, g1), t);
+  });
+  // 8 blocks of (chunk + 8 memory tokens).
+  register_policy("chunked_local_8", [](std::int64_t t, PolicyData&) {
+    const int period = static_cast<int>(t / 8);
+    return self(mask::ChunkedLocal(period - 8, 8, {.n_chunks = 8}), t);
+  });
+  // Pruned: each key kept with probability 0.2 (causal on top).
+  register_policy("pruned_keep_20pct", [](std::int64_t t, PolicyData& data) {
+    Generator gen(7);
+    std::vector<bool> keep(static_cast<std::size_t>(t));
+    for (auto&& bit : keep) bit = gen.uniform01() < 0.2;
+    data.keep = from_vector<bool>(keep, {1, t});
+    return self(mask::Pruned(data.keep.data(), 1, static_cast<int>(t)), t);
+  });
+  // IC-Former style: T/8 digest queries over [T context ; T/8 digest slots].
+  register_policy("digest_cross_n_T_over_8", [](std::int64_t t, PolicyData&) {
+    const int n = static_cast<int>(t / 8);
+    return std::tuple{mask::DigestCross(static_cast<int>(t), n), std::int64_t{n}, t + n};
+  });
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,328 @@
+// CPU flash-style attention kernels templated on the mask policy. Forward: per (batch,
+// head, query tile), a loop over key tiles with an online softmax; the policy classifies
+// each tile so Empty tiles are skipped without touching memory, Full tiles skip the
+// predicate and Partial tiles are masked per element. Backward recomputes the scores from
+// the saved log-sum-exp (no Tq x Tk matrix kept) and runs per (batch, kv head) so the key
+// and value gradients of a group of query heads are written by one thread.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <omp.h>
+
+#include "condense/mask/policy.hpp"
+
+namespace condense::cpu {
+
+/// Geometry and options of one attention call (all tensors contiguous, row-major).
+struct AttentionGeometry {
+  std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0;
+  std::int64_t bias_heads = 0;  // 0: no bias; 1 or heads
+  double scale = 1.0;
+  int tile_q = 64, tile_k = 64;
+  bool skip_tiles = true;  // false: every tile is treated as Partial (debug / property tests)
+};
+
+/// Counters a kernel reports (tiles by kind).
+struct AttentionTileStats {
+  std::int64_t empty = 0, partial = 0, full = 0;
+};
+
+namespace detail {
+
+/// The keys and values one (batch, kv head) attends to: either all Tk rows, or the gathered
+/// kept rows with `index[j]` = the original position of gathered key j.
+template <class T>
+struct KeySet {
+  const T* k = nullptr;
+  const T* v = nullptr;
+  const std::int32_t* index = nullptr;  // null: identity
+  std::int64_t count = 0;
+  std::int64_t pos(std::int64_t j) const { return index ? index[j] : j; }
+};
+
+/// Gathered kept keys of a KeyFilteredMask policy, for all (batch, kv head).
+template <class T>
+struct GatheredKeys {
+  std::vector<std::int32_t> index;       // [B, Tk]: per row, kept positions first
+  std::vector<std::int64_t> count;       // [B]
+  std::vector<T> k, v;                   // [B, Hkv, Tk, D] (first count[b] rows used)
+};
+
+template <class T, class Policy>
+GatheredKeys<T> gather_kept_keys(const T* k, const T* v, const AttentionGeometry& g, const Policy& policy) {
+  GatheredKeys<T> out;
+  out.index.resize(static_cast<std::size_t>(g.batch * g.tk));
+  out.count.assign(static_cast<std::size_t>(g.batch), 0);
+  for (std::int64_t b = 0; b < g.batch; ++b) {
+    std::int64_t n = 0;
+    for (std::int64_t key = 0; key < g.tk; ++key)
+      if (policy.key_kept(static_cast<int>(b), static_cast<int>(key))) out.index[static_cast<std::size_t>(b * g.tk + n++)] = static_cast<std::int32_t>(key);
+    out.count[static_cast<std::size_t>(b)] = n;
+  }
+  out.k.resize(static_cast<std::size_t>(g.batch * g.kv_heads * g.tk * g.dim));
+  out.v.resize(out.k.size());
+#pragma omp parallel for schedule(static)
+  for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
+    const std::int64_t b = bk / g.kv_heads;
+    for (std::int64_t j = 0; j < out.count[static_cast<std::size_t>(b)]; ++j) {
+      const std::int64_t src = (bk * g.tk + out.index[static_cast<std::size_t>(b * g.tk + j)]) * g.dim;
+      const std::int64_t dst = (bk * g.tk + j) * g.dim;
+      std::copy(k + src, k + src + g.dim, out.k.data() + dst);
+      std::copy(v + src, v + src + g.dim, out.v.data() + dst);
+    }
+  }
+  return out;
+}
+
+template <class T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstMap = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MutMap = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
+
+/// Fills scores S (rows q0.., cols k0..) = scale * Q K^T + bias, with -inf where masked.
+template <class T, class Policy>
+void tile_scores(RowMatrix<T>& s, const T* q, const T* k, const T* bias, const AttentionGeometry& g, const Policy& policy,
+                 int b, std::int64_t q0, std::int64_t rows, std::int64_t k0, std::int64_t cols, TileKind kind,
+                 const std::int32_t* index) {
+  const ConstMap<T> qm(q, rows, g.dim, Eigen::OuterStride<>(g.dim));
+  const ConstMap<T> km(k, cols, g.dim, Eigen::OuterStride<>(g.dim));
+  s.resize(rows, cols);
+  s.noalias() = qm * km.transpose();
+  s *= static_cast<T>(g.scale);
+  if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(g.tk));
+  if (kind == TileKind::Partial) {
+    constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j)
+        if (!policy.allowed(b, static_cast<int>(q0 + i), static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
+  }
+}
+
+/// Kind of the tile of queries [q0,q1) and (gathered) keys [k0,k1). For gathered keys the
+/// original positions span [pos(k0), pos(k1-1)]; classifying that whole range is
+/// conservative for the subset.
+template <class T, class Policy>
+TileKind classify_tile(const Policy& policy, const AttentionGeometry& g, int b, std::int64_t q0, std::int64_t q1,
+                       std::int64_t k0, std::int64_t k1, const KeySet<T>& keys) {
+  if (!g.skip_tiles) return TileKind::Partial;
+  return policy.classify(b, static_cast<int>(q0), static_cast<int>(q1), static_cast<int>(keys.pos(k0)),
+                         static_cast<int>(keys.pos(k1 - 1) + 1));
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// Forward over given key sets (one per batch * kv head).
+template <class T, class Policy>
+AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const T* bias, T* out, T* lse,
+                                     const AttentionGeometry& g, const Policy& policy) {
+  const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
+  const std::int64_t work = g.batch * g.heads * q_tiles;
+  const std::int64_t group = g.heads / g.kv_heads;
+  std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
+#pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
+  {
+    RowMatrix<T> s, p;
+    RowMatrix<T> acc;
+    Eigen::Array<T, Eigen::Dynamic, 1> m, l, m_tile, alpha, shift;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t w = 0; w < work; ++w) {
+      const std::int64_t qt = q_tiles - 1 - w % q_tiles;  // longest (last) query tiles first
+      const std::int64_t bh = w / q_tiles;
+      const std::int64_t b = bh / g.heads, h = bh % g.heads, kvh = h / group;
+      const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
+      const T* qp = q + ((b * g.heads + h) * g.tq + q0) * g.dim;
+      const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
+      const T* kp = keys.k;
+      const T* vp = keys.v;
+      const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h)) * g.tq + q0) * g.tk : nullptr;
+      acc.setZero(rows, g.dim);
+      m.setConstant(rows, -std::numeric_limits<T>::infinity());
+      l.setZero(rows);
+      shift.resize(rows);
+      for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
+        const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
+        const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
+        if (kind == TileKind::Empty) { ++n_empty; continue; }
+        (kind == TileKind::Full ? n_full : n_partial)++;
+        tile_scores(s, qp, kp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
+                    keys.index);
+        m_tile = s.rowwise().maxCoeff().array().max(m);
+        // Rows still fully masked keep m = -inf: use 0 as the shift so exp gives exact zeros.
+        for (std::int64_t i = 0; i < rows; ++i)
+          shift(i) = m_tile(i) == -std::numeric_limits<T>::infinity() ? T(0) : m_tile(i);
+        alpha = (m - shift).exp();
+        p.resize(rows, cols);
+        for (std::int64_t i = 0; i < rows; ++i) p.row(i).array() = (s.row(i).array() - shift(i)).exp();
+        l = l * alpha + p.rowwise().sum().array();
+        acc = alpha.matrix().asDiagonal() * acc;
+        acc.noalias() += p * ConstMap<T>(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
+        m = m_tile;
+      }
+      MutMap<T> o(out + ((b * g.heads + h) * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
+      T* lse_row = lse + (b * g.heads + h) * g.tq + q0;
+      for (std::int64_t i = 0; i < rows; ++i) {
+        if (l(i) > T(0)) {
+          o.row(i) = acc.row(i) / l(i);
+          lse_row[i] = m(i) + std::log(l(i));
+        } else {
+          o.row(i).setZero();
+          lse_row[i] = -std::numeric_limits<T>::infinity();
+        }
+      }
+    }
+  }
+  return {n_empty, n_partial, n_full};
+}
+
+/// Backward over given key sets; dk/dv rows are those of the key sets (gathered or not).
+template <class T, class Policy>
+void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const T* bias, const T* out, const T* lse,
+                        const T* dout, T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const Policy& policy) {
+  const std::int64_t group = g.heads / g.kv_heads;
+  const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
+  // delta[b,h,i] = rowsum(dO * O)
+  std::vector<T> delta(static_cast<std::size_t>(g.batch * g.heads * g.tq));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < g.batch * g.heads * g.tq; ++r) {
+    T sum = 0;
+    for (std::int64_t d = 0; d < g.dim; ++d) sum += dout[r * g.dim + d] * out[r * g.dim + d];
+    delta[static_cast<std::size_t>(r)] = sum;
+  }
+  const T scale = static_cast<T>(g.scale);
+#pragma omp parallel
+  {
+    RowMatrix<T> s, dp;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
+      const std::int64_t b = bk / g.kv_heads, kvh = bk % g.kv_heads;
+      const KeySet<T>& keys = keysets[static_cast<std::size_t>(bk)];
+      const T* kp = keys.k;
+      const T* vp = keys.v;
+      MutMap<T> dk_all(dk + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
+      MutMap<T> dv_all(dv + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
+      dk_all.setZero();
+      dv_all.setZero();
+      for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const std::int64_t bh = b * g.heads + h;
+        MutMap<T> dq_all(dq + bh * g.tq * g.dim, g.tq, g.dim, Eigen::OuterStride<>(g.dim));
+        dq_all.setZero();
+        if (dbias) std::fill(dbias + bh * g.tq * g.tk, dbias + (bh + 1) * g.tq * g.tk, T(0));
+        for (std::int64_t qt = 0; qt < q_tiles; ++qt) {
+          const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
+          const T* qp = q + (bh * g.tq + q0) * g.dim;
+          const ConstMap<T> qm(qp, rows, g.dim, Eigen::OuterStride<>(g.dim));
+          const ConstMap<T> dom(dout + (bh * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
+          const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> lse_t(lse + bh * g.tq + q0, rows);
+          const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> delta_t(delta.data() + bh * g.tq + q0, rows);
+          // Rows with no allowed key (lse = -inf) get zero probability everywhere.
+          const Eigen::Array<T, Eigen::Dynamic, 1> shift =
+              (lse_t == -std::numeric_limits<T>::infinity()).select(std::numeric_limits<T>::infinity(), lse_t);
+          const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h)) * g.tq + q0) * g.tk : nullptr;
+          for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
+            const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
+            const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
+            if (kind == TileKind::Empty) continue;
+            tile_scores(s, qp, kp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
+                        keys.index);
+            for (std::int64_t i = 0; i < rows; ++i) s.row(i).array() = (s.row(i).array() - shift(i)).exp();  // P
+            const ConstMap<T> km(kp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
+            const ConstMap<T> vm(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
+            dv_all.middleRows(k0, cols).noalias() += s.transpose() * dom;
+            dp.noalias() = dom * vm.transpose();
+            s = (s.array() * (dp.array().colwise() - delta_t)).matrix();  // dS (before scale)
+            if (dbias) MutMap<T>(dbias + (bh * g.tq + q0) * g.tk + k0, rows, cols, Eigen::OuterStride<>(g.tk)) = s;
+            dq_all.middleRows(q0, rows).noalias() += scale * (s * km);
+            dk_all.middleRows(k0, cols).noalias() += scale * (s.transpose() * qm);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// One KeySet per (batch, kv head) over all keys.
+template <class T>
+std::vector<KeySet<T>> all_keys(const T* k, const T* v, const AttentionGeometry& g) {
+  std::vector<KeySet<T>> sets(static_cast<std::size_t>(g.batch * g.kv_heads));
+  for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk)
+    sets[static_cast<std::size_t>(bk)] = {k + bk * g.tk * g.dim, v + bk * g.tk * g.dim, nullptr, g.tk};
+  return sets;
+}
+
+/// One KeySet per (batch, kv head) over the gathered kept keys.
+template <class T>
+std::vector<KeySet<T>> kept_keys(const GatheredKeys<T>& gathered, const AttentionGeometry& g) {
+  std::vector<KeySet<T>> sets(static_cast<std::size_t>(g.batch * g.kv_heads));
+  for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
+    const std::int64_t b = bk / g.kv_heads;
+    sets[static_cast<std::size_t>(bk)] = {gathered.k.data() + bk * g.tk * g.dim, gathered.v.data() + bk * g.tk * g.dim,
+                                          gathered.index.data() + b * g.tk, gathered.count[static_cast<std::size_t>(b)]};
+  }
+  return sets;
+}
+
+/// Whether the kept-key path applies: a key-filtered policy, no bias, tile skipping on.
+template <class Policy>
+bool gathers_keys(const AttentionGeometry& g, bool has_bias) {
+  return KeyFilteredMask<Policy> && !has_bias && g.skip_tiles;
+}
+
+}  // namespace detail
+
+/// Forward: out [B,H,Tq,D] and lse [B,H,Tq] (-inf for rows with no allowed key; their
+/// output is zero). bias is [B, bias_heads, Tq, Tk] or null.
+template <class T, class Policy>
+AttentionTileStats attention_forward(const T* q, const T* k, const T* v, const T* bias, T* out, T* lse,
+                                     const AttentionGeometry& g, const Policy& policy) {
+  if constexpr (KeyFilteredMask<Policy>) {
+    if (detail::gathers_keys<Policy>(g, bias != nullptr)) {
+      const auto gathered = detail::gather_kept_keys(k, v, g, policy);
+      return detail::forward_over_keys(q, detail::kept_keys(gathered, g), bias, out, lse, g, policy.key_base());
+    }
+  }
+  return detail::forward_over_keys(q, detail::all_keys(k, v, g), bias, out, lse, g, policy);
+}
+
+/// Backward from the saved out/lse. Writes dq [B,H,Tq,D], dk/dv [B,Hkv,Tk,D] (overwritten),
+/// and, when dbias is non-null, dbias [B,H,Tq,Tk] per head (the caller reduces over heads
+/// for a shared bias).
+template <class T, class Policy>
+void attention_backward(const T* q, const T* k, const T* v, const T* bias, const T* out, const T* lse, const T* dout,
+                        T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const Policy& policy) {
+  if constexpr (KeyFilteredMask<Policy>) {
+    if (detail::gathers_keys<Policy>(g, bias != nullptr)) {
+      const auto gathered = detail::gather_kept_keys(k, v, g, policy);
+      std::vector<T> dk_kept(gathered.k.size()), dv_kept(gathered.v.size());
+      detail::backward_over_keys(q, detail::kept_keys(gathered, g), bias, out, lse, dout, dq, dk_kept.data(),
+                                 dv_kept.data(), dbias, g, policy.key_base());
+      // Scatter the kept keys' gradients back; dropped keys get zero.
+      std::fill(dk, dk + g.batch * g.kv_heads * g.tk * g.dim, T(0));
+      std::fill(dv, dv + g.batch * g.kv_heads * g.tk * g.dim, T(0));
+#pragma omp parallel for schedule(static)
+      for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
+        const std::int64_t b = bk / g.kv_heads;
+        for (std::int64_t j = 0; j < gathered.count[static_cast<std::size_t>(b)]; ++j) {
+          const std::int64_t dst = (bk * g.tk + gathered.index[static_cast<std::size_t>(b * g.tk + j)]) * g.dim;
+          const std::int64_t src = (bk * g.tk + j) * g.dim;
+          std::copy(dk_kept.data() + src, dk_kept.data() + src + g.dim, dk + dst);
+          std::copy(dv_kept.data() + src, dv_kept.data() + src + g.dim, dv + dst);
+        }
+      }
+      return;
+    }
+  }
+  detail::backward_over_keys(q, detail::all_keys(k, v, g), bias, out, lse, dout, dq, dk, dv, dbias, g, policy);
+}
+
+}  // namespace condense::cpu

@@ -1,0 +1,161 @@
+// Fused attention on the CPU, templated on a mask policy: attention(q, k, v, policy, options,
+// bias) with grouped-query heads, an optional differentiable additive score bias, and the
+// log-sum-exp saved for a backward pass that recomputes scores tile by tile. Also
+// attention_reference, the plain composition of primitive ops used as the test oracle.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+
+#include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/attention.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/mask/materialize.hpp"
+#include "condense/mask/policy.hpp"
+#include "condense/ops/compare.hpp"
+#include "condense/ops/matmul.hpp"
+#include "condense/ops/softmax.hpp"
+
+namespace condense {
+
+/// Options of attention().
+struct AttentionOptions {
+  /// Multiplies q.k; default 1/sqrt(head dim).
+  std::optional<double> scale;
+  /// Query and key tile sizes of the flash loop.
+  int tile_q = 64;
+  int tile_k = 64;
+  /// Debug switch: false treats every tile as Partial (evaluates the predicate everywhere).
+  bool skip_tiles = true;
+};
+
+/// What attention_forward returns besides the output.
+template <FloatingElement T>
+struct AttentionResult {
+  Tensor<T> out;  ///< [B, H, Tq, D]
+  Tensor<T> lse;  ///< [B, H, Tq]: log-sum-exp of each row's allowed scores (-inf if none)
+  cpu::AttentionTileStats tiles;  ///< tiles by kind over all (batch, head, query tile)
+};
+
+namespace detail {
+
+template <FloatingElement T>
+cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                          const Tensor<T>& bias, const AttentionOptions& options) {
+  constexpr const char* op = "attention";
+  CONDENSE_CHECK(q.defined() && k.defined() && v.defined(), op, "q, k and v must be defined");
+  CONDENSE_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, "q, k, v must be [B, H, T, D], got q ", q.shape(),
+                 ", k ", k.shape(), ", v ", v.shape());
+  CONDENSE_CHECK(k.shape() == v.shape(), op, "k and v shapes differ: ", k.shape(), " vs ", v.shape());
+  CONDENSE_CHECK(q.size(0) == k.size(0), op, "batch sizes differ: q ", q.shape(), ", k ", k.shape());
+  CONDENSE_CHECK(q.size(3) == k.size(3), op, "head dims differ: q ", q.shape(), ", k ", k.shape());
+  CONDENSE_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, op, "kv heads (", k.size(1),
+                 ") must divide query heads (", q.size(1), "): q ", q.shape(), ", k ", k.shape());
+  CONDENSE_CHECK(options.tile_q > 0 && options.tile_k > 0, op, "tile sizes must be positive, got ", options.tile_q,
+                 "x", options.tile_k);
+  check_cpu(op, q);
+  check_cpu(op, k);
+  check_cpu(op, v);
+  cpu::AttentionGeometry g;
+  g.batch = q.size(0);
+  g.heads = q.size(1);
+  g.kv_heads = k.size(1);
+  g.tq = q.size(2);
+  g.tk = k.size(2);
+  g.dim = q.size(3);
+  CONDENSE_CHECK(g.tq < (std::int64_t{1} << 31) && g.tk < (std::int64_t{1} << 31), op, "sequence too long: q ", q.shape(),
+                 ", k ", k.shape());
+  if (bias.defined()) {
+    check_cpu(op, bias);
+    CONDENSE_CHECK(bias.dim() == 4 && bias.size(0) == g.batch && (bias.size(1) == 1 || bias.size(1) == g.heads) &&
+                       bias.size(2) == g.tq && bias.size(3) == g.tk,
+                   op, "bias must be [B, 1 or H, Tq, Tk] = [", g.batch, ", 1 or ", g.heads, ", ", g.tq, ", ", g.tk,
+                   "], got ", bias.shape());
+    g.bias_heads = bias.size(1);
+  }
+  g.scale = options.scale.value_or(g.dim > 0 ? 1.0 / std::sqrt(static_cast<double>(g.dim)) : 1.0);
+  g.tile_q = options.tile_q;
+  g.tile_k = options.tile_k;
+  g.skip_tiles = options.skip_tiles;
+  return g;
+}
+
+}  // namespace detail
+
+/// Fused attention returning the output, the saved log-sum-exp and tile statistics.
+/// The policy's per-row arrays (spans, lengths, keep bitmaps) must stay alive until the
+/// backward pass has run. Rows with no allowed key give zeros (and zero gradients).
+// q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D] (Hkv divides H), bias: [B, 1|H, Tq, Tk] -> out [B, H, Tq, D], lse [B, H, Tq]
+template <FloatingElement T, class Policy>
+AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                                     const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
+  if constexpr (!check_mask_policy<Policy>()) {
+    return {};
+  } else {
+  const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
+  validate_mask(policy, "attention", g.batch, g.tq, g.tk);
+  const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+  AttentionResult<T> r;
+  r.out = Tensor<T>::empty(q.shape(), q.device());
+  r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
+  r.tiles = cpu::attention_forward(qc.data(), kc.data(), vc.data(), bc.defined() ? bc.data() : nullptr, r.out.data(),
+                                   r.lse.data(), g, policy);
+  record<T>("attention", r.out, {q, k, v, bias},
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy](const Tensor<T>& grad, GradSink& s) {
+              const Tensor<T> dout = grad.contiguous();
+              Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
+              Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
+              Tensor<T> dv = Tensor<T>::empty(vc.shape(), vc.device());
+              Tensor<T> dbias;
+              if (s.wants(3)) dbias = Tensor<T>::empty({g.batch, g.heads, g.tq, g.tk}, qc.device());
+              cpu::attention_backward(qc.data(), kc.data(), vc.data(), bc.defined() ? bc.data() : nullptr, out.data(),
+                                      lse.data(), dout.data(), dq.data(), dk.data(), dv.data(),
+                                      dbias.defined() ? dbias.data() : nullptr, g, policy);
+              s.add(0, dq);
+              s.add(1, dk);
+              s.add(2, dv);
+              if (dbias.defined()) s.add(3, sum_to(dbias, bc.shape()));
+            });
+  return r;
+  }
+}
+
+/// Fused attention: softmax(scale * q k^T + bias, masked by `policy`) v, tile by tile.
+// q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D] (Hkv divides H), bias: [B, 1|H, Tq, Tk] -> [B, H, Tq, D]
+template <FloatingElement T, class Policy>
+Tensor<T> attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                    const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
+  return attention_forward(q, k, v, policy, options, bias).out;
+}
+
+/// The oracle: the same attention as a composition of primitive ops (matmul, masked_fill
+/// with the materialised mask, softmax, matmul). Memory O(B*H*Tq*Tk); for tests and checks.
+// q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D], bias: [B, 1|H, Tq, Tk] -> [B, H, Tq, D]
+template <FloatingElement T, class Policy>
+Tensor<T> attention_reference(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                              const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
+  if constexpr (!check_mask_policy<Policy>()) {
+    return {};
+  } else {
+  const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
+  validate_mask(policy, "attention_reference", g.batch, g.tq, g.tk);
+  const std::int64_t group = g.heads / g.kv_heads;
+  // Repeat each kv head `group` times: [B, Hkv, T, D] -> [B, H, T, D].
+  const auto repeat_heads = [&](const Tensor<T>& t) {
+    if (group == 1) return t;
+    return t.unsqueeze(2).expand({g.batch, g.kv_heads, group, g.tk, g.dim}).reshape({g.batch, g.heads, g.tk, g.dim});
+  };
+  Tensor<T> scores = mul(matmul(q, repeat_heads(k).transpose(2, 3)), static_cast<T>(g.scale));
+  if (bias.defined()) scores = scores + bias;
+  const Tensor<bool> allowed = materialize_batch(policy, g.batch, g.tq, g.tk).unsqueeze(1);  // [B, 1, Tq, Tk]
+  scores = masked_fill(scores, logical_not(allowed), -std::numeric_limits<T>::infinity());
+  return matmul(softmax(scores, -1), repeat_heads(v));
+  }
+}
+
+}  // namespace condense
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"
