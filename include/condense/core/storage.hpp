@@ -1,5 +1,6 @@
 // Storage: a reference-counted block of bytes on one device, shared by a tensor and all of
-// its views. CPU blocks are 64-byte aligned; CUDA blocks come from the CUDA backend.
+// its views. CPU blocks are 64-byte aligned and come from the caching CPU allocator
+// (core/cpu_allocator.hpp); CUDA blocks come from the CUDA backend.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <string_view>
 
 #include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/cpu_allocator.hpp"
 #include "condense/core/device.hpp"
 #include "condense/core/error.hpp"
 
@@ -29,7 +31,7 @@ class Storage {
     s.block_->device = device;
     const std::size_t padded = (bytes + cpu_alignment - 1) / cpu_alignment * cpu_alignment;
     if (device.is_cpu()) {
-      s.block_->ptr = ::operator new(padded == 0 ? cpu_alignment : padded, std::align_val_t{cpu_alignment});
+      s.block_->ptr = detail::CpuBlockCache::instance().acquire(padded == 0 ? cpu_alignment : padded, &s.block_->granted);
     } else {
       s.block_->ptr = cuda::allocate(padded == 0 ? cpu_alignment : padded, device.index, op);
     }
@@ -60,6 +62,7 @@ class Storage {
   struct Block {
     void* ptr = nullptr;
     std::size_t bytes = 0;
+    std::size_t granted = 0;  ///< CPU: the size the allocator handed out
     Device device;
     Block() = default;
     Block(const Block&) = delete;
@@ -67,7 +70,7 @@ class Storage {
     ~Block() {
       if (!ptr) return;
       if (device.is_cpu()) {
-        ::operator delete(ptr, std::align_val_t{cpu_alignment});
+        detail::CpuBlockCache::instance().release(ptr, granted);
       } else {
         cuda::deallocate(ptr, device.index);
       }
