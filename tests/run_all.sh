@@ -2,7 +2,8 @@
 # Sets up, builds and runs every test: installs missing Debian packages, then
 #  1. the release preset (CPU tests, the CUDA backend and its GPU tests when nvcc is
 #     present — GPU tests skip without a device — header checks, install/consume test),
-#  2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer, CPU tests).
+#  2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer, CPU tests),
+#  3. a short libFuzzer run of the safetensors reader when clang++ is present.
 # Usage: bash tests/run_all.sh   (from anywhere; JOBS=n to set build parallelism)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,13 @@ for preset in release asan; do
   echo "=== condense: test ($preset) after $(( $(date +%s) - start ))s ==="
   ctest --preset "$preset" -j "$jobs"
 done
+if command -v clang++ >/dev/null; then
+  echo "=== condense: libFuzzer smoke run of the safetensors reader (clang) ==="
+  CXX=clang++ CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONDENSE_CUDA=OFF \
+    -DCONDENSE_BUILD_TESTS=ON -DCONDENSE_BUILD_FUZZ=ON -DCONDENSE_BUILD_BENCH=OFF -DCONDENSE_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build/fuzz --target fuzz_safetensors make_safetensors_seeds -j "$jobs"
+  ctest --test-dir build/fuzz -R '^fuzz\.' --output-on-failure
+else
+  echo "=== condense: clang++ not found: the libFuzzer target is not built ==="
+fi
 echo "=== condense: all tests passed in $(( $(date +%s) - start ))s ==="
