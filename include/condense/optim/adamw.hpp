@@ -1,0 +1,191 @@
+// AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step the update
+// of PyTorch's torch.optim.AdamW (amsgrad off), with per-parameter step counts for the bias
+// correction, and no decay of vectors (biases, norm weights) unless asked for.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "condense/autograd/grad_mode.hpp"
+#include "condense/core/error.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/optim/optimizer.hpp"
+
+namespace condense::optim {
+
+/// Hyper-parameters of AdamW (defaults as in PyTorch, except `decay_vectors`).
+struct AdamWOptions {
+  double lr = 1e-3;            ///< learning rate, >= 0
+  double beta1 = 0.9;          ///< decay of the first-moment average, in [0, 1)
+  double beta2 = 0.999;        ///< decay of the second-moment average, in [0, 1)
+  double eps = 1e-8;           ///< added to the denominator, >= 0
+  double weight_decay = 1e-2;  ///< decoupled decay: p -= lr * weight_decay * p before the Adam step, >= 0
+  /// When false (the default), parameters with dim() < 2 (biases, norm weights, scalars) get no
+  /// weight decay; when true every parameter is decayed, as PyTorch's AdamW does.
+  bool decay_vectors = false;
+};
+
+/// AdamW over a list of named parameters. Per step, for each parameter p with a gradient g
+/// (parameters without one are skipped and their state is left untouched, as in PyTorch):
+///
+///     t += 1                                   (the parameter's own step count)
+///     p *= 1 - lr * weight_decay               (when p is decayed, see decay_vectors)
+///     m += (1 - beta1) * (g - m)
+///     v  = beta2 * v + (1 - beta2) * g * g
+///     p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+///
+/// The update writes into the parameters' storage (their data()), so every Tensor sharing it
+/// sees the new values. Parameters must be contiguous CPU tensors that share no memory.
+template <FloatingElement T>
+class AdamW {
+ public:
+  /// Takes the parameters (e.g. module.named_parameters()) and the options; throws on an
+  /// empty list, bad parameters or out-of-range options. State buffers start at zero.
+  AdamW(NamedTensors<T> params, AdamWOptions options = {}) : params_(std::move(params)), options_(options) {
+    detail::check_nonnegative("AdamW", "learning rate", options_.lr);
+    CONDENSE_CHECK(options_.beta1 >= 0.0 && options_.beta1 < 1.0, "AdamW", "invalid beta1: ", options_.beta1,
+                   " (must be in [0, 1))");
+    CONDENSE_CHECK(options_.beta2 >= 0.0 && options_.beta2 < 1.0, "AdamW", "invalid beta2: ", options_.beta2,
+                   " (must be in [0, 1))");
+    detail::check_nonnegative("AdamW", "eps", options_.eps);
+    detail::check_nonnegative("AdamW", "weight_decay", options_.weight_decay);
+    detail::check_parameters<T>("AdamW", params_);
+    for (const auto& [name, p] : params_) {
+      exp_avg_.push_back(detail::zero_buffer<T>(p.shape()));
+      exp_avg_sq_.push_back(detail::zero_buffer<T>(p.shape()));
+      param_steps_.push_back(0);
+    }
+  }
+
+  /// Applies one update to every parameter that has a gradient, then counts the step.
+  void step() {
+    NoGradGuard no_grad;
+    struct Active {
+      std::size_t index;
+      Tensor<T> grad;
+      T decay, step_size, bias2_sqrt;
+    };
+    std::vector<Active> active;
+    std::vector<std::int64_t> sizes;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& [name, p] = params_[i];
+      Tensor<T> g = detail::usable_grad<T>("AdamW", name, p);
+      if (!g.defined()) continue;
+      const std::int64_t t = ++param_steps_[i];
+      const bool decayed = options_.decay_vectors || p.dim() >= 2;
+      const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(t));
+      const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
+      active.push_back({i, std::move(g), static_cast<T>(decayed ? 1.0 - options_.lr * options_.weight_decay : 1.0),
+                        static_cast<T>(options_.lr / bias1), static_cast<T>(std::sqrt(bias2))});
+      sizes.push_back(p.numel());
+    }
+    const T one_minus_b1 = static_cast<T>(1.0 - options_.beta1);
+    const T b2 = static_cast<T>(options_.beta2);
+    const T one_minus_b2 = static_cast<T>(1.0 - options_.beta2);
+    const T eps = static_cast<T>(options_.eps);
+    detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
+      const Active& a = active[slot];
+      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+      // Blocks small enough for the four passes below to stay in L1.
+      for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
+        const Eigen::Index n = static_cast<Eigen::Index>(std::min(e, b0 + detail::update_block) - b0);
+        Eigen::Map<Arr> p(params_[a.index].second.data() + b0, n);
+        Eigen::Map<const Arr> g(a.grad.data() + b0, n);
+        Eigen::Map<Arr> m(exp_avg_[a.index].data() + b0, n);
+        Eigen::Map<Arr> v(exp_avg_sq_[a.index].data() + b0, n);
+        if (a.decay != T(1)) p *= a.decay;
+        m += one_minus_b1 * (g - m);
+        v = b2 * v + one_minus_b2 * g.square();
+        p -= a.step_size * (m / (v.sqrt() / a.bias2_sqrt + eps));
+      }
+    });
+    ++steps_;
+  }
+
+  /// Clears the gradients of all parameters (they become undefined, like PyTorch's set_to_none).
+  void zero_grad() {
+    for (const auto& [name, p] : params_) p.zero_grad();
+  }
+
+  /// The current learning rate.
+  double lr() const { return options_.lr; }
+  /// Sets the learning rate for the next steps (finite, >= 0), e.g. from a schedule.
+  void set_lr(double lr) {
+    detail::check_nonnegative("AdamW", "learning rate", lr);
+    options_.lr = lr;
+  }
+  /// The options in use (lr as last set).
+  const AdamWOptions& options() const { return options_; }
+  /// Number of step() calls (or the count given to load_state()).
+  std::int64_t steps() const { return steps_; }
+  /// The parameters, in the order given.
+  const NamedTensors<T>& parameters() const { return params_; }
+
+  /// A copy of the optimizer state, per parameter in order: "<param>.exp_avg",
+  /// "<param>.exp_avg_sq" (parameter-shaped) and "<param>.step" (0-dim: how many updates this
+  /// parameter received, which differs from steps() when it lacked a gradient at some step).
+  NamedTensors<T> state() const {
+    NamedTensors<T> out;
+    out.reserve(3 * params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const std::string& name = params_[i].first;
+      out.emplace_back(name + ".exp_avg", detail::copy_of(exp_avg_[i]));
+      out.emplace_back(name + ".exp_avg_sq", detail::copy_of(exp_avg_sq_[i]));
+      out.emplace_back(name + ".step", detail::step_tensor<T>(param_steps_[i]));
+    }
+    return out;
+  }
+
+  /// Restores a state saved by state() and the step count saved with it; continuing then gives
+  /// bit-identical updates. "<param>.exp_avg" and "<param>.exp_avg_sq" are required for every
+  /// parameter; "<param>.step" is optional (default: `steps`). Throws, naming the entry, on an
+  /// unexpected or duplicate name, a missing entry, a shape mismatch, a negative exp_avg_sq
+  /// value or a bad step count; nothing is changed then.
+  void load_state(const NamedTensors<T>& state, std::int64_t steps) {
+    std::map<std::string, detail::StateSlot> expected;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const std::string& name = params_[i].first;
+      expected[name + ".exp_avg"] = {i, 0, true, false};
+      expected[name + ".exp_avg_sq"] = {i, 1, true, false};
+      expected[name + ".step"] = {i, 2, false, true};
+    }
+    const auto found = detail::match_state<T>("AdamW", params_, expected, state, steps);
+    for (const auto& [name, t] : found) {
+      if (expected.at(name).kind != 1) continue;
+      const auto values = t.to_vector();
+      for (const T x : values)
+        CONDENSE_CHECK(!(x < T(0)), "AdamW", "load_state: state entry '", name, "' has a negative value ", x,
+                       " (a second-moment average is >= 0)");
+    }
+    for (const auto& [name, t] : found) {
+      const auto& slot = expected.at(name);
+      if (slot.kind == 0) detail::copy_values(exp_avg_[slot.param], t);
+      if (slot.kind == 1) detail::copy_values(exp_avg_sq_[slot.param], t);
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto it = found.find(params_[i].first + ".step");
+      param_steps_[i] = it == found.end() ? steps : static_cast<std::int64_t>(it->second.contiguous().data()[0]);
+    }
+    steps_ = steps;
+  }
+
+ private:
+  NamedTensors<T> params_;
+  AdamWOptions options_;
+  std::vector<Tensor<T>> exp_avg_;
+  std::vector<Tensor<T>> exp_avg_sq_;
+  std::vector<std::int64_t> param_steps_;
+  std::int64_t steps_ = 0;
+};
+
+}  // namespace condense::optim
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"

@@ -1,0 +1,148 @@
+// Gradient clipping by global norm: grad_norm (the L2 norm of all gradients together,
+// accumulated in double) and clip_grad_norm, which rescales the gradients when that norm
+// exceeds a bound, as torch.nn.utils.clip_grad_norm_ does.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "condense/autograd/grad_mode.hpp"
+#include "condense/backend/cpu/parallel.hpp"
+#include "condense/core/error.hpp"
+#include "condense/core/tensor_type.hpp"
+#include "condense/optim/optimizer.hpp"
+
+namespace condense::optim {
+
+/// Added to the norm in the clipping factor max_norm / (norm + clip_epsilon), as in PyTorch.
+inline constexpr double clip_epsilon = 1e-6;
+
+namespace detail {
+
+/// Sum of squares, in double, of the defined gradients of `params`; also reports the index
+/// (in `params`) of the first gradient whose own sum is not finite, or -1.
+template <FloatingElement T>
+double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, std::int64_t* first_bad) {
+  std::vector<Tensor<T>> grads;
+  std::vector<std::size_t> owners;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    CONDENSE_CHECK(p.defined(), op, "parameter '", name, "' is an undefined tensor");
+    Tensor<T> g = p.grad();
+    if (!g.defined()) continue;
+    CONDENSE_CHECK(g.device().is_cpu(), op, "gradient of '", name, "' is ", g.describe(),
+                   "; clipping runs on the CPU only for now");
+    grads.push_back(g.is_contiguous() ? g : g.contiguous());
+    owners.push_back(i);
+  }
+  std::vector<UpdateChunk> chunks;
+  for (std::size_t s = 0; s < grads.size(); ++s)
+    for (std::int64_t b = 0; b < grads[s].numel(); b += update_chunk)
+      chunks.push_back({s, b, std::min(grads[s].numel(), b + update_chunk)});
+  std::vector<double> partial(chunks.size(), 0.0);
+  cpu::parallel_for(0, static_cast<std::int64_t>(chunks.size()), 4, [&](std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const auto& ch = chunks[c];
+      const T* g = grads[ch.slot].data();
+      double acc = 0.0;
+      // A SIMD reduction (the lane order is fixed at compile time, so results are repeatable).
+#pragma omp simd reduction(+ : acc)
+      for (std::int64_t i = ch.begin; i < ch.end; ++i) acc += static_cast<double>(g[i]) * static_cast<double>(g[i]);
+      partial[c] = acc;
+    }
+  });
+  // Fixed summation order: the result does not depend on the number of threads.
+  double total = 0.0;
+  std::vector<double> per_grad(grads.size(), 0.0);
+  for (std::size_t c = 0; c < chunks.size(); ++c) per_grad[chunks[c].slot] += partial[c];
+  *first_bad = -1;
+  for (std::size_t s = 0; s < grads.size(); ++s) {
+    if (*first_bad < 0 && !std::isfinite(per_grad[s])) *first_bad = static_cast<std::int64_t>(owners[s]);
+    total += per_grad[s];
+  }
+  return total;
+}
+
+/// Names tensors "0", "1", ... for the unnamed overloads.
+template <FloatingElement T>
+NamedTensors<T> index_named(const std::vector<Tensor<T>>& params) {
+  NamedTensors<T> out;
+  out.reserve(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) out.emplace_back("#" + std::to_string(i), params[i]);
+  return out;
+}
+
+}  // namespace detail
+
+/// The global L2 norm sqrt(sum over all gradients of sum g^2), accumulated in double, over the
+/// parameters that have a gradient (others are skipped; no gradient at all gives 0).
+template <FloatingElement T>
+double grad_norm(const NamedTensors<T>& params) {
+  std::int64_t bad = -1;
+  return std::sqrt(detail::grad_sum_of_squares<T>("grad_norm", params, &bad));
+}
+
+/// grad_norm over unnamed tensors.
+template <FloatingElement T>
+double grad_norm(const std::vector<Tensor<T>>& params) {
+  return grad_norm<T>(detail::index_named(params));
+}
+
+/// Clips the gradients to a global L2 norm of at most `max_norm` and returns the norm before
+/// clipping. When norm > max_norm every gradient g is replaced (through set_grad) by a new
+/// tensor g * max_norm / (norm + 1e-6); gradients are never scaled in place, since a stored
+/// gradient may share memory with other tensors. Parameters without a gradient are skipped.
+///
+/// A non-finite norm (a NaN or infinite gradient value, or an overflow of the sum of squares)
+/// leaves every gradient unchanged and is returned as it is, so the caller can skip the step
+/// (`if (!std::isfinite(norm)) { opt.zero_grad(); continue; }`); with `error_if_nonfinite` it
+/// throws instead, naming the first parameter whose gradient's sum of squares is not finite.
+/// `max_norm` must be >= 0 (infinity: measure only, never clip).
+template <FloatingElement T>
+double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error_if_nonfinite = false) {
+  CONDENSE_CHECK(max_norm >= 0.0, "clip_grad_norm", "max_norm must be >= 0, got ", max_norm);
+  std::int64_t bad = -1;
+  const double norm = std::sqrt(detail::grad_sum_of_squares<T>("clip_grad_norm", params, &bad));
+  if (!std::isfinite(norm)) {
+    CONDENSE_CHECK(!error_if_nonfinite, "clip_grad_norm", "the total gradient norm is ", norm,
+                   bad >= 0 ? "; first gradient with a non-finite sum of squares: '" +
+                                  params[static_cast<std::size_t>(bad)].first + "'"
+                            : std::string("; the sum of squares overflowed"));
+    return norm;
+  }
+  const double coef = max_norm / (norm + clip_epsilon);
+  if (coef >= 1.0) return norm;
+  NoGradGuard no_grad;
+  const T c = static_cast<T>(coef);
+  for (const auto& [name, p] : params) {
+    Tensor<T> g = p.grad();
+    if (!g.defined()) continue;
+    if (!g.is_contiguous()) g = g.contiguous();
+    Tensor<T> scaled = Tensor<T>::empty(g.shape());
+    const T* src = g.data();
+    T* dst = scaled.data();
+    cpu::parallel_for(0, g.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
+      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+      Eigen::Map<Arr>(dst + i0, i1 - i0) = Eigen::Map<const Arr>(src + i0, i1 - i0) * c;
+    });
+    p.set_grad(scaled);
+  }
+  return norm;
+}
+
+/// clip_grad_norm over unnamed tensors (errors name them "#0", "#1", ... by position).
+template <FloatingElement T>
+double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, bool error_if_nonfinite = false) {
+  return clip_grad_norm<T>(detail::index_named(params), max_norm, error_if_nonfinite);
+}
+
+}  // namespace condense::optim
+
+// Brings in the rest of the core op set (definitions used by the code above).
+#include "condense/core/tensor.hpp"
