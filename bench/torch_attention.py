@@ -11,18 +11,10 @@ Installs PyTorch with pip when it is missing.
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 
-
-def ensure_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("installing torch with pip ...", flush=True)
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "torch", "numpy"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_common import ensure_torch, run_condense_bench, timeit, to_ms  # noqa: E402
 
 
 def policy_masks(torch, name, t):
@@ -52,17 +44,6 @@ def policy_masks(torch, name, t):
         n = t // 8
         return n, t + n, lambda q, k: (k < t) | (k - t <= q)
     raise KeyError(name)
-
-
-def timeit(fn, min_time=0.3, min_reps=3):
-    fn()  # warm up
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def torch_cases(torch, name, t, with_flex, heads=8, dim=64):
@@ -123,16 +104,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    env = dict(os.environ, CONDENSE_THREADS=str(args.threads))
     filt = "BM_attention_.*/(" + (args.policies.replace(",", "|") or ".*") + ")/(" + "|".join(map(str, sizes)) + ")(/|$)"
-    print(f"running {args.bench} (threads={args.threads}) ...", flush=True)
-    raw = subprocess.run([args.bench, f"--benchmark_filter={filt}", "--benchmark_format=json",
-                          "--benchmark_min_time=0.3"], env=env, check=True, capture_output=True, text=True).stdout
+    benches = run_condense_bench(args.bench, args.threads, filt)
     ours = {}
-    for b in json.loads(raw)["benchmarks"]:
+    for b in benches:
         parts = b["name"].split("/")  # BM_attention_<mode>/<policy>/<T>[/real_time]
         mode, policy, size = parts[0].rsplit("_", 1)[1], parts[1], int(parts[2])
-        ours[(policy, size, mode)] = {"ms": b["real_time"], "gflops": b["GFLOP/s"], "density": b["density"],
+        ours[(policy, size, mode)] = {"ms": to_ms(b), "gflops": b["GFLOP/s"], "density": b["density"],
                                       "skipped": b["skipped"]}
     policies = sorted({p for p, _, _ in ours}, key=lambda p: (p != "causal", p))
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}")
