@@ -16,6 +16,7 @@
 
 #include <omp.h>
 
+#include "condense/backend/cpu/reduce.hpp"
 #include "condense/mask/policy.hpp"
 
 namespace condense::cpu {
@@ -161,9 +162,9 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         // Rows still fully masked keep m = -inf: use 0 as the shift so exp gives exact zeros.
         for (std::int64_t i = 0; i < rows; ++i)
           shift(i) = m_tile(i) == -std::numeric_limits<T>::infinity() ? T(0) : m_tile(i);
-        alpha = (m - shift).exp();
+        alpha = vexp(m - shift);
         p.resize(rows, cols);
-        for (std::int64_t i = 0; i < rows; ++i) p.row(i).array() = (s.row(i).array() - shift(i)).exp();
+        for (std::int64_t i = 0; i < rows; ++i) p.row(i).array() = vexp(s.row(i).array() - shift(i));
         l = l * alpha + p.rowwise().sum().array();
         acc = alpha.matrix().asDiagonal() * acc;
         acc.noalias() += p * ConstMap<T>(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
@@ -235,7 +236,7 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
             if (kind == TileKind::Empty) continue;
             tile_scores(s, qp, kp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
                         keys.index);
-            for (std::int64_t i = 0; i < rows; ++i) s.row(i).array() = (s.row(i).array() - shift(i)).exp();  // P
+            for (std::int64_t i = 0; i < rows; ++i) s.row(i).array() = vexp(s.row(i).array() - shift(i));  // P
             const ConstMap<T> km(kp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
             const ConstMap<T> vm(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
             dv_all.middleRows(k0, cols).noalias() += s.transpose() * dom;
