@@ -4,7 +4,8 @@
 // (its xoshiro256** words bit-cast to int64), and metadata {"format":
 // "condense-checkpoint-1", "step": "<decimal>"} plus any extra string pairs. Restoring is
 // bit-exact: float stays F32, double stays F64, and a restored generator continues the
-// same random stream.
+// same random stream. save_training_checkpoint / load_training_checkpoint do the whole
+// round trip for a module and an optimizer.
 #pragma once
 
 #include <bit>
@@ -13,6 +14,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -89,6 +91,38 @@ inline void check_generators(const std::string& where, const NamedGenerators& ge
   }
 }
 
+/// Checks `generators` (see check_generators) and finds the saved state of each in `file`
+/// ("rng.<name>"); with `strict`, a saved generator that matches none of them throws too.
+/// Restores nothing; returns the states in the order of `generators`.
+inline std::vector<Generator::State> plan_generators(const std::string& where, const TensorFile& file,
+                                                     const NamedGenerators& generators, bool strict) {
+  check_generators(where, generators);
+  std::vector<Generator::State> states;
+  std::unordered_set<std::string> wanted;
+  std::vector<std::string> missing;
+  for (const auto& [name, g] : generators) {
+    const std::string full = "rng." + name;
+    wanted.insert(full);
+    const AnyTensor* t = find_tensor(file, full);
+    if (!t) {
+      missing.push_back(full);
+      continue;
+    }
+    states.push_back(generator_state(where, full, *t));
+  }
+  CONDENSE_CHECK(missing.empty(), "checkpoint", where, missing.size(),
+                 missing.size() == 1 ? " generator" : " generators", " missing from the file: ", name_list(missing));
+  if (strict) {
+    std::vector<std::string> unexpected;
+    for (const auto& [name, t] : file.tensors)
+      if (name.starts_with("rng.") && !wanted.count(name)) unexpected.push_back(name);
+    CONDENSE_CHECK(unexpected.empty(), "checkpoint", where, unexpected.size(),
+                   unexpected.size() == 1 ? " unexpected generator" : " unexpected generators",
+                   " in the file: ", name_list(unexpected));
+  }
+  return states;
+}
+
 }  // namespace detail
 
 /// Writes a checkpoint to `path` (atomically, see save_safetensors): `model` (e.g. a
@@ -140,31 +174,7 @@ std::int64_t load_checkpoint(const std::string& path, const NamedTensors<T>& mod
   const std::int64_t step = detail::parse_step(where, file.metadata);
   const auto model_plan = detail::plan_load<T>("checkpoint", path, "model", model, file, "model.", strict);
   const auto optim_plan = detail::plan_load<S>("checkpoint", path, "optimizer", optimizer_state, file, "optim.", strict);
-  detail::check_generators(where, generators);
-  std::vector<Generator::State> states;
-  std::unordered_set<std::string> wanted;
-  std::vector<std::string> missing;
-  for (const auto& [name, g] : generators) {
-    const std::string full = "rng." + name;
-    wanted.insert(full);
-    const AnyTensor* t = find_tensor(file, full);
-    if (!t) {
-      missing.push_back(full);
-      continue;
-    }
-    states.push_back(detail::generator_state(where, full, *t));
-  }
-  CONDENSE_CHECK(missing.empty(), "checkpoint", where, missing.size(),
-                 missing.size() == 1 ? " generator" : " generators", " missing from the file: ",
-                 detail::name_list(missing));
-  if (strict) {
-    std::vector<std::string> unexpected;
-    for (const auto& [name, t] : file.tensors)
-      if (name.starts_with("rng.") && !wanted.count(name)) unexpected.push_back(name);
-    CONDENSE_CHECK(unexpected.empty(), "checkpoint", where, unexpected.size(),
-                   unexpected.size() == 1 ? " unexpected generator" : " unexpected generators",
-                   " in the file: ", detail::name_list(unexpected));
-  }
+  const std::vector<Generator::State> states = detail::plan_generators(where, file, generators, strict);
   for (const auto& p : model_plan) detail::copy_into(p.dst, *p.src);
   for (const auto& p : optim_plan) detail::copy_into(p.dst, *p.src);
   for (std::size_t i = 0; i < generators.size(); ++i) generators[i].second->set_state(states[i]);
@@ -201,6 +211,76 @@ Checkpoint<T> read_checkpoint(const std::string& path) {
     }
   }
   return out;
+}
+
+namespace detail {
+
+/// The element type T of a NamedTensors<T> list (the state() of an optimizer).
+template <class L>
+struct named_element;
+template <FloatingElement T>
+struct named_element<NamedTensors<T>> {
+  using type = T;
+};
+template <class L>
+using named_element_t = typename named_element<std::remove_cvref_t<L>>::type;
+
+}  // namespace detail
+
+/// Writes the training state of a run to `path` (save_checkpoint): the parameters of
+/// `model` (any nn::Module: model.named_parameters()) as "model.<name>", the state of
+/// `optimizer` (optim::AdamW or optim::SGD: optimizer.state()) as "optim.<name>", the step
+/// optimizer.steps(), each generator's state (e.g. the one that draws the batches) and
+/// `extra_metadata` (e.g. the model's options, to rebuild it before loading).
+template <class Model, class Optimizer>
+void save_training_checkpoint(const std::string& path, const Model& model, const Optimizer& optimizer,
+                              const NamedGenerators& generators = {},
+                              const std::map<std::string, std::string>& extra_metadata = {}) {
+  save_checkpoint(path, model.named_parameters(), optimizer.state(), optimizer.steps(), generators, extra_metadata);
+}
+
+/// Restores a checkpoint written by save_training_checkpoint into an existing model,
+/// optimizer and generators, so that training continues bit for bit as if it had not
+/// stopped: the parameters are overwritten in place (every handle sees the new values,
+/// dtypes converted as load_into does), the optimizer gets the saved state and step count
+/// through optimizer.load_state(state, step) (so its buffers need not exist yet), and each
+/// generator its saved state. Returns the step. The learning rate is not saved: set it from
+/// the schedule at the returned step, as the training loop does before every step.
+/// Strict: every parameter, optimizer entry and generator must be in the file and the file
+/// may hold nothing else. Everything is checked before anything is changed; a failure
+/// throws condense::Error ("[checkpoint] <path>: ...", with the optimizer's own message for
+/// a state it rejects).
+template <class Model, class Optimizer>
+std::int64_t load_training_checkpoint(const std::string& path, const Model& model, Optimizer& optimizer,
+                                      const NamedGenerators& generators = {}) {
+  using S = detail::named_element_t<decltype(optimizer.state())>;
+  const auto params = model.named_parameters();
+  using T = detail::named_element_t<decltype(params)>;
+  const std::string where = detail::where_of(path);
+  const TensorFile file = load_safetensors(path);
+  detail::check_format(where, file.metadata);
+  const std::int64_t step = detail::parse_step(where, file.metadata);
+  const auto model_plan = detail::plan_load<T>("checkpoint", path, "model", params, file, "model.", true);
+  const auto states = detail::plan_generators(where, file, generators, true);
+  NamedTensors<S> optimizer_state;
+  for (const auto& [name, t] : file.tensors) {
+    if (name.starts_with("optim.")) {
+      CONDENSE_CHECK(element_type(t) != DType::Int32 && element_type(t) != DType::Int64, "checkpoint", where,
+                     "tensor ", detail::quote_name(name), " is ", describe(t), ", expected a floating tensor");
+      optimizer_state.emplace_back(name.substr(6), to_float_tensor<S>(t));
+    } else {
+      CONDENSE_CHECK(name.starts_with("model.") || name.starts_with("rng."), "checkpoint", where, "tensor ",
+                     detail::quote_name(name), " is not under \"model.\", \"optim.\" or \"rng.\"");
+    }
+  }
+  try {
+    optimizer.load_state(optimizer_state, step);  // validates everything before changing anything
+  } catch (const Error& e) {
+    fail("checkpoint", where, e.what());
+  }
+  for (const auto& p : model_plan) detail::copy_into(p.dst, *p.src);
+  for (std::size_t i = 0; i < generators.size(); ++i) generators[i].second->set_state(states[i]);
+  return step;
 }
 
 }  // namespace condense::io
