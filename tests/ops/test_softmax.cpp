@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "condense/backend/cpu/reduce.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/ops/softmax.hpp"
 #include "test_util.hpp"
@@ -138,6 +139,37 @@ TEST_CASE("softmax: rows of all -inf, partly -inf rows, NaN") {
   CHECK(std::isnan(n[0]));
   CHECK(std::isnan(n[2]));
   CHECK(!std::isnan(n[3]));
+}
+
+TEST_CASE_TEMPLATE("cpu::vexp: exact zeros below the normal range, NaN kept, close to std::exp elsewhere", T, float,
+                   double) {
+  // Lengths that exercise the vector path alone, the scalar tail alone, and both.
+  const T lowest = cpu::ExpFlushOp<T>::lowest_exponent;
+  for (const int n : {1, 3, 8, 13, 16, 37}) {
+    Eigen::Array<T, Eigen::Dynamic, 1> x(n);
+    for (int i = 0; i < n; ++i) x(i) = static_cast<T>(-40.0 + 3.7 * i);
+    const T specials[] = {-std::numeric_limits<T>::infinity(), lowest - T(1), lowest + T(0.5),
+                          std::numeric_limits<T>::quiet_NaN(), T(0), T(-1000), T(1000)};
+    for (int i = 0; i < n; ++i)
+      if (i % 3 == 0) x(i) = specials[(i / 3) % 7];
+    const Eigen::Array<T, Eigen::Dynamic, 1> e = cpu::vexp(x);
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(n);
+      CAPTURE(x(i));
+      if (std::isnan(x(i))) {
+        CHECK(std::isnan(e(i)));
+      } else if (x(i) < lowest) {
+        CHECK(e(i) == T(0));  // exactly zero, no denormal
+        CHECK_FALSE(std::signbit(e(i)));
+      } else if (std::isinf(std::exp(x(i)))) {
+        CHECK(e(i) == std::numeric_limits<T>::infinity());  // overflow as std::exp
+      } else {
+        const T ref = std::exp(x(i));
+        CHECK(std::isnormal(e(i)));
+        CHECK(std::abs(e(i) - ref) <= T(4) * std::numeric_limits<T>::epsilon() * ref);
+      }
+    }
+  }
 }
 
 TEST_CASE("softmax: scalars and empty tensors") {

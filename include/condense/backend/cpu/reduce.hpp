@@ -135,16 +135,30 @@ using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
+/// exp(x), flushed to exact 0 below log of the smallest normal number. Eigen clamps the
+/// argument of its vectorised exp, so exp(-inf) comes out as a tiny denormal (about 3e-39 in
+/// float, 5e-309 in double) instead of 0; masked scores must give exact zeros. A functor with
+/// a packet path: Eigen 3.4 evaluates select() and comparisons one scalar at a time, which
+/// made every exp a libm call. NaN stays NaN on both paths.
+template <class T>
+struct ExpFlushOp {
+  static constexpr T lowest_exponent = std::is_same_v<T, double> ? T(-708.39) : T(-87.33);
+  T operator()(const T& x) const { return x < lowest_exponent ? T(0) : std::exp(x); }
+  template <class Packet>
+  Packet packetOp(const Packet& x) const {
+    namespace ei = Eigen::internal;
+    const Packet below = ei::pcmp_lt(x, ei::pset1<Packet>(lowest_exponent));  // all ones where x < lowest
+    return ei::pandnot(ei::pexp(x), below);
+  }
+};
+
 /// Eigen's vectorised exp of an array expression, with exp(x) = 0 below log of the smallest
-/// normal number. Eigen clamps the argument of its vectorised exp, so exp(-inf) comes out
-/// as a tiny denormal (about 3e-39 in float with AVX-512, 5e-309 in double) instead of 0;
-/// masked scores must give exact zeros. Nodes are held by value, so the result may be used
-/// within the same full-expression as its argument.
+/// normal number (see ExpFlushOp). Nodes are held by value, so the result may be used within
+/// the same full-expression as its argument.
 template <class Derived>
 auto vexp(const Eigen::ArrayBase<Derived>& arg) {
   using T = typename Derived::Scalar;
-  constexpr T lowest_exponent = std::is_same_v<T, double> ? T(-708.39) : T(-87.33);
-  return (arg.derived() < lowest_exponent).select(T(0), arg.derived().exp());
+  return arg.derived().unaryExpr(ExpFlushOp<T>{});
 }
 
 /// Independent accumulators of the contiguous loops below (two 64-byte vectors' worth), so
@@ -301,6 +315,12 @@ void logsumexp_rows_backward(const T* x, const T* out, const T* g, T* grad, std:
 }
 
 }  // namespace condense::cpu
+
+/// The packet path of ExpFlushOp is used where Eigen has a vectorised exp for the scalar.
+template <class T>
+struct Eigen::internal::functor_traits<condense::cpu::ExpFlushOp<T>> {
+  enum { Cost = 20 * Eigen::NumTraits<T>::MulCost, PacketAccess = Eigen::internal::packet_traits<T>::HasExp };
+};
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
