@@ -19,6 +19,7 @@
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "condense/autograd/node.hpp"
+#include "condense/backend/cpu/reduce.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/unary.hpp"
@@ -47,8 +48,27 @@ inline constexpr double gelu_inv_sqrt_2pi = 0.39894228040143267794;
 inline constexpr double gelu_tanh_k0 = 0.79788456080286535588;
 inline constexpr double gelu_tanh_k1 = 0.044715;
 
-/// o[i] = sigmoid(x[i]) = 1 / (1 + e^-x), computed from e = exp(-|x|) in (0, 1] so nothing
-/// overflows: x >= 0 -> 1 / (1 + e), x < 0 -> e / (1 + e).
+/// sigmoid(x) = 1 / (1 + e^-x) as an Eigen functor with a packet path (Eigen's exp, one
+/// division and a blend), computed from e = exp(-|x|) in [0, 1] so nothing overflows:
+/// x >= 0 -> 1 / (1 + e), x < 0 -> e / (1 + e). NaN stays NaN.
+template <FloatingElement T>
+struct SigmoidOp {
+  T operator()(const T& x) const {
+    const T e = cpu::ExpFlushOp<T>{}(-std::abs(x));
+    const T r = T(1) / (T(1) + e);
+    return x >= T(0) ? r : e * r;
+  }
+  template <class Packet>
+  Packet packetOp(const Packet& x) const {
+    namespace ei = Eigen::internal;
+    const Packet e = cpu::ExpFlushOp<T>{}.packetOp(ei::pnegate(ei::pabs(x)));
+    const Packet one = ei::pset1<Packet>(T(1));
+    const Packet r = ei::pdiv(one, ei::padd(one, e));
+    return ei::pselect(ei::pcmp_le(ei::pzero(x), x), r, ei::pmul(e, r));
+  }
+};
+
+/// o[i] = sigmoid(x[i]) (see SigmoidOp).
 template <FloatingElement T>
 void sigmoid_kernel(const T* x, T* o, std::int64_t n) {
 #if defined(__AVX512F__)
@@ -57,14 +77,7 @@ void sigmoid_kernel(const T* x, T* o, std::int64_t n) {
     return;
   }
 #endif
-  MathMap<T>(o, n) = (-ConstMathMap<T>(x, n).abs()).exp();
-  for (std::int64_t i = 0; i < n; ++i) {
-    const T xv = x[i];
-    T e = o[i];
-    e = -std::abs(xv) < exp_zero_below<T> ? T(0) : e;  // Eigen's exp saturates there on some ISAs
-    const T r = T(1) / (T(1) + e);
-    o[i] = xv >= T(0) ? r : e * r;
-  }
+  MathMap<T>(o, n) = ConstMathMap<T>(x, n).unaryExpr(SigmoidOp<T>{});
 }
 
 /// o[i] = x[i] * sigmoid(x[i]).
@@ -76,8 +89,8 @@ void silu_kernel(const T* x, T* o, std::int64_t n) {
     return;
   }
 #endif
-  sigmoid_kernel(x, o, n);
-  for (std::int64_t i = 0; i < n; ++i) o[i] *= x[i];
+  const ConstMathMap<T> X(x, n);
+  MathMap<T>(o, n) = X * X.unaryExpr(SigmoidOp<T>{});
 }
 
 /// o[i] = g[i] * silu'(x[i]) = g * s * (1 + x * (1 - s)), s = sigmoid(x).
@@ -93,11 +106,10 @@ void silu_backward_kernel(const T* g, const T* x, T* o, std::int64_t n) {
     return;
   }
 #endif
-  sigmoid_kernel(x, o, n);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const T s = o[i];
-    o[i] = g[i] * s * (T(1) + x[i] * (T(1) - s));
-  }
+  const ConstMathMap<T> X(x, n), G(g, n);
+  MathMap<T> S(o, n);  // o holds sigmoid(x), then the result (elementwise, so no aliasing issue)
+  S = X.unaryExpr(SigmoidOp<T>{});
+  S = G * S * (T(1) + X * (T(1) - S));
 }
 
 /// o[i] = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2.
@@ -231,6 +243,12 @@ Tensor<T> silu(const Tensor<T>& t) {
 }
 
 }  // namespace condense
+
+/// SigmoidOp's packet path is used where Eigen has a vectorised exp for the scalar.
+template <class T>
+struct Eigen::internal::functor_traits<condense::detail::SigmoidOp<T>> {
+  enum { Cost = 30 * Eigen::NumTraits<T>::MulCost, PacketAccess = Eigen::internal::packet_traits<T>::HasExp };
+};
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
