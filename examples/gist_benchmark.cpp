@@ -1123,6 +1123,10 @@ int main(int argc, char** argv) try {
         measured_n = groups.front().inputs.size();
         row.cache = measure_cache(model, var, groups, instr_tokens, v, cfg);
         row.has_cache = true;
+        // The two prefill paths compute the same logits up to float rounding (about 1e-5 at
+        // the quick size); anything near 1e-3 is a caching bug, and the demo fails on it.
+        CONDENSE_CHECK(row.cache.max_logit_diff < 1e-3, "gist_benchmark", var.name,
+                       ": the gist cache's logits differ from the full forward's by ", row.cache.max_logit_diff);
       }
     } else {
       Seq2Seq model(seq2seq_options(cfg, v.tok.vocab_size()), gen);

@@ -153,8 +153,10 @@ struct ExpFlushOp {
 };
 
 /// Eigen's vectorised exp of an array expression, with exp(x) = 0 below log of the smallest
-/// normal number (see ExpFlushOp). Nodes are held by value, so the result may be used within
-/// the same full-expression as its argument.
+/// normal number (see ExpFlushOp). Meant for shifted arguments (x - max <= 0): Eigen's float
+/// packet exp already overflows to +inf above 88.38, where exp is still finite up to 88.72
+/// (ops/unary.hpp's exp kernel redoes those). Nodes are held by value, so the result may be
+/// used within the same full-expression as its argument.
 template <class Derived>
 auto vexp(const Eigen::ArrayBase<Derived>& arg) {
   using T = typename Derived::Scalar;
