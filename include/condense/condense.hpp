@@ -41,6 +41,7 @@
 #include "condense/nn/module.hpp"
 #include "condense/nn/norms.hpp"
 #include "condense/nn/positions.hpp"
+#include "condense/nn/token_head.hpp"
 #include "condense/ops/activations.hpp"
 #include "condense/ops/attention.hpp"
 #include "condense/ops/compare.hpp"

@@ -21,6 +21,7 @@
 #include "condense/nn/module.hpp"
 #include "condense/nn/norms.hpp"
 #include "condense/nn/positions.hpp"
+#include "condense/nn/token_head.hpp"
 #include "condense/ops/activations.hpp"
 #include "condense/ops/rope.hpp"
 
@@ -263,19 +264,13 @@ class DecoderLM : public Module<T> {
 
   /// Vocabulary logits of hidden states (lm_head, or the tied embedding table).
   // hidden: [..., d] -> [..., V]
-  Tensor<T> logits(const Tensor<T>& hidden) const {
-    return lm_head ? lm_head->forward(hidden) : linear(hidden, embed_tokens.weight());
-  }
+  Tensor<T> logits(const Tensor<T>& hidden) const { return token_logits(embed_tokens, lm_head.get(), hidden); }
 
   /// Adds `n_new` tokens to the vocabulary: embedding rows (and untied lm_head rows)
   /// initialised to the mean of the existing rows. Parameter tensors are replaced, so an
   /// optimizer must be rebuilt afterwards.
   void grow_vocab(std::int64_t n_new) {
-    embed_tokens.grow(n_new);
-    if (lm_head) {
-      lm_head->weight() = detail::append_mean_rows(lm_head->weight(), n_new);
-      lm_head->weight().requires_grad_(true);
-    }
+    grow_token_rows(embed_tokens, lm_head.get(), n_new);
     options_.vocab_size += n_new;
   }
 

@@ -22,6 +22,7 @@
 #include "condense/nn/module.hpp"
 #include "condense/nn/norms.hpp"
 #include "condense/nn/positions.hpp"
+#include "condense/nn/token_head.hpp"
 #include "condense/ops/rope.hpp"
 
 namespace condense::nn {
@@ -65,24 +66,62 @@ struct EncoderDecoderOptions {
   }
 };
 
-/// The encoder stack: "embed_positions" (learned only), "layers.<i>" (EncoderBlock), "norm".
-template <FloatingElement T>
-class TransformerEncoder : public Module<T> {
+/// What the encoder and decoder stacks share: learned positions (when used), `Block` layers
+/// and the final norm, registered as "embed_positions", "layers.<i>" and "norm".
+template <FloatingElement T, class Block>
+class TransformerStack : public Module<T> {
  public:
-  /// Builds the encoder layers of `o`.
-  TransformerEncoder(const EncoderDecoderOptions& o, Generator& gen) : norm(o.norm, o.d_model, o.norm_eps, o.bias), o_(o) {
+  std::unique_ptr<LearnedPositions<T>> embed_positions;  ///< null unless learned positions
+  std::vector<std::unique_ptr<Block>> layers;
+  Norm<T> norm;
+
+ protected:
+  /// Builds `n_layers` layers of `o`.
+  TransformerStack(const EncoderDecoderOptions& o, std::int64_t n_layers, Generator& gen)
+      : norm(o.norm, o.d_model, o.norm_eps, o.bias), o_(o) {
     if (o.positions == PositionKind::Learned) {
       embed_positions = std::make_unique<LearnedPositions<T>>(o.max_len, o.d_model, gen, o.init_std);
       this->register_module("embed_positions", *embed_positions);
     }
     const BlockOptions block = detail::block_options(o.d_model, o.n_heads, o.n_kv_heads, o.head_dim, o.d_ff, o.norm,
                                                      o.norm_eps, o.positions, o.rope_theta, o.mlp, o.gelu, o.bias);
-    for (std::int64_t i = 0; i < o.n_encoder_layers; ++i) {
-      layers.push_back(std::make_unique<EncoderBlock<T>>(block, gen));
+    for (std::int64_t i = 0; i < n_layers; ++i) {
+      layers.push_back(std::make_unique<Block>(block, gen));
       this->register_module("layers." + std::to_string(i), *layers.back());
     }
     this->register_module("norm", norm);
   }
+
+  /// `embeds` plus the learned position vectors of `pos`; fills `table` with the rotary
+  /// angles of `pos` when the stack uses rope.
+  // embeds: [B, L, d], pos: [L] or [B, L] -> [B, L, d]
+  Tensor<T> add_positions(const Tensor<T>& embeds, const Tensor<std::int64_t>& pos, RopeTable<T>& table) const {
+    Tensor<T> x = embeds;
+    if (embed_positions) x = x + embed_positions->forward(pos);
+    if (o_.positions == PositionKind::Rope && !layers.empty())
+      table = rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta);
+    return x;
+  }
+
+  /// Self-attention arguments of layer `i`: its slice of `cache` (when given) and the rope table.
+  static SelfAttentionArgs<T> layer_args(KVCache<T>* cache, std::size_t i, const RopeTable<T>& table) {
+    SelfAttentionArgs<T> args;
+    args.cache = cache ? &cache->layer(static_cast<std::int64_t>(i)) : nullptr;
+    args.rope = table.defined() ? &table : nullptr;
+    return args;
+  }
+
+  EncoderDecoderOptions o_;
+};
+
+/// The encoder stack: "embed_positions" (learned only), "layers.<i>" (EncoderBlock), "norm".
+template <FloatingElement T>
+class TransformerEncoder : public TransformerStack<T, EncoderBlock<T>> {
+  using Base = TransformerStack<T, EncoderBlock<T>>;
+
+ public:
+  /// Builds the encoder layers of `o`.
+  TransformerEncoder(const EncoderDecoderOptions& o, Generator& gen) : Base(o, o.n_encoder_layers, gen) {}
 
   /// Encoder states of token embeddings under `mask` (positions default cache length +
   /// arange(S)). With `cache`, every layer attends over [cached keys ; this call's keys]
@@ -94,50 +133,26 @@ class TransformerEncoder : public Module<T> {
   Tensor<T> forward(const Tensor<T>& embeds, const P& mask, const Tensor<std::int64_t>& positions = {},
                     KVCache<T>* cache = nullptr) const {
     constexpr const char* op = "EncoderDecoder";
-    CONDENSE_CHECK(embeds.defined() && embeds.dim() == 3 && embeds.size(2) == o_.d_model, op,
-                   "encoder embeddings must be [B, S, ", o_.d_model, "], got ", embeds.describe());
-    const std::int64_t past = detail::prepare_cache(op, cache, o_.n_encoder_layers);
+    CONDENSE_CHECK(embeds.defined() && embeds.dim() == 3 && embeds.size(2) == this->o_.d_model, op,
+                   "encoder embeddings must be [B, S, ", this->o_.d_model, "], got ", embeds.describe());
+    const std::int64_t past = detail::prepare_cache(op, cache, this->o_.n_encoder_layers);
     const Tensor<std::int64_t> pos = detail::resolve_positions(op, positions, embeds.size(0), embeds.size(1), past);
-    Tensor<T> x = embeds;
-    if (embed_positions) x = x + embed_positions->forward(pos);
     RopeTable<T> table;
-    if (o_.positions == PositionKind::Rope && !layers.empty())
-      table = rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta);
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      SelfAttentionArgs<T> args;
-      args.cache = cache ? &cache->layer(static_cast<std::int64_t>(i)) : nullptr;
-      args.rope = table.defined() ? &table : nullptr;
-      x = layers[i]->forward(x, mask, args);
-    }
-    return norm(x);
+    Tensor<T> x = this->add_positions(embeds, pos, table);
+    for (std::size_t i = 0; i < this->layers.size(); ++i)
+      x = this->layers[i]->forward(x, mask, Base::layer_args(cache, i, table));
+    return this->norm(x);
   }
-
-  std::unique_ptr<LearnedPositions<T>> embed_positions;
-  std::vector<std::unique_ptr<EncoderBlock<T>>> layers;
-  Norm<T> norm;
-
- private:
-  EncoderDecoderOptions o_;
 };
 
 /// The decoder stack: "embed_positions" (learned only), "layers.<i>" (CrossDecoderBlock), "norm".
 template <FloatingElement T>
-class TransformerDecoder : public Module<T> {
+class TransformerDecoder : public TransformerStack<T, CrossDecoderBlock<T>> {
+  using Base = TransformerStack<T, CrossDecoderBlock<T>>;
+
  public:
   /// Builds the decoder layers of `o`.
-  TransformerDecoder(const EncoderDecoderOptions& o, Generator& gen) : norm(o.norm, o.d_model, o.norm_eps, o.bias), o_(o) {
-    if (o.positions == PositionKind::Learned) {
-      embed_positions = std::make_unique<LearnedPositions<T>>(o.max_len, o.d_model, gen, o.init_std);
-      this->register_module("embed_positions", *embed_positions);
-    }
-    const BlockOptions block = detail::block_options(o.d_model, o.n_heads, o.n_kv_heads, o.head_dim, o.d_ff, o.norm,
-                                                     o.norm_eps, o.positions, o.rope_theta, o.mlp, o.gelu, o.bias);
-    for (std::int64_t i = 0; i < o.n_decoder_layers; ++i) {
-      layers.push_back(std::make_unique<CrossDecoderBlock<T>>(block, gen));
-      this->register_module("layers." + std::to_string(i), *layers.back());
-    }
-    this->register_module("norm", norm);
-  }
+  TransformerDecoder(const EncoderDecoderOptions& o, Generator& gen) : Base(o, o.n_decoder_layers, gen) {}
 
   /// Final decoder hidden states (see EncoderDecoder::decode_hidden).
   // embeds: [B, T, d], states: [B, S, d] -> [B, T, d]
@@ -145,34 +160,20 @@ class TransformerDecoder : public Module<T> {
   Tensor<T> forward(const Tensor<T>& embeds, const Tensor<T>& states, const SP& self_mask, const CP& cross_mask,
                     const ForwardOptions<T>& opts) const {
     constexpr const char* op = "EncoderDecoder";
-    CONDENSE_CHECK(embeds.defined() && embeds.dim() == 3 && embeds.size(2) == o_.d_model, op,
-                   "decoder embeddings must be [B, T, ", o_.d_model, "], got ", embeds.describe());
+    CONDENSE_CHECK(embeds.defined() && embeds.dim() == 3 && embeds.size(2) == this->o_.d_model, op,
+                   "decoder embeddings must be [B, T, ", this->o_.d_model, "], got ", embeds.describe());
     const std::int64_t B = embeds.size(0), L = embeds.size(1);
-    const std::int64_t past = detail::prepare_cache(op, opts.cache, o_.n_decoder_layers);
+    const std::int64_t past = detail::prepare_cache(op, opts.cache, this->o_.n_decoder_layers);
     const bool cross_cached = opts.cache && opts.cache->has_cross();
     CONDENSE_CHECK(cross_cached || states.defined(), op,
                    "decoding needs encoder states (or a cache that already holds the cross-attention keys/values)");
     const Tensor<std::int64_t> pos = detail::resolve_positions(op, opts.positions, B, L, past);
-    Tensor<T> x = embeds;
-    if (embed_positions) x = x + embed_positions->forward(pos);
     RopeTable<T> table;
-    if (o_.positions == PositionKind::Rope && !layers.empty())
-      table = rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta);
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      SelfAttentionArgs<T> args;
-      args.cache = opts.cache ? &opts.cache->layer(static_cast<std::int64_t>(i)) : nullptr;
-      args.rope = table.defined() ? &table : nullptr;
-      x = layers[i]->forward(x, states, self_mask, cross_mask, args);
-    }
-    return norm(x);
+    Tensor<T> x = this->add_positions(embeds, pos, table);
+    for (std::size_t i = 0; i < this->layers.size(); ++i)
+      x = this->layers[i]->forward(x, states, self_mask, cross_mask, Base::layer_args(opts.cache, i, table));
+    return this->norm(x);
   }
-
-  std::unique_ptr<LearnedPositions<T>> embed_positions;
-  std::vector<std::unique_ptr<CrossDecoderBlock<T>>> layers;
-  Norm<T> norm;
-
- private:
-  EncoderDecoderOptions o_;
 };
 
 /// Encoder-decoder model. Parameter names: "embed_tokens.weight" (shared),
@@ -260,17 +261,11 @@ class EncoderDecoder : public Module<T> {
   Tensor<T> embed(const Tensor<std::int64_t>& ids) const { return embed_tokens(ids); }
   /// Vocabulary logits of decoder hidden states.
   // hidden: [..., d] -> [..., V]
-  Tensor<T> logits(const Tensor<T>& hidden) const {
-    return lm_head ? lm_head->forward(hidden) : linear(hidden, embed_tokens.weight());
-  }
+  Tensor<T> logits(const Tensor<T>& hidden) const { return token_logits(embed_tokens, lm_head.get(), hidden); }
   /// Adds `n_new` tokens (rows initialised to the mean of the existing rows); rebuild the
   /// optimizer afterwards.
   void grow_vocab(std::int64_t n_new) {
-    embed_tokens.grow(n_new);
-    if (lm_head) {
-      lm_head->weight() = detail::append_mean_rows(lm_head->weight(), n_new);
-      lm_head->weight().requires_grad_(true);
-    }
+    grow_token_rows(embed_tokens, lm_head.get(), n_new);
     options_.vocab_size += n_new;
   }
 
