@@ -279,12 +279,15 @@ struct Encoded {
   std::string family;     ///< the example's family
 };
 
+/// One example encoded with k gist tokens.
+Encoded encode_one(const Vocab& v, const data::InstructionExample& ex, std::int64_t k) {
+  return {data::encode_example(v.tok, data::format_example(ex), static_cast<std::size_t>(k), v.gist), ex.output, ex.family};
+}
+
 std::vector<Encoded> encode_all(const Vocab& v, const std::vector<data::InstructionExample>& examples, std::int64_t k) {
   std::vector<Encoded> out;
   out.reserve(examples.size());
-  for (const auto& ex : examples)
-    out.push_back({data::encode_example(v.tok, data::format_example(ex), static_cast<std::size_t>(k), v.gist), ex.output,
-                   ex.family});
+  for (const auto& ex : examples) out.push_back(encode_one(v, ex, k));
   return out;
 }
 
@@ -1044,10 +1047,8 @@ int main(int argc, char** argv) try {
   // new token alone raised the base's loss on the copy task from 1.8 to 3.3.)
   std::vector<Encoded> base_data;
   base_data.reserve(train_ex.size());
-  for (std::size_t i = 0; i < train_ex.size(); ++i) {
-    const std::int64_t k = std::array<std::int64_t, 3>{1, 2, 5}[i % 3];
-    base_data.push_back(encode_all(v, {train_ex[i]}, k).front());
-  }
+  for (std::size_t i = 0; i < train_ex.size(); ++i)
+    base_data.push_back(encode_one(v, train_ex[i], std::array<std::int64_t, 3>{1, 2, 5}[i % 3]));
   // The base keeps a constant rate: the copy mechanism appears suddenly after some hundreds
   // of steps, later (or not at all in a short run) when the rate is already decaying.
   const TrainPlan base_plan{cfg.base_steps, cfg.base_lr, cfg.batch, 0, true};
