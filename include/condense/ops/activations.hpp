@@ -137,8 +137,7 @@ void gelu_erf_backward_kernel(const T* g, const T* x, T* o, std::int64_t n) {
 #endif
   const ConstMathMap<T> X(x, n), G(g, n);
   MathMap<T> O(o, n);
-  O = (T(-0.5) * X.square()).exp();  // sqrt(2 pi) phi(x)
-  for (std::int64_t i = 0; i < n; ++i) o[i] = T(-0.5) * x[i] * x[i] < exp_zero_below<T> ? T(0) : o[i];
+  O = cpu::vexp(T(-0.5) * X.square());  // sqrt(2 pi) phi(x)
   O = G * (T(0.5) * (T(1) + (X * T(gelu_sqrt1_2)).erf()) + X * O * T(gelu_inv_sqrt_2pi));
 }
 

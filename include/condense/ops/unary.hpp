@@ -34,6 +34,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cpu/reduce.hpp"
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -222,11 +223,6 @@ void sqrt_kernel(const T* x, T* o, std::int64_t n) {
   }
 }
 
-/// Arguments of exp below this (log of the smallest normal number) give 0: Eigen's
-/// vectorised exp flushes there (float, AVX-512) or saturates at a tiny value instead of
-/// reaching 0 (double; float on SSE/AVX).
-template <FloatingElement T>
-inline constexpr T exp_zero_below = std::is_same_v<T, double> ? T(-708.39641853226408) : T(-87.3365447505531);
 /// Above this argument Eigen's vectorised float exp returns +inf although exp(x) is still
 /// finite (up to 88.72); those elements are redone with std::exp.
 template <FloatingElement T>
@@ -304,12 +300,9 @@ void exp_kernel(const T* x, T* o, std::int64_t n) {
     return;
   }
 #endif
-  MathMap<T>(o, n) = ConstMathMap<T>(x, n).exp();
+  MathMap<T>(o, n) = cpu::vexp(ConstMathMap<T>(x, n));
   int any_large = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    o[i] = x[i] < exp_zero_below<T> ? T(0) : o[i];
-    any_large |= static_cast<int>(x[i] > exp_vector_max<T>);
-  }
+  for (std::int64_t i = 0; i < n; ++i) any_large |= static_cast<int>(x[i] > exp_vector_max<T>);
   if (any_large) {
     for (std::int64_t i = 0; i < n; ++i)
       if (x[i] > exp_vector_max<T>) o[i] = std::exp(x[i]);

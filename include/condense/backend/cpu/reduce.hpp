@@ -142,7 +142,8 @@ using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 /// made every exp a libm call. NaN stays NaN on both paths.
 template <class T>
 struct ExpFlushOp {
-  static constexpr T lowest_exponent = std::is_same_v<T, double> ? T(-708.39) : T(-87.33);
+  /// log of the smallest normal number.
+  static constexpr T lowest_exponent = std::is_same_v<T, double> ? T(-708.39641853226408) : T(-87.3365447505531);
   T operator()(const T& x) const { return x < lowest_exponent ? T(0) : std::exp(x); }
   template <class Packet>
   Packet packetOp(const Packet& x) const {
