@@ -1,21 +1,125 @@
-// The CUDA runtime behind condense::cuda's header declarations (backend/cuda/runtime.hpp):
-// device count, allocation, copies, memset — each failure becomes a condense::Error that
-// names the op and the CUDA error string.
+// The CUDA runtime behind backend/cuda/runtime.hpp: devices, per-thread current streams,
+// the caching allocator (one BlockCache per device; a block is reused only on the stream it
+// was allocated for), copies, memset and the TF32 switch. Every failure becomes a
+// condense::Error that names the op and the CUDA error string.
 #include <cuda_runtime.h>
 
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/block_cache.hpp"
+#include "detail/common.cuh"
 
 namespace condense::cuda {
 namespace {
 
-void check(cudaError_t status, std::string_view op, const char* what) {
-  if (status != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error state where possible
-    fail(op, what, " failed: ", cudaGetErrorString(status));
+using detail::check;
+
+/// cudaMalloc / cudaFree of one device, for BlockCache. Every size is cached; sizes up to
+/// 4 KiB round to 512 bytes.
+struct DeviceRawMemory {
+  static constexpr std::size_t min_cached_bytes = 1;
+  static constexpr std::size_t small_granule = 512;
+  int device = 0;
+  void* allocate(std::size_t bytes) noexcept {
+    void* p = nullptr;
+    if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&p, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return p;
   }
-}
+  void free(void* p, std::size_t) noexcept {
+    cudaSetDevice(device);
+    cudaFree(p);  // synchronises the device, so no queued kernel still reads the block
+  }
+};
+
+using DeviceCache = condense::detail::BlockCache<DeviceRawMemory>;
+
+/// Per-device caches and the bookkeeping of live blocks (pointer -> size and stream).
+class Allocator {
+ public:
+  static Allocator& instance() {
+    static Allocator* allocator = new Allocator();  // never destroyed: late frees still find it
+    return *allocator;
+  }
+
+  DeviceCache& cache(int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& slot = caches_.at(static_cast<std::size_t>(device));
+    if (!slot) slot = std::make_unique<DeviceCache>(DeviceRawMemory{device});
+    return *slot;
+  }
+
+  void* allocate(std::size_t bytes, int device, std::string_view op) {
+    const int count = device_count();
+    CONDENSE_CHECK(device >= 0 && device < count, op, "CUDA device ", device, " requested but ", count,
+                   " device(s) are available");
+    CONDENSE_CHECK(device < max_devices, op, "CUDA device ", device, " is beyond the ", max_devices, " supported");
+    const auto pool = reinterpret_cast<std::uintptr_t>(current_stream(device));
+    std::size_t granted = 0;
+    DeviceCache& c = cache(device);
+    void* p = c.acquire(bytes, &granted, pool);
+    if (!p) {
+      const MemoryStats s = c.stats();
+      std::size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      cudaGetLastError();
+      fail(op, "cudaMalloc of ", bytes, " bytes on cuda:", device, " failed: out of memory (", s.active_bytes,
+           " bytes in use by tensors, ", free_bytes, " of ", total_bytes, " bytes free on the device)");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    live_[p] = Live{granted, pool};
+    return p;
+  }
+
+  void deallocate(void* p, int device) noexcept {
+    Live live;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = live_.find(p);
+      if (it == live_.end()) return;
+      live = it->second;
+      live_.erase(it);
+    }
+    cache(device).release(p, live.bytes, live.pool);
+  }
+
+  void empty_all() {
+    for (int d = 0; d < max_devices; ++d) {
+      DeviceCache* c = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        c = caches_[static_cast<std::size_t>(d)].get();
+      }
+      if (c) c->empty();
+    }
+  }
+
+  static constexpr int max_devices = 64;
+
+ private:
+  struct Live {
+    std::size_t bytes = 0;
+    std::uintptr_t pool = 0;
+  };
+  std::mutex mutex_;
+  std::array<std::unique_ptr<DeviceCache>, max_devices> caches_;
+  std::unordered_map<void*, Live> live_;
+};
+
+/// The calling thread's current stream per device (nullptr: the default stream).
+thread_local std::array<StreamHandle, Allocator::max_devices> current_streams{};
+
+std::atomic<bool> tf32_allowed{false};
 
 cudaMemcpyKind to_cuda(CopyKind kind) {
   switch (kind) {
@@ -24,6 +128,12 @@ cudaMemcpyKind to_cuda(CopyKind kind) {
     case CopyKind::DeviceToDevice: return cudaMemcpyDeviceToDevice;
   }
   return cudaMemcpyDefault;
+}
+
+void check_device_index(int device, std::string_view op) {
+  const int count = device_count();
+  CONDENSE_CHECK(device >= 0 && device < count && device < Allocator::max_devices, op, "CUDA device ", device,
+                 " requested but ", count, " device(s) are available");
 }
 
 }  // namespace
@@ -37,30 +147,66 @@ int device_count() noexcept {
   return count;
 }
 
-void* allocate(std::size_t bytes, int device, std::string_view op) {
-  const int count = device_count();
-  CONDENSE_CHECK(device >= 0 && device < count, op, "CUDA device ", device, " requested but ", count,
-                 " device(s) are available");
+int current_device() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cuda::current_device", "cudaGetDevice");
+  return device;
+}
+
+void set_device(int device, std::string_view op) {
+  check_device_index(device, op);
   check(cudaSetDevice(device), op, "cudaSetDevice");
-  void* ptr = nullptr;
-  check(cudaMalloc(&ptr, bytes), op, (std::string("cudaMalloc of ") + std::to_string(bytes) + " bytes").c_str());
-  return ptr;
+}
+
+void synchronize(int device, std::string_view op) {
+  check_device_index(device, op);
+  check(cudaSetDevice(device), op, "cudaSetDevice");
+  check(cudaDeviceSynchronize(), op, "cudaDeviceSynchronize");
+}
+
+StreamHandle current_stream(int device) {
+  if (device < 0 || device >= Allocator::max_devices) return nullptr;
+  return current_streams[static_cast<std::size_t>(device)];
+}
+
+void set_current_stream(int device, StreamHandle stream) {
+  check_device_index(device, "cuda::set_current_stream");
+  current_streams[static_cast<std::size_t>(device)] = stream;
+}
+
+void* allocate(std::size_t bytes, int device, std::string_view op) {
+  return Allocator::instance().allocate(bytes, device, op);
 }
 
 void deallocate(void* ptr, int device) noexcept {
-  if (!ptr) return;
-  cudaSetDevice(device);
-  cudaFree(ptr);
+  if (ptr) Allocator::instance().deallocate(ptr, device);
 }
 
+MemoryStats memory_stats(int device) {
+  check_device_index(device, "cuda::memory_stats");
+  return Allocator::instance().cache(device).stats();
+}
+
+void reset_peak_memory(int device) {
+  check_device_index(device, "cuda::reset_peak_memory");
+  Allocator::instance().cache(device).reset_peak();
+}
+
+void empty_cache() { Allocator::instance().empty_all(); }
+
 void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind, int device, std::string_view op) {
-  check(cudaSetDevice(device), op, "cudaSetDevice");
-  check(cudaMemcpy(dst, src, bytes, to_cuda(kind)), op, "cudaMemcpy");
+  detail::use_device(device, op);
+  const cudaStream_t stream = detail::stream_of(device);
+  check(cudaMemcpyAsync(dst, src, bytes, to_cuda(kind), stream), op, "cudaMemcpyAsync");
+  if (kind != CopyKind::DeviceToDevice) check(cudaStreamSynchronize(stream), op, "cudaStreamSynchronize");
 }
 
 void memset_zero(void* ptr, std::size_t bytes, int device, std::string_view op) {
-  check(cudaSetDevice(device), op, "cudaSetDevice");
-  check(cudaMemset(ptr, 0, bytes), op, "cudaMemset");
+  detail::use_device(device, op);
+  check(cudaMemsetAsync(ptr, 0, bytes, detail::stream_of(device)), op, "cudaMemsetAsync");
 }
+
+void set_allow_tf32(bool allow) noexcept { tf32_allowed.store(allow); }
+bool allow_tf32() noexcept { return tf32_allowed.load(); }
 
 }  // namespace condense::cuda

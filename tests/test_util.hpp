@@ -49,7 +49,7 @@ using GradInputs = std::vector<Tensor<double>>;
 template <Element T>
 std::vector<double> values(const Tensor<T>& t) {
   std::vector<double> out;
-  for (auto v : t.to_vector()) out.push_back(static_cast<double>(v));
+  for (auto v : t.to_vector()) out.push_back(convert_element<double>(v));
   return out;
 }
 

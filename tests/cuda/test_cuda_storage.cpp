@@ -5,18 +5,11 @@
 
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/factories.hpp"
-#include "test_util.hpp"
+#include "condense/ops/norms.hpp"
+#include "cuda/cuda_test_util.hpp"
 
 using namespace condense;
 using condense::testing::values;
-
-#define CONDENSE_REQUIRE_CUDA_DEVICE()                          \
-  do {                                                          \
-    if (!cuda::is_available()) {                                \
-      MESSAGE("SKIPPED: no CUDA device");                       \
-      return;                                                   \
-    }                                                           \
-  } while (0)
 
 TEST_CASE("cuda: the backend is compiled in") {
   CHECK(cuda::built_with_cuda);
@@ -49,6 +42,7 @@ TEST_CASE("cuda: gradients flow back across devices") {
 TEST_CASE("cuda: bad device index and ops without kernels throw") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   CHECK_THROWS_WITH_AS(zeros<float>({2}, Device::cuda(cuda::device_count())), doctest::Contains("requested but"), Error);
-  auto d = ones<float>({2}, Device::cuda());
-  CHECK_THROWS_WITH_AS(d + d, doctest::Contains("[add] no CUDA kernel"), Error);
+  auto d = ones<float>({2, 3}, Device::cuda());
+  CHECK_THROWS_WITH_AS(layer_norm(d), doctest::Contains("no CUDA kernel"), Error);
+  CHECK_THROWS_WITH_AS(d + ones<float>({2, 3}), doctest::Contains("different devices"), Error);
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "condense/autograd/grad_mode.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 
 namespace condense {
@@ -59,7 +60,10 @@ void accumulate_grad(TensorImpl<U>& target, Tensor<U> g, const std::string& from
     return;
   }
   Tensor<U> previous(target.grad);
-  CONDENSE_CHECK(g.device().is_cpu(), "backward", "gradient accumulation on ", g.device(), " needs the CUDA backend's add kernel");
+  if (g.device().is_cuda()) {
+    target.grad = cuda_binary_map("backward", previous, g, {cuda::BinaryOp::Add}).impl();
+    return;
+  }
   Tensor<U> sum = Tensor<U>::empty(g.shape(), g.device());
   const U* a = previous.data();
   const U* b = g.data();

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/random.hpp"
 #include "condense/core/tensor.hpp"
 
@@ -23,6 +25,13 @@ Tensor<T> empty(const Shape& shape, Device device = Device::cpu()) {
 template <Element T>
 Tensor<T> full(const Shape& shape, T value, Device device = Device::cpu()) {
   check_shape("full", shape);
+  if constexpr (!std::is_integral_v<T>) {  // integers stay exact through the host copy
+    if (device.is_cuda()) {
+      Tensor<T> out = Tensor<T>::empty(shape, device);
+      detail::cuda_fill("full", out, convert_element<double>(value));
+      return out;
+    }
+  }
   Tensor<T> out = Tensor<T>::empty(shape, Device::cpu());
   T* p = out.data();
   cpu::parallel_for(0, out.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {

@@ -166,10 +166,11 @@ template <FloatingElement T>
 Tensor<T> tanh(const Tensor<T>& t) {
   Tensor<T> out = detail::math_map("tanh", t, [](const T* x, T* o, std::int64_t n) {
     detail::MathMap<T>(o, n) = detail::ConstMathMap<T>(x, n).tanh();
-  });
+  }, {cuda::UnaryOp::Tanh});
   // d tanh(x) = (1 - y^2) dx: reuse the output.
   record<T>("tanh", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("tanh backward", g, y, [](T gv, T yv) { return gv * (T(1) - yv * yv); }));
+    s.add(0, detail::binary_map<T>("tanh backward", g, y, [](T gv, T yv) { return gv * (T(1) - yv * yv); },
+                                   {cuda::BinaryOp::TanhGrad}));
   });
   return out;
 }
@@ -178,10 +179,12 @@ Tensor<T> tanh(const Tensor<T>& t) {
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> sigmoid(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("sigmoid", t, [](const T* x, T* o, std::int64_t n) { detail::sigmoid_kernel(x, o, n); });
+  Tensor<T> out = detail::math_map("sigmoid", t, [](const T* x, T* o, std::int64_t n) { detail::sigmoid_kernel(x, o, n); },
+                                     {cuda::UnaryOp::Sigmoid});
   // d sigmoid(x) = y (1 - y) dx: reuse the output.
   record<T>("sigmoid", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("sigmoid backward", g, y, [](T gv, T yv) { return gv * yv * (T(1) - yv); }));
+    s.add(0, detail::binary_map<T>("sigmoid backward", g, y, [](T gv, T yv) { return gv * yv * (T(1) - yv); },
+                                   {cuda::BinaryOp::SigmoidGrad}));
   });
   return out;
 }
@@ -191,11 +194,12 @@ Tensor<T> sigmoid(const Tensor<T>& t) {
 // t: [...] -> [...]
 template <ArithmeticElement T>
 Tensor<T> relu(const Tensor<T>& t) {
-  Tensor<T> out = detail::unary_map("relu", t, [](T x) { return x < T(0) ? T(0) : x; });
+  Tensor<T> out = detail::unary_map("relu", t, [](T x) { return x < T(0) ? T(0) : x; }, {cuda::UnaryOp::Relu});
   if constexpr (FloatingElement<T>) {
     // y > 0 exactly where x > 0: the output is the only tensor kept.
     record<T>("relu", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-      s.add(0, detail::binary_map<T>("relu backward", g, y, [](T gv, T yv) { return yv > T(0) ? gv : T(0); }));
+      s.add(0, detail::binary_map<T>("relu backward", g, y, [](T gv, T yv) { return yv > T(0) ? gv : T(0); },
+                                     {cuda::BinaryOp::ReluGrad}));
     });
   }
   return out;
@@ -209,19 +213,21 @@ template <FloatingElement T>
 Tensor<T> gelu(const Tensor<T>& t, GeluApproximation approximation = GeluApproximation::Erf) {
   Tensor<T> out;
   if (approximation == GeluApproximation::Erf) {
-    out = detail::math_map("gelu", t, [](const T* x, T* o, std::int64_t n) { detail::gelu_erf_kernel(x, o, n); });
+    out = detail::math_map("gelu", t, [](const T* x, T* o, std::int64_t n) { detail::gelu_erf_kernel(x, o, n); },
+                           {cuda::UnaryOp::GeluErf});
   } else {
-    out = detail::math_map("gelu", t, [](const T* x, T* o, std::int64_t n) { detail::gelu_tanh_kernel(x, o, n); });
+    out = detail::math_map("gelu", t, [](const T* x, T* o, std::int64_t n) { detail::gelu_tanh_kernel(x, o, n); },
+                           {cuda::UnaryOp::GeluTanh});
   }
   record<T>("gelu", out, {t}, [x = t.detach(), approximation](const Tensor<T>& g, GradSink& s) {
     if (approximation == GeluApproximation::Erf) {
       s.add(0, detail::math_map2("gelu backward", g, x, [](const T* gv, const T* xv, T* o, std::int64_t n) {
               detail::gelu_erf_backward_kernel(gv, xv, o, n);
-            }));
+            }, {cuda::BinaryOp::GeluErfGrad}));
     } else {
       s.add(0, detail::math_map2("gelu backward", g, x, [](const T* gv, const T* xv, T* o, std::int64_t n) {
               detail::gelu_tanh_backward_kernel(gv, xv, o, n);
-            }));
+            }, {cuda::BinaryOp::GeluTanhGrad}));
     }
   });
   return out;
@@ -231,12 +237,13 @@ Tensor<T> gelu(const Tensor<T>& t, GeluApproximation approximation = GeluApproxi
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> silu(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("silu", t, [](const T* x, T* o, std::int64_t n) { detail::silu_kernel(x, o, n); });
+  Tensor<T> out = detail::math_map("silu", t, [](const T* x, T* o, std::int64_t n) { detail::silu_kernel(x, o, n); },
+                                  {cuda::UnaryOp::Silu});
   // d silu(x) = s (1 + x (1 - s)) dx, s = sigmoid(x), recomputed from x in the same pass.
   record<T>("silu", out, {t}, [x = t.detach()](const Tensor<T>& g, GradSink& s) {
     s.add(0, detail::math_map2("silu backward", g, x, [](const T* gv, const T* xv, T* o, std::int64_t n) {
             detail::silu_backward_kernel(gv, xv, o, n);
-          }));
+          }, {cuda::BinaryOp::SiluGrad}));
   });
   return out;
 }

@@ -7,6 +7,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/runtime.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 
 namespace condense {
@@ -28,18 +29,10 @@ Tensor<T> copy_to_device(const Tensor<T>& t, Device device) {
       if (bytes) cuda::copy(out.data(), t.data(), bytes, cuda::CopyKind::DeviceToHost, t.device().index, "to");
       return out;
     }
-    // A strided device view: copy the span it covers, then reorder on the host.
-    std::int64_t span = 1;
-    for (std::size_t d = 0; d < t.shape().size(); ++d) {
-      CONDENSE_CHECK(t.strides()[d] >= 0, "to", "negative strides are not supported, got ", t.strides());
-      if (t.shape()[d] == 0) span = 0;
-    }
-    if (span != 0)
-      for (std::size_t d = 0; d < t.shape().size(); ++d) span += (t.shape()[d] - 1) * t.strides()[d];
-    Storage host = Storage::allocate(static_cast<std::size_t>(span) * sizeof(T), Device::cpu(), "to");
-    if (span) cuda::copy(host.data(), t.data(), static_cast<std::size_t>(span) * sizeof(T), cuda::CopyKind::DeviceToHost,
-                         t.device().index, "to");
-    return Tensor<T>::from_storage(host, t.shape(), t.strides(), 0).contiguous();
+    // A strided device view: made contiguous on the device first.
+    const Tensor<T> dense = Tensor<T>::empty(t.shape(), t.device());
+    cuda_copy_into("to", dense, t);
+    return copy_to_device(dense, device);
   }
   return copy_to_device(copy_to_device(t, Device::cpu()), device);  // between two GPUs
 }
@@ -64,14 +57,17 @@ Tensor<U> cast(const Tensor<T>& t) {
   if constexpr (std::is_same_v<U, T>) {
     return t;
   } else {
-    if (!t.device().is_cpu()) return to(cast<U>(to(t.detach(), Device::cpu())), t.device());
-    const Tensor<T> src = t.detach().contiguous();
     Tensor<U> out = Tensor<U>::empty(t.shape(), t.device());
-    const T* in = src.data();
-    U* o = out.data();
-    cpu::parallel_for(0, out.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
-      for (std::int64_t i = i0; i < i1; ++i) o[i] = convert_element<U>(in[i]);
-    });
+    if (t.device().is_cuda()) {
+      detail::cuda_copy_into("cast", out, t.detach());
+    } else {
+      const Tensor<T> src = t.detach().contiguous();
+      const T* in = src.data();
+      U* o = out.data();
+      cpu::parallel_for(0, out.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
+        for (std::int64_t i = i0; i < i1; ++i) o[i] = convert_element<U>(in[i]);
+      });
+    }
     if constexpr (FloatingElement<T> && FloatingElement<U>) {
       record<U>("cast", out, {t}, [](const Tensor<U>& g, GradSink& s) { s.add(0, cast<T>(g)); });
     }

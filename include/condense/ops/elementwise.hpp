@@ -10,6 +10,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cpu/strided.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/reduce.hpp"
 
@@ -90,13 +91,35 @@ Tensor<R> binary_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b
   return out;
 }
 
+/// A zero tensor of `shape` on `device` (no autograd).
+template <Element T>
+Tensor<T> zero_tensor(const Shape& shape, Device device) {
+  return Tensor<T>::from_storage(Storage::zeros(static_cast<std::size_t>(numel_of(shape)) * sizeof(T), device), shape,
+                                 contiguous_strides(shape), 0);
+}
+
+/// unary_map on the CPU; the CUDA kernel `kernel` for CUDA tensors.
+template <Element T, class F>
+Tensor<T> unary_map(std::string_view op, const Tensor<T>& a, F f, cuda::UnaryKernel kernel) {
+  if (a.defined() && a.device().is_cuda()) return cuda_unary_map(op, a, kernel);
+  return unary_map(op, a, f);
+}
+
+/// binary_map on the CPU; the CUDA kernel `kernel` for CUDA tensors.
+template <Element T, class F>
+Tensor<T> binary_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b, F f, cuda::BinaryKernel kernel) {
+  if ((a.defined() && a.device().is_cuda()) || (b.defined() && b.device().is_cuda()))
+    return cuda_binary_map(op, a, b, kernel);
+  return binary_map<T>(op, a, b, f);
+}
+
 }  // namespace detail
 
 /// a + b with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
 template <ArithmeticElement T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("add", a, b, [](T x, T y) { return x + y; });
+  Tensor<T> out = detail::binary_map<T>("add", a, b, [](T x, T y) { return x + y; }, {cuda::BinaryOp::Add});
   if constexpr (FloatingElement<T>) {
     record<T>("add", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(g, sa));
@@ -110,7 +133,7 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 // a: [...], b: [...] -> broadcast(a, b)
 template <ArithmeticElement T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("sub", a, b, [](T x, T y) { return x - y; });
+  Tensor<T> out = detail::binary_map<T>("sub", a, b, [](T x, T y) { return x - y; }, {cuda::BinaryOp::Sub});
   if constexpr (FloatingElement<T>) {
     record<T>("sub", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(g, sa));
@@ -124,7 +147,7 @@ Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
 // a: [...], b: [...] -> broadcast(a, b)
 template <ArithmeticElement T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("mul", a, b, [](T x, T y) { return x * y; });
+  Tensor<T> out = detail::binary_map<T>("mul", a, b, [](T x, T y) { return x * y; }, {cuda::BinaryOp::Mul});
   if constexpr (FloatingElement<T>) {
     record<T>("mul", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(mul(g, b), a.shape()));
@@ -139,15 +162,15 @@ Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
 template <ArithmeticElement T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
   if constexpr (!FloatingElement<T>) {
-    const auto zero = detail::binary_map<T>("div", b, b, [](T y, T) { return static_cast<T>(y == 0); });
-    for (auto z : zero.to_vector()) CONDENSE_CHECK(z == 0, "div", "integer division by zero: ", a.describe(), " / ", b.describe());
+    for (const T y : b.to_vector()) CONDENSE_CHECK(y != 0, "div", "integer division by zero: ", a.describe(), " / ", b.describe());
   }
-  Tensor<T> out = detail::binary_map<T>("div", a, b, [](T x, T y) { return x / y; });
+  Tensor<T> out = detail::binary_map<T>("div", a, b, [](T x, T y) { return x / y; }, {cuda::BinaryOp::Div});
   if constexpr (FloatingElement<T>) {
     record<T>("div", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(div(g, b), a.shape()));
       if (s.wants(1)) {
-        const Tensor<T> gb = detail::binary_map<T>("div backward", mul(g, a), b, [](T ga, T y) { return -ga / (y * y); });
+        const Tensor<T> gb = detail::binary_map<T>("div backward", mul(g, a), b, [](T ga, T y) { return -ga / (y * y); },
+                                                             {cuda::BinaryOp::DivGradDenominator});
         s.add(1, sum_to(gb, b.shape()));
       }
     });
@@ -158,7 +181,7 @@ Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 /// -a.
 template <ArithmeticElement T>
 Tensor<T> neg(const Tensor<T>& a) {
-  Tensor<T> out = detail::unary_map("neg", a, [](T x) { return -x; });
+  Tensor<T> out = detail::unary_map("neg", a, [](T x) { return -x; }, {cuda::UnaryOp::Neg});
   if constexpr (FloatingElement<T>) {
     record<T>("neg", out, {a}, [](const Tensor<T>& g, GradSink& s) { s.add(0, neg(g)); });
   }
@@ -168,7 +191,7 @@ Tensor<T> neg(const Tensor<T>& a) {
 /// a + scalar.
 template <ArithmeticElement T>
 Tensor<T> add(const Tensor<T>& a, T scalar) {
-  Tensor<T> out = detail::unary_map("add", a, [scalar](T x) { return x + scalar; });
+  Tensor<T> out = detail::unary_map("add", a, [scalar](T x) { return x + scalar; }, {cuda::UnaryOp::AddScalar, double(scalar)});
   if constexpr (FloatingElement<T>) {
     record<T>("add_scalar", out, {a}, [](const Tensor<T>& g, GradSink& s) { s.add(0, g); });
   }
@@ -178,7 +201,7 @@ Tensor<T> add(const Tensor<T>& a, T scalar) {
 /// a * scalar.
 template <ArithmeticElement T>
 Tensor<T> mul(const Tensor<T>& a, T scalar) {
-  Tensor<T> out = detail::unary_map("mul", a, [scalar](T x) { return x * scalar; });
+  Tensor<T> out = detail::unary_map("mul", a, [scalar](T x) { return x * scalar; }, {cuda::UnaryOp::MulScalar, double(scalar)});
   if constexpr (FloatingElement<T>) {
     record<T>("mul_scalar", out, {a}, [scalar](const Tensor<T>& g, GradSink& s) { s.add(0, mul(g, scalar)); });
   }
@@ -188,9 +211,10 @@ Tensor<T> mul(const Tensor<T>& a, T scalar) {
 /// scalar / a.
 template <FloatingElement T>
 Tensor<T> rdiv(T scalar, const Tensor<T>& a) {
-  Tensor<T> out = detail::unary_map("rdiv", a, [scalar](T x) { return scalar / x; });
+  Tensor<T> out = detail::unary_map("rdiv", a, [scalar](T x) { return scalar / x; }, {cuda::UnaryOp::RDivScalar, double(scalar)});
   record<T>("rdiv", out, {a}, [scalar, a = a.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("rdiv backward", g, a, [scalar](T gv, T x) { return -gv * scalar / (x * x); }));
+    s.add(0, detail::binary_map<T>("rdiv backward", g, a, [scalar](T gv, T x) { return -gv * scalar / (x * x); },
+                                     {cuda::BinaryOp::RDivGrad, double(scalar)}));
   });
   return out;
 }

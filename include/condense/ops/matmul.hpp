@@ -18,6 +18,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/gemm.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/reduce.hpp"
@@ -88,6 +89,97 @@ inline bool split_batch_across_threads(std::int64_t count, double work) {
   return balanced || work < double(1 << 21);
 }
 
+/// The CUDA form of matmul_into (same contract): one cuBLAS strided-batched GEMM. Operands
+/// whose last two dims are neither row- nor column-major, or whose batch dims do not
+/// collapse to one uniform stride, are copied contiguous first; batch dims c is broadcast
+/// over are computed in full and summed down.
+template <ArithmeticElement T>
+void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
+  constexpr std::string_view op = "matmul";
+  if constexpr (!FloatingElement<T>) {
+    fail(op, "no CUDA kernel for ", a_in.describe(), " @ ", b_in.describe(), " (integer products run on the CPU)");
+  } else {
+    const std::int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
+    const auto sc = aligned_batch_strides(c, batch);
+    bool reduced = false;
+    for (std::size_t d = 0; d < batch.size(); ++d) reduced = reduced || (batch[d] != 1 && sc[d] == 0);
+    if (reduced) {
+      Shape full = batch;
+      full.push_back(M);
+      full.push_back(N);
+      const Tensor<T> product = Tensor<T>::empty(full, c.device());
+      cuda_matmul_into(a_in, b_in, product, batch, false);
+      const Tensor<T> summed = sum_to(product, c.shape());
+      if (accumulate) {
+        cuda::binary({cuda::BinaryOp::Add}, cuda_arg(op, c), cuda_arg(op, c), cuda_arg(op, summed), op);
+      } else {
+        cuda_copy_into(op, c, summed);
+      }
+      return;
+    }
+    if (K == 0) {
+      if (!accumulate) cuda_fill(op, c, 0.0);
+      return;
+    }
+    // Last two dims that cuBLAS can read (row- or column-major with a leading dimension).
+    const auto ready = [&](const Tensor<T>& t) {
+      const std::size_t r = t.shape().size();
+      std::int64_t ld = 0;
+      return cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], &ld) !=
+                     cpu::GemmLayout::Unsupported
+                 ? t
+                 : contiguous(t.detach());
+    };
+    // The batch stride of t when its batch dims collapse to one, else a copy that does.
+    const auto batched = [&](Tensor<T> t, std::int64_t rows, std::int64_t cols, std::int64_t* stride) {
+      const auto strides = aligned_batch_strides(t, batch);
+      std::vector<std::pair<std::int64_t, std::int64_t>> dims;
+      for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], strides[d]);
+      std::int64_t extent = 0;
+      if (collapse_dims(dims, &extent, stride)) return t;
+      Shape full = batch;
+      full.push_back(rows);
+      full.push_back(cols);
+      Tensor<T> dense = contiguous(t.detach().reshape(t.shape()).expand(full));
+      *stride = rows * cols;
+      return dense;
+    };
+    std::int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+    const Tensor<T> a = batched(ready(a_in), M, K, &stride_a);
+    const Tensor<T> b = batched(ready(b_in), K, N, &stride_b);
+    {
+      std::vector<std::pair<std::int64_t, std::int64_t>> dims;
+      for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], sc[d]);
+      std::int64_t extent = 0;
+      CONDENSE_CHECK(collapse_dims(dims, &extent, &stride_c), op, "output of shape ", c.shape(), " is not contiguous");
+    }
+    // Row-major C = A B is column-major C^T = B^T A^T: cuBLAS's A is our b, its B our a.
+    const auto describe = [](const Tensor<T>& t, bool* transpose, std::int64_t* ld) {
+      const std::size_t r = t.shape().size();
+      const auto layout = cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], ld);
+      *transpose = layout == cpu::GemmLayout::ColMajor;
+    };
+    cuda::GemmArgs g;
+    g.dtype = dtype_of<T>;
+    g.device = c.device().index;
+    g.m = N;
+    g.n = M;
+    g.k = K;
+    g.batch = numel_of(batch);
+    g.a = b.data();
+    describe(b, &g.transpose_a, &g.lda);
+    g.stride_a = stride_b;
+    g.b = a.data();
+    describe(a, &g.transpose_b, &g.ldb);
+    g.stride_b = stride_a;
+    g.c = c.data();
+    g.ldc = std::max<std::int64_t>(N, 1);
+    g.stride_c = stride_c;
+    g.beta = accumulate ? 1.0 : 0.0;
+    cuda::gemm(g, op);
+  }
+}
+
 /// c (+)= a @ b over batch dims. a: [..., M, K], b: [..., K, N], c: [..., M, N] contiguous.
 /// `batch` is the broadcast of a's and b's batch dims; c's batch dims must broadcast to it, and
 /// the products of all batch entries that fall on one c entry are summed into it (the backward
@@ -97,6 +189,10 @@ template <ArithmeticElement T>
 void matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   CONDENSE_CHECK(c.is_contiguous(), "matmul", "output buffer of shape ", c.shape(), " must be contiguous");
   if (c.numel() == 0) return;
+  if (c.device().is_cuda()) {
+    cuda_matmul_into(a_in, b_in, c, batch, accumulate);
+    return;
+  }
   const Tensor<T> a = gemm_operand(a_in), b = gemm_operand(b_in);
   const cpu::MatrixRef<const T> ma = trailing_matrix(a), mb = trailing_matrix(b);
   const cpu::MatrixRef<T> mc = trailing_matrix(c);
@@ -218,8 +314,7 @@ Tensor<T> reshaped_storage(const Tensor<T>& t, const Shape& shape) {
 /// Shared forward and backward of matmul and bmm (`op` names errors and the graph node).
 template <ArithmeticElement T>
 Tensor<T> matmul_impl(std::string_view op, const Tensor<T>& a, const Tensor<T>& b) {
-  check_cpu(op, a);
-  check_cpu(op, b);
+  CONDENSE_CHECK(a.defined() && b.defined(), op, "undefined tensor argument");
   check_same_device(op, a, b);
   CONDENSE_CHECK(a.dim() >= 1 && b.dim() >= 1, op, "both arguments need at least one dimension, got ", a.shape(), " @ ",
                  b.shape());
@@ -297,8 +392,7 @@ Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
 // x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]
 template <ArithmeticElement T>
 Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
-  detail::check_cpu("linear", x);
-  detail::check_cpu("linear", weight);
+  CONDENSE_CHECK(x.defined() && weight.defined(), "linear", "undefined tensor argument");
   detail::check_same_device("linear", x, weight);
   CONDENSE_CHECK(x.dim() >= 1, "linear", "input needs at least one dimension, got ", x.shape());
   CONDENSE_CHECK(weight.dim() == 2, "linear", "weight must be 2-D [out, in], got ", weight.shape());
@@ -306,7 +400,6 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
                  " features but weight ", weight.shape(), " expects ", weight.size(1));
   const std::int64_t out_features = weight.size(0);
   if (bias.defined()) {
-    detail::check_cpu("linear", bias);
     detail::check_same_device("linear", x, bias);
     CONDENSE_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear", "bias ", bias.shape(),
                    " does not match weight ", weight.shape(), ": expected (", out_features, ")");
@@ -321,7 +414,9 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   shape.push_back(out_features);
 
   const Tensor<T> out2 = Tensor<T>::empty(full, x.device());
-  if (bias.defined()) {  // start from the bias in every row, then accumulate the product onto it
+  if (bias.defined() && x.device().is_cuda()) {  // start from the bias in every row
+    detail::cuda_copy_into("linear", out2, bias.detach().expand(full));
+  } else if (bias.defined()) {  // start from the bias in every row, then accumulate the product onto it
     const std::vector<T> bv = bias.to_vector();
     T* o = out2.data();
     const std::int64_t rows = out_features == 0 ? 0 : out2.numel() / out_features;

@@ -10,6 +10,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/reduce.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 
 namespace condense {
@@ -50,6 +51,14 @@ Tensor<T> reduce_with(std::string_view op, const Tensor<T>& t, const std::vector
   return out;
 }
 
+/// reduce_with on the CPU; the CUDA reduction `cuda_op` for CUDA tensors.
+template <Element T, class Reducer>
+Tensor<T> reduce_with(std::string_view op, const Tensor<T>& t, const std::vector<bool>& mask, bool keepdim,
+                      const Reducer& reducer, cuda::ReduceOp cuda_op) {
+  if (t.defined() && t.device().is_cuda()) return cuda_reduce(op, t, mask, keepdim, cuda_op);
+  return reduce_with(op, t, mask, keepdim, reducer);
+}
+
 /// Expands a reduced gradient back over the reduced dims of `in_shape`.
 template <Element T>
 Tensor<T> expand_reduced(const Tensor<T>& g, const Shape& in_shape, const std::vector<bool>& mask) {
@@ -63,7 +72,7 @@ Tensor<T> expand_reduced(const Tensor<T>& g, const Shape& in_shape, const std::v
 template <ArithmeticElement T>
 Tensor<T> sum(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bool keepdim = false) {
   const auto mask = detail::reduce_mask("sum", t.shape(), dims);
-  Tensor<T> out = detail::reduce_with("sum", t, mask, keepdim, cpu::SumReducer<T>{});
+  Tensor<T> out = detail::reduce_with("sum", t, mask, keepdim, cpu::SumReducer<T>{}, cuda::ReduceOp::Sum);
   if constexpr (FloatingElement<T>) {
     record<T>("sum", out, {t}, [in_shape = t.shape(), mask](const Tensor<T>& g, GradSink& s) {
       s.add(0, detail::expand_reduced(g, in_shape, mask));
@@ -77,7 +86,7 @@ Tensor<T> sum(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bo
 template <FloatingElement T>
 Tensor<T> mean(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bool keepdim = false) {
   const auto mask = detail::reduce_mask("mean", t.shape(), dims);
-  Tensor<T> out = detail::reduce_with("mean", t, mask, keepdim, cpu::SumReducer<T>{true});
+  Tensor<T> out = detail::reduce_with("mean", t, mask, keepdim, cpu::SumReducer<T>{true}, cuda::ReduceOp::Mean);
   const std::int64_t count = out.numel() == 0 ? 0 : t.numel() / out.numel();
   record<T>("mean", out, {t}, [in_shape = t.shape(), mask, count](const Tensor<T>& g, GradSink& s) {
     const T inv = count > 0 ? T(1) / static_cast<T>(count) : T(0);
@@ -102,7 +111,7 @@ Tensor<T> sum_to(const Tensor<T>& g, const Shape& shape) {
     CONDENSE_CHECK(want == gs[d] || want == 1, "sum_to", "cannot reduce ", gs, " to ", shape);
     mask[d] = want == 1 && gs[d] != 1;
   }
-  Tensor<T> out = detail::reduce_with("sum_to", g, mask, false, cpu::SumReducer<T>{}).reshape(shape);
+  Tensor<T> out = detail::reduce_with("sum_to", g, mask, false, cpu::SumReducer<T>{}, cuda::ReduceOp::Sum).reshape(shape);
   if constexpr (FloatingElement<T>) {
     record<T>("sum_to", out, {g}, [gs](const Tensor<T>& grad, GradSink& s) { s.add(0, grad.expand(gs)); });
   }

@@ -23,6 +23,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cpu/reduce.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 
@@ -224,9 +225,36 @@ Tensor<T> softmax_backward(const Tensor<T>& y, const Tensor<T>& g, std::size_t d
   return gx;
 }
 
+/// softmax / log_softmax of a CUDA tensor with autograd: the dim is moved last and made
+/// contiguous, one block per row computes it, and the result is a view back in t's dim order.
+template <FloatingElement T>
+Tensor<T> cuda_softmax_op(std::string_view op, const Tensor<T>& t, std::int64_t dim, bool log) {
+  // A scalar is a single row of one element (dim 0 or -1).
+  const bool scalar = t.dim() == 0;
+  const std::int64_t d = static_cast<std::int64_t>(normalize_dim(op, dim, scalar ? 1 : t.shape().size()));
+  const Tensor<T> x = scalar ? t.detach().reshape({1}) : t.detach();
+  const std::int64_t last = x.dim() - 1;
+  const Tensor<T> x_rows = x.transpose(d, last).contiguous();
+  const std::int64_t cols = x_rows.size(-1);
+  const std::int64_t rows = cols == 0 ? 0 : x_rows.numel() / cols;
+  const Tensor<T> y_rows = Tensor<T>::empty(x_rows.shape(), t.device());
+  cuda::softmax_rows(log, cuda_arg(op, y_rows), cuda_arg(op, x_rows), rows, cols, op);
+  Tensor<T> out = y_rows.transpose(d, last);
+  if (scalar) out = out.reshape({});
+  record<T>(op, out, {t}, [y_rows, d, last, rows, cols, log, scalar, op](const Tensor<T>& g, GradSink& s) {
+    const Tensor<T> g_rows = (scalar ? g.reshape({1}) : g).transpose(d, last).contiguous();
+    const Tensor<T> gx_rows = Tensor<T>::empty(y_rows.shape(), y_rows.device());
+    cuda::softmax_rows_backward(log, cuda_arg(op, gx_rows), cuda_arg(op, y_rows), cuda_arg(op, g_rows), rows, cols, op);
+    Tensor<T> gx = gx_rows.transpose(d, last);
+    s.add(0, scalar ? gx.reshape({}) : gx);
+  });
+  return out;
+}
+
 /// softmax / log_softmax with autograd.
 template <FloatingElement T>
 Tensor<T> softmax_op(std::string_view op, const Tensor<T>& t, std::int64_t dim, bool log) {
+  if (t.defined() && t.device().is_cuda()) return cuda_softmax_op(op, t, dim, log);
   check_cpu(op, t);
   // A scalar is a single row of one element (dim 0 or -1).
   const bool scalar = t.dim() == 0;

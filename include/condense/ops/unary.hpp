@@ -182,6 +182,22 @@ Tensor<T> math_map2(std::string_view op, const Tensor<T>& a, const Tensor<T>& b,
   return out;
 }
 
+/// math_map on the CPU; the CUDA kernel `cuda_kernel` for CUDA tensors.
+template <Element T, class Kernel>
+Tensor<T> math_map(std::string_view op, const Tensor<T>& a, Kernel kernel, cuda::UnaryKernel cuda_kernel) {
+  if (a.defined() && a.device().is_cuda()) return cuda_unary_map(op, a, cuda_kernel);
+  return math_map(op, a, kernel);
+}
+
+/// math_map2 on the CPU; the CUDA kernel `cuda_kernel` for CUDA tensors.
+template <Element T, class Kernel>
+Tensor<T> math_map2(std::string_view op, const Tensor<T>& a, const Tensor<T>& b, Kernel kernel,
+                    cuda::BinaryKernel cuda_kernel) {
+  if ((a.defined() && a.device().is_cuda()) || (b.defined() && b.device().is_cuda()))
+    return cuda_binary_map(op, a, b, cuda_kernel);
+  return math_map2(op, a, b, kernel);
+}
+
 /// o[i] = sqrt(x[i]) (or 1 / sqrt(x[i]) when Reciprocal), correctly rounded IEEE sqrt and
 /// division. Explicit SIMD because the compiler keeps std::sqrt scalar (errno) and Eigen's
 /// fast-math sqrt trades exactness (and sqrt(inf)) for speed.
@@ -365,10 +381,10 @@ T int_pow(T x, T e) {
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> exp(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("exp", t, [](const T* x, T* o, std::int64_t n) { detail::exp_kernel(x, o, n); });
+  Tensor<T> out = detail::math_map("exp", t, [](const T* x, T* o, std::int64_t n) { detail::exp_kernel(x, o, n); }, {cuda::UnaryOp::Exp});
   // d exp(x) = exp(x) dx: reuse the output.
   record<T>("exp", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("exp backward", g, y, [](T gv, T yv) { return gv * yv; }));
+    s.add(0, detail::binary_map<T>("exp backward", g, y, [](T gv, T yv) { return gv * yv; }, {cuda::BinaryOp::Mul}));
   });
   return out;
 }
@@ -378,10 +394,10 @@ Tensor<T> exp(const Tensor<T>& t) {
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> log(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("log", t, [](const T* x, T* o, std::int64_t n) { detail::log_kernel(x, o, n); });
+  Tensor<T> out = detail::math_map("log", t, [](const T* x, T* o, std::int64_t n) { detail::log_kernel(x, o, n); }, {cuda::UnaryOp::Log});
   // d log(x) = dx / x.
   record<T>("log", out, {t}, [x = t.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("log backward", g, x, [](T gv, T xv) { return gv / xv; }));
+    s.add(0, detail::binary_map<T>("log backward", g, x, [](T gv, T xv) { return gv / xv; }, {cuda::BinaryOp::Div}));
   });
   return out;
 }
@@ -390,10 +406,10 @@ Tensor<T> log(const Tensor<T>& t) {
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> sqrt(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("sqrt", t, [](const T* x, T* o, std::int64_t n) { detail::sqrt_kernel<false>(x, o, n); });
+  Tensor<T> out = detail::math_map("sqrt", t, [](const T* x, T* o, std::int64_t n) { detail::sqrt_kernel<false>(x, o, n); }, {cuda::UnaryOp::Sqrt});
   // d sqrt(x) = dx / (2 sqrt(x)): reuse the output (+inf at 0, like PyTorch).
   record<T>("sqrt", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("sqrt backward", g, y, [](T gv, T yv) { return gv / (T(2) * yv); }));
+    s.add(0, detail::binary_map<T>("sqrt backward", g, y, [](T gv, T yv) { return gv / (T(2) * yv); }, {cuda::BinaryOp::SqrtGrad}));
   });
   return out;
 }
@@ -402,10 +418,10 @@ Tensor<T> sqrt(const Tensor<T>& t) {
 // t: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> rsqrt(const Tensor<T>& t) {
-  Tensor<T> out = detail::math_map("rsqrt", t, [](const T* x, T* o, std::int64_t n) { detail::sqrt_kernel<true>(x, o, n); });
+  Tensor<T> out = detail::math_map("rsqrt", t, [](const T* x, T* o, std::int64_t n) { detail::sqrt_kernel<true>(x, o, n); }, {cuda::UnaryOp::Rsqrt});
   // d x^(-1/2) = -1/2 x^(-3/2) dx = -1/2 y^3 dx.
   record<T>("rsqrt", out, {t}, [y = out.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("rsqrt backward", g, y, [](T gv, T yv) { return T(-0.5) * gv * yv * yv * yv; }));
+    s.add(0, detail::binary_map<T>("rsqrt backward", g, y, [](T gv, T yv) { return T(-0.5) * gv * yv * yv * yv; }, {cuda::BinaryOp::RsqrtGrad}));
   });
   return out;
 }
@@ -418,13 +434,13 @@ Tensor<T> abs(const Tensor<T>& t) {
   Tensor<T> out;
   if constexpr (detail::is_integer_element<T>) {
     using U = std::make_unsigned_t<T>;
-    out = detail::unary_map("abs", t, [](T x) { return x < 0 ? static_cast<T>(U(0) - static_cast<U>(x)) : x; });
+    out = detail::unary_map("abs", t, [](T x) { return x < 0 ? static_cast<T>(U(0) - static_cast<U>(x)) : x; }, {cuda::UnaryOp::Abs});
   } else {
-    out = detail::unary_map("abs", t, [](T x) { return std::abs(x); });
+    out = detail::unary_map("abs", t, [](T x) { return std::abs(x); }, {cuda::UnaryOp::Abs});
     // d|x| = sign(x) dx, with sign(0) = 0 (PyTorch's choice at the kink).
     record<T>("abs", out, {t}, [x = t.detach()](const Tensor<T>& g, GradSink& s) {
       s.add(0, detail::binary_map<T>("abs backward", g, x,
-                                     [](T gv, T xv) { return xv > T(0) ? gv : (xv < T(0) ? -gv : T(0)); }));
+                                     [](T gv, T xv) { return xv > T(0) ? gv : (xv < T(0) ? -gv : T(0)); }, {cuda::BinaryOp::AbsGrad}));
     });
   }
   return out;
@@ -437,11 +453,12 @@ Tensor<T> square(const Tensor<T>& t) {
   Tensor<T> out;
   if constexpr (detail::is_integer_element<T>) {
     using U = std::make_unsigned_t<T>;
-    out = detail::unary_map("square", t, [](T x) { return static_cast<T>(static_cast<U>(x) * static_cast<U>(x)); });
+    out = detail::unary_map("square", t, [](T x) { return static_cast<T>(static_cast<U>(x) * static_cast<U>(x)); },
+                            {cuda::UnaryOp::Square});
   } else {
-    out = detail::unary_map("square", t, [](T x) { return x * x; });
+    out = detail::unary_map("square", t, [](T x) { return x * x; }, {cuda::UnaryOp::Square});
     record<T>("square", out, {t}, [x = t.detach()](const Tensor<T>& g, GradSink& s) {
-      s.add(0, detail::binary_map<T>("square backward", g, x, [](T gv, T xv) { return T(2) * gv * xv; }));
+      s.add(0, detail::binary_map<T>("square backward", g, x, [](T gv, T xv) { return T(2) * gv * xv; }, {cuda::BinaryOp::SquareGrad}));
     });
   }
   return out;
@@ -462,7 +479,9 @@ Tensor<T> pow(const Tensor<T>& t, std::type_identity_t<T> exponent) {
     return detail::unary_map("pow", t, [e](T x) { return detail::int_pow(x, e); });
   } else {
     Tensor<T> out;
-    if (e == T(0)) {
+    if (t.defined() && t.device().is_cuda()) {
+      out = detail::cuda_unary_map("pow", t, {cuda::UnaryOp::PowScalar, double(e)});
+    } else if (e == T(0)) {
       out = detail::unary_map("pow", t, [](T) { return T(1); });
     } else if (e == T(1)) {
       out = detail::unary_map("pow", t, [](T x) { return x; });
@@ -494,9 +513,11 @@ Tensor<T> pow(const Tensor<T>& t, std::type_identity_t<T> exponent) {
     // d x^e = e x^(e-1) dx; 0 when e == 0 (PyTorch's choice, also at x = 0).
     record<T>("pow", out, {t}, [x = t.detach(), e](const Tensor<T>& g, GradSink& s) {
       if (e == T(0)) {
-        s.add(0, detail::unary_map("pow backward", g, [](T) { return T(0); }));
+        s.add(0, detail::zero_tensor<T>(g.shape(), g.device()));
       } else if (e == T(2)) {
-        s.add(0, detail::binary_map<T>("pow backward", g, x, [](T gv, T xv) { return T(2) * gv * xv; }));
+        s.add(0, detail::binary_map<T>("pow backward", g, x, [](T gv, T xv) { return T(2) * gv * xv; }, {cuda::BinaryOp::SquareGrad}));
+      } else if (g.device().is_cuda()) {
+        s.add(0, detail::cuda_binary_map("pow backward", g, x, {cuda::BinaryOp::PowGrad, double(e)}));
       } else {
         const Tensor<T> p = pow(x, e - T(1));
         s.add(0, detail::binary_map<T>("pow backward", g, p, [e](T gv, T pv) { return e * gv * pv; }));
@@ -520,19 +541,21 @@ Tensor<T> clamp(const Tensor<T>& t, std::optional<std::type_identity_t<T>> lo, s
   Tensor<T> out;
   if (lo && hi) {
     const T l = *lo, h = *hi;
-    out = detail::unary_map("clamp", t, [l, h](T x) { return std::min(std::max(x, l), h); });
+    out = detail::unary_map("clamp", t, [l, h](T x) { return std::min(std::max(x, l), h); },
+                            {cuda::UnaryOp::Clamp, double(l), double(h)});
   } else if (lo) {
     const T l = *lo;
-    out = detail::unary_map("clamp", t, [l](T x) { return std::max(x, l); });
+    out = detail::unary_map("clamp", t, [l](T x) { return std::max(x, l); }, {cuda::UnaryOp::ClampMin, double(l)});
   } else {
     const T h = *hi;
-    out = detail::unary_map("clamp", t, [h](T x) { return std::min(x, h); });
+    out = detail::unary_map("clamp", t, [h](T x) { return std::min(x, h); }, {cuda::UnaryOp::ClampMax, double(h)});
   }
   if constexpr (!detail::is_integer_element<T>) {
     record<T>("clamp", out, {t}, [x = t.detach(), lo, hi](const Tensor<T>& g, GradSink& s) {
       const T l = lo ? *lo : -std::numeric_limits<T>::infinity();
       const T h = hi ? *hi : std::numeric_limits<T>::infinity();
-      s.add(0, detail::binary_map<T>("clamp backward", g, x, [l, h](T gv, T xv) { return (xv >= l && xv <= h) ? gv : T(0); }));
+      s.add(0, detail::binary_map<T>("clamp backward", g, x, [l, h](T gv, T xv) { return (xv >= l && xv <= h) ? gv : T(0); },
+                                     {cuda::BinaryOp::ClampGrad, double(l), double(h)}));
     });
   }
   return out;

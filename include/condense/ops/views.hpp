@@ -10,6 +10,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/strided.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 
 namespace condense {
@@ -21,12 +22,15 @@ Tensor<T> restride(const Tensor<T>& t, Shape shape, Strides strides, std::int64_
   return Tensor<T>::from_storage(t.storage(), std::move(shape), std::move(strides), offset);
 }
 
-/// Copies `src` into the (possibly strided) view `dst` of the same shape. CPU only.
+/// Copies `src` into the (possibly strided) view `dst` of the same shape and device.
 template <Element T>
 void copy_into(const Tensor<T>& dst, const Tensor<T>& src, std::string_view op) {
   CONDENSE_CHECK(dst.shape() == src.shape(), op, "copy between shapes ", src.shape(), " and ", dst.shape());
-  CONDENSE_CHECK(dst.device().is_cpu() && src.device().is_cpu(), op, "strided copy needs CPU tensors, got ",
-                 src.device(), " -> ", dst.device());
+  CONDENSE_CHECK(dst.device() == src.device(), op, "copy between devices: ", src.device(), " -> ", dst.device());
+  if (dst.device().is_cuda()) {
+    cuda_copy_into(op, dst, src);
+    return;
+  }
   cpu::StridedLayout<2> layout(dst.shape(), {&dst.strides(), &src.strides()});
   T* d = dst.data();
   const T* s = src.data();
@@ -75,9 +79,7 @@ Tensor<T> contiguous(const Tensor<T>& t) {
   if (t.device().is_cpu()) {
     cpu::copy_to_contiguous(t.data(), t.shape(), t.strides(), out.data());
   } else {
-    // Device view: bring the covered span to the host, reorder there, send back.
-    out = t.cpu().to(t.device());
-    return out;
+    detail::cuda_copy_into("contiguous", out, t);
   }
   if constexpr (FloatingElement<T>) {
     record<T>("contiguous", out, {t}, [](const Tensor<T>& g, GradSink& s) { s.add(0, g); });

@@ -1,12 +1,14 @@
-// The CUDA runtime surface the header-only side needs: device count, allocation and
-// copies. Plain C++ declarations: no CUDA header reaches a CPU translation unit. The
-// definitions live in the compiled condense::cuda library (kernels/runtime.cu); in a build
-// without CUDA the inline fallbacks below report no device and throw on use.
+// The CUDA runtime surface the header-only side needs: devices, the current stream, the
+// caching allocator and its counters, copies, and the TF32 switch. Plain C++ declarations:
+// no CUDA header reaches a CPU translation unit. The definitions live in the compiled
+// condense::cuda library (kernels/runtime.cu); in a build without CUDA the inline fallbacks
+// below report no device and throw condense::Error naming the op on use.
 #pragma once
 
 #include <cstddef>
 #include <string_view>
 
+#include "condense/core/block_cache.hpp"
 #include "condense/core/config.hpp"
 #include "condense/core/error.hpp"
 
@@ -15,17 +17,42 @@ namespace condense::cuda {
 /// Direction of a copy between host and device memory.
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 
+/// An opaque CUDA stream (a cudaStream_t); nullptr is the device's default stream.
+using StreamHandle = void*;
+
 #if CONDENSE_WITH_CUDA
 /// Number of usable CUDA devices (0 when there is no driver or no device).
 int device_count() noexcept;
-/// Allocates `bytes` on device `device`; throws condense::Error naming `op` on failure.
+/// The calling thread's current device.
+int current_device();
+/// Makes `device` the calling thread's current device; throws naming `op` when it does not exist.
+void set_device(int device, std::string_view op = "cuda::set_device");
+/// Waits for all work queued on `device`.
+void synchronize(int device, std::string_view op = "cuda::synchronize");
+/// The stream the calling thread queues work for `device` on (default: nullptr, the
+/// default stream).
+StreamHandle current_stream(int device);
+/// Sets the stream the calling thread queues work for `device` on.
+void set_current_stream(int device, StreamHandle stream);
+/// Allocates `bytes` on `device` through the caching allocator, for the current stream;
+/// throws condense::Error naming `op` (with the CUDA error string) on failure.
 void* allocate(std::size_t bytes, int device, std::string_view op);
-/// Frees memory from allocate().
+/// Returns memory from allocate() to the cache of the stream it was allocated for.
 void deallocate(void* ptr, int device) noexcept;
-/// Copies `bytes` and waits for the copy to finish; throws condense::Error naming `op`.
+/// Byte counts of the caching allocator of `device`.
+MemoryStats memory_stats(int device = 0);
+/// Restarts peak_bytes of `device` from its active bytes.
+void reset_peak_memory(int device = 0);
+/// Frees the cached blocks of every device (after waiting for their work).
+void empty_cache();
+/// Copies `bytes` on the current stream; host copies wait for it; throws naming `op`.
 void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind, int device, std::string_view op);
-/// Sets `bytes` of device memory to zero; throws condense::Error naming `op`.
+/// Sets `bytes` of device memory to zero on the current stream; throws naming `op`.
 void memset_zero(void* ptr, std::size_t bytes, int device, std::string_view op);
+/// Lets float GEMMs use TF32 tensor cores (off by default, like PyTorch's matmul).
+void set_allow_tf32(bool allow) noexcept;
+/// Whether float GEMMs may use TF32.
+bool allow_tf32() noexcept;
 inline constexpr bool built_with_cuda = true;
 #else
 inline constexpr bool built_with_cuda = false;
@@ -34,13 +61,43 @@ inline constexpr bool built_with_cuda = false;
            "(configure with -DCONDENSE_CUDA=ON and link condense::cuda)");
 }
 inline int device_count() noexcept { return 0; }
+inline int current_device() { throw_no_cuda("cuda::current_device"); }
+inline void set_device(int, std::string_view op = "cuda::set_device") { throw_no_cuda(op); }
+inline void synchronize(int, std::string_view op = "cuda::synchronize") { throw_no_cuda(op); }
+inline StreamHandle current_stream(int) { throw_no_cuda("cuda::current_stream"); }
+inline void set_current_stream(int, StreamHandle) { throw_no_cuda("cuda::set_current_stream"); }
 inline void* allocate(std::size_t, int, std::string_view op) { throw_no_cuda(op); }
 inline void deallocate(void*, int) noexcept {}
+inline MemoryStats memory_stats(int = 0) { return {}; }
+inline void reset_peak_memory(int = 0) {}
+inline void empty_cache() {}
 inline void copy(void*, const void*, std::size_t, CopyKind, int, std::string_view op) { throw_no_cuda(op); }
 inline void memset_zero(void*, std::size_t, int, std::string_view op) { throw_no_cuda(op); }
+inline void set_allow_tf32(bool) noexcept {}
+inline bool allow_tf32() noexcept { return false; }
 #endif
 
 /// True when this build has the CUDA backend and at least one device is present.
 inline bool is_available() noexcept { return device_count() > 0; }
+
+/// Makes a stream current for `device` in this scope and restores the previous one after.
+class StreamGuard {
+ public:
+  StreamGuard(int device, StreamHandle stream) : device_(device), previous_(current_stream(device)) {
+    set_current_stream(device, stream);
+  }
+  ~StreamGuard() {
+    try {
+      set_current_stream(device_, previous_);
+    } catch (...) {
+    }
+  }
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  int device_;
+  StreamHandle previous_;
+};
 
 }  // namespace condense::cuda

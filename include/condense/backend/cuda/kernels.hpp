@@ -1,0 +1,182 @@
+// The CUDA kernel launchers the header-only ops call: elementwise maps (unary, binary, with
+// an op code and up to two scalar parameters), strided copies with element-type
+// conversion, fills, reductions over trailing dims, row softmax, and batched GEMM through
+// cuBLAS. Plain C++ declarations on raw device pointers described by StridedArg: no CUDA
+// header reaches a CPU translation unit. The definitions live in the compiled condense::cuda
+// library (kernels/*.cu); in a build without CUDA each launcher throws condense::Error
+// naming the op. StridedArg's host-side helpers (dim coalescing) are defined here and are
+// tested on the CPU.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string_view>
+
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/dtype.hpp"
+#include "condense/core/error.hpp"
+
+namespace condense::cuda {
+
+/// Most dims a launcher takes after coalescing (broadcast and permuted views included).
+inline constexpr int max_dims = 8;
+
+/// A strided tensor operand of a launcher: device pointer to the first element, element
+/// type, device, and extents and strides (in elements) of up to max_dims dims.
+struct StridedArg {
+  void* data = nullptr;
+  DType dtype = DType::Float32;
+  int device = 0;
+  int ndim = 0;
+  std::int64_t sizes[max_dims] = {};
+  std::int64_t strides[max_dims] = {};
+
+  /// Number of elements (1 for ndim == 0).
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (int d = 0; d < ndim; ++d) n *= sizes[d];
+    return n;
+  }
+  /// True when the elements are row-major without gaps.
+  bool is_contiguous() const {
+    std::int64_t expected = 1;
+    for (int d = ndim; d-- > 0;) {
+      if (sizes[d] != 1 && strides[d] != expected) return false;
+      expected *= sizes[d];
+    }
+    return true;
+  }
+};
+
+/// Merges the dims of operands that share one iteration shape (same ndim and sizes): drops
+/// extent-1 dims and merges neighbours d, d+1 wherever every operand has
+/// stride[d] == stride[d+1] * size[d+1]. The element order is unchanged; a contiguous
+/// operand ends up with a single dim.
+inline void coalesce(std::initializer_list<StridedArg*> args) {
+  if (args.size() == 0) return;
+  StridedArg& first = **args.begin();
+  const int ndim = first.ndim;
+  int kept = 0;
+  for (int d = 0; d < ndim; ++d) {
+    if (first.sizes[d] == 1) continue;
+    bool merge = kept > 0;
+    for (StridedArg* a : args)
+      merge = merge && a->strides[kept - 1] == a->strides[d] * a->sizes[d];
+    for (StridedArg* a : args) {
+      if (merge) {
+        a->sizes[kept - 1] *= a->sizes[d];
+        a->strides[kept - 1] = a->strides[d];
+      } else {
+        a->sizes[kept] = a->sizes[d];
+        a->strides[kept] = a->strides[d];
+      }
+    }
+    if (!merge) ++kept;
+  }
+  for (StridedArg* a : args) a->ndim = kept;
+}
+
+/// Elementwise maps of one operand (s0, s1: the scalar parameters named per code).
+enum class UnaryOp : std::uint8_t {
+  Neg, Abs, Square, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Silu, GeluErf, GeluTanh,
+  AddScalar,   ///< x + s0
+  MulScalar,   ///< x * s0
+  RDivScalar,  ///< s0 / x
+  PowScalar,   ///< x ^ s0
+  Clamp,       ///< min(max(x, s0), s1) (NaN stays NaN)
+  ClampMin,    ///< max(x, s0) (NaN stays NaN)
+  ClampMax,    ///< min(x, s0) (NaN stays NaN)
+};
+
+/// Elementwise maps of two operands of one element type; the *Grad codes are backward
+/// rules: a is the incoming gradient, b the saved input x or output y named per code.
+enum class BinaryOp : std::uint8_t {
+  Add, Sub, Mul, Div, Maximum, Minimum,
+  DivGradDenominator,  ///< -a / (b * b)           (b = denominator; a = g * numerator)
+  RDivGrad,            ///< -a * s0 / (b * b)      (b = x of s0 / x)
+  SqrtGrad,            ///< a / (2 b)              (b = y)
+  RsqrtGrad,           ///< -a b^3 / 2             (b = y)
+  AbsGrad,             ///< a * sign(b)            (b = x)
+  SquareGrad,          ///< 2 a b                  (b = x)
+  PowGrad,             ///< s0 a b^(s0 - 1)        (b = x)
+  TanhGrad,            ///< a (1 - b^2)            (b = y)
+  SigmoidGrad,         ///< a b (1 - b)            (b = y)
+  ReluGrad,            ///< b > 0 ? a : 0          (b = y)
+  SiluGrad,            ///< a s (1 + b (1 - s)), s = sigmoid(b)   (b = x)
+  GeluErfGrad,         ///< a (Phi(b) + b phi(b))  (b = x)
+  GeluTanhGrad,        ///< the tanh form's derivative times a    (b = x)
+  ClampGrad,           ///< s0 <= b <= s1 ? a : 0  (b = x)
+};
+
+/// The CUDA side of an elementwise op: its code and scalar parameters.
+template <class Code>
+struct MapKernel {
+  Code code;
+  double s0 = 0;
+  double s1 = 0;
+};
+using UnaryKernel = MapKernel<UnaryOp>;
+using BinaryKernel = MapKernel<BinaryOp>;
+
+/// Reductions over the trailing dims of a view.
+enum class ReduceOp : std::uint8_t { Sum, Mean, Max, Min };
+
+/// A batched GEMM in cuBLAS's column-major terms: C[i] = alpha op(A[i]) op(B[i]) + beta C[i]
+/// for i < batch, C m x n with leading dimension ldc; op(A) m x k, op(B) k x n. A batch
+/// stride of 0 shares an operand across the batch.
+struct GemmArgs {
+  DType dtype = DType::Float32;  ///< of A, B and C
+  int device = 0;
+  bool transpose_a = false, transpose_b = false;
+  std::int64_t m = 0, n = 0, k = 0, batch = 1;
+  const void* a = nullptr;
+  std::int64_t lda = 1, stride_a = 0;
+  const void* b = nullptr;
+  std::int64_t ldb = 1, stride_b = 0;
+  void* c = nullptr;
+  std::int64_t ldc = 1, stride_c = 0;
+  double alpha = 1, beta = 0;
+};
+
+#if CONDENSE_WITH_CUDA
+/// out = f(in) elementwise; out and in share sizes (in may be a broadcast view) and dtype.
+void unary(UnaryKernel kernel, const StridedArg& out, const StridedArg& in, std::string_view op);
+/// out = f(a, b) elementwise; all three share sizes (a, b may be broadcast views) and dtype.
+void binary(BinaryKernel kernel, const StridedArg& out, const StridedArg& a, const StridedArg& b, std::string_view op);
+/// out = in converted to out's element type; any views of equal sizes.
+void copy_strided(const StridedArg& out, const StridedArg& in, std::string_view op);
+/// Every element of `out` set to `value` (converted to out's element type).
+void fill(const StridedArg& out, double value, std::string_view op);
+/// out[r] = reduction of in over its last `reduced_dims` dims, for the rows r of its other
+/// dims in row-major order; `out` is contiguous with one element per row. Mean of nothing
+/// is NaN, sum of nothing 0; Max/Min need a non-empty reduction.
+void reduce(ReduceOp reduction, const StridedArg& out, const StridedArg& in, int reduced_dims, std::string_view op);
+/// Row softmax (or log_softmax) of contiguous [rows, cols] `in` into contiguous `out`.
+void softmax_rows(bool log, const StridedArg& out, const StridedArg& in, std::int64_t rows, std::int64_t cols,
+                  std::string_view op);
+/// Backward of softmax_rows: grad_in from the saved output y and the incoming gradient g
+/// (all contiguous [rows, cols]).
+void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg& y, const StridedArg& g,
+                           std::int64_t rows, std::int64_t cols, std::string_view op);
+/// Batched GEMM through cuBLAS (float: FP32, or TF32 when allow_tf32(); double; bfloat16
+/// and float16 with FP32 accumulation).
+void gemm(const GemmArgs& args, std::string_view op);
+#else
+inline void unary(UnaryKernel, const StridedArg&, const StridedArg&, std::string_view op) { throw_no_cuda(op); }
+inline void binary(BinaryKernel, const StridedArg&, const StridedArg&, const StridedArg&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void copy_strided(const StridedArg&, const StridedArg&, std::string_view op) { throw_no_cuda(op); }
+inline void fill(const StridedArg&, double, std::string_view op) { throw_no_cuda(op); }
+inline void reduce(ReduceOp, const StridedArg&, const StridedArg&, int, std::string_view op) { throw_no_cuda(op); }
+inline void softmax_rows(bool, const StridedArg&, const StridedArg&, std::int64_t, std::int64_t, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void softmax_rows_backward(bool, const StridedArg&, const StridedArg&, const StridedArg&, std::int64_t,
+                                  std::int64_t, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void gemm(const GemmArgs&, std::string_view op) { throw_no_cuda(op); }
+#endif
+
+}  // namespace condense::cuda

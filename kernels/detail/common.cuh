@@ -1,0 +1,129 @@
+// Shared pieces of the CUDA kernels (internal to kernels/*.cu): error checks that throw
+// condense::Error with the op name and the CUDA error string, the current stream, launch
+// sizes, element loads and stores through a compute type (float for the 16-bit types), the
+// math helpers that pick the float or double function, and the offset of an element of a
+// strided operand.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+#include "condense/backend/cuda/kernels.hpp"
+#include "condense/core/dtype.hpp"
+#include "condense/core/error.hpp"
+
+namespace condense::cuda::detail {
+
+/// Throws condense::Error naming `op` when `status` is an error.
+inline void check(cudaError_t status, std::string_view op, const char* what) {
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear the error state where it is not sticky
+    fail(op, what, " failed: ", cudaGetErrorString(status));
+  }
+}
+
+/// Throws naming `op` when the last kernel launch failed.
+inline void check_launch(std::string_view op) { check(cudaGetLastError(), op, "kernel launch"); }
+
+/// Makes `device` current for the calling thread (throws naming `op`).
+inline void use_device(int device, std::string_view op) { check(cudaSetDevice(device), op, "cudaSetDevice"); }
+
+/// The calling thread's current stream for `device`.
+inline cudaStream_t stream_of(int device) { return static_cast<cudaStream_t>(current_stream(device)); }
+
+/// Blocks for a grid-stride loop over n items with `threads` per block (capped so the
+/// grid stays resident a few times over).
+inline unsigned grid_for(std::int64_t n, int threads) {
+  const std::int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+/// The type arithmetic on T happens in: float for the 16-bit floats, T otherwise.
+template <class T>
+using compute_t = std::conditional_t<std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, float, T>;
+
+template <class T>
+__device__ __forceinline__ compute_t<T> load(const T* p) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return __uint_as_float(static_cast<unsigned>(p->bits) << 16);
+  } else if constexpr (std::is_same_v<T, float16>) {
+    return __half2float(__ushort_as_half(p->bits));
+  } else {
+    return *p;
+  }
+}
+
+template <class T, class C>
+__device__ __forceinline__ T to_element(C v) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return bfloat16::from_bits(__bfloat16_as_ushort(__float2bfloat16_rn(static_cast<float>(v))));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    return float16::from_bits(__half_as_ushort(__float2half_rn(static_cast<float>(v))));
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return v != C(0);
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+// Math on float or double (the float forms are the fast single-precision functions).
+template <class C> __device__ __forceinline__ C d_exp(C x) { if constexpr (std::is_same_v<C, float>) return expf(x); else return exp(x); }
+template <class C> __device__ __forceinline__ C d_log(C x) { if constexpr (std::is_same_v<C, float>) return logf(x); else return log(x); }
+template <class C> __device__ __forceinline__ C d_sqrt(C x) { if constexpr (std::is_same_v<C, float>) return sqrtf(x); else return sqrt(x); }
+template <class C> __device__ __forceinline__ C d_rsqrt(C x) { if constexpr (std::is_same_v<C, float>) return rsqrtf(x); else return rsqrt(x); }
+template <class C> __device__ __forceinline__ C d_tanh(C x) { if constexpr (std::is_same_v<C, float>) return tanhf(x); else return tanh(x); }
+template <class C> __device__ __forceinline__ C d_erf(C x) { if constexpr (std::is_same_v<C, float>) return erff(x); else return erf(x); }
+template <class C> __device__ __forceinline__ C d_pow(C x, C e) { if constexpr (std::is_same_v<C, float>) return powf(x, e); else return pow(x, e); }
+
+/// Overflow-free logistic function: from e = exp(-|x|); NaN stays NaN.
+template <class C>
+__device__ __forceinline__ C d_sigmoid(C x) {
+  const C e = d_exp(x < C(0) ? x : -x);
+  return x >= C(0) ? C(1) / (C(1) + e) : (x < C(0) ? e / (C(1) + e) : x);
+}
+
+/// Extents and strides of up to max_dims dims, passed to kernels by value.
+struct Layout {
+  int ndim = 0;
+  std::int64_t sizes[max_dims] = {};
+  std::int64_t strides[max_dims] = {};
+
+  static Layout of(const StridedArg& a) {
+    Layout l;
+    l.ndim = a.ndim;
+    for (int d = 0; d < a.ndim; ++d) {
+      l.sizes[d] = a.sizes[d];
+      l.strides[d] = a.strides[d];
+    }
+    return l;
+  }
+  /// Offset (in elements) of the element with row-major linear index i.
+  __device__ __forceinline__ std::int64_t offset(std::int64_t i) const {
+    std::int64_t off = 0;
+    for (int d = ndim; d-- > 0;) {
+      const std::int64_t s = sizes[d];
+      off += (i % s) * strides[d];
+      i /= s;
+    }
+    return off;
+  }
+};
+
+/// Calls f(T{}) with T the element type of `dtype` among the listed ones; throws naming
+/// `op` for the others.
+template <class... Ts, class F>
+void dispatch_dtype(DType dtype, std::string_view op, F&& f) {
+  bool done = false;
+  ((!done && dtype == dtype_of<Ts> ? (f(Ts{}), done = true) : false), ...);
+  if (!done) fail(op, "no CUDA kernel for element type ", dtype_name(dtype));
+}
+
+/// The floating element types every float kernel is built for.
+#define CONDENSE_CUDA_FLOAT_TYPES float, double, ::condense::bfloat16, ::condense::float16
+
+}  // namespace condense::cuda::detail

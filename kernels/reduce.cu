@@ -1,0 +1,284 @@
+// Reduction and row-softmax CUDA kernels: sum, mean, max and min over the trailing dims of
+// a strided view (one block per output row for long rows, one thread per row for short
+// ones), and softmax / log_softmax forward and backward over contiguous rows (one block
+// per row). Accumulation is in float for float and the 16-bit types, double for double.
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "condense/backend/cuda/kernels.hpp"
+#include "detail/common.cuh"
+
+namespace condense::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int reduce_threads = 256;
+
+template <class A>
+struct Accumulate {
+  ReduceOp op;
+  __device__ __forceinline__ A init() const {
+    if (op == ReduceOp::Max) return -INFINITY;
+    if (op == ReduceOp::Min) return INFINITY;
+    return A(0);
+  }
+  __device__ __forceinline__ A combine(A acc, A v) const {
+    switch (op) {
+      case ReduceOp::Max: return acc != acc ? acc : (v != v || v > acc ? v : acc);  // NaN wins
+      case ReduceOp::Min: return acc != acc ? acc : (v != v || v < acc ? v : acc);
+      default: return acc + v;
+    }
+  }
+};
+
+template <class A>
+struct IntAccumulate {
+  ReduceOp op;
+  __device__ __forceinline__ A init() const {
+    if (op == ReduceOp::Max) return std::numeric_limits<A>::lowest();
+    if (op == ReduceOp::Min) return std::numeric_limits<A>::max();
+    return A(0);
+  }
+  __device__ __forceinline__ A combine(A acc, A v) const {
+    switch (op) {
+      case ReduceOp::Max: return v > acc ? v : acc;
+      case ReduceOp::Min: return v < acc ? v : acc;
+      default: return static_cast<A>(static_cast<std::make_unsigned_t<A>>(acc) + static_cast<std::make_unsigned_t<A>>(v));
+    }
+  }
+};
+
+/// Row r's first element offset (over the kept dims) and the column layout (reduced dims).
+struct RowsAndCols {
+  Layout rows;  // kept dims
+  Layout cols;  // reduced dims
+};
+
+template <class T, class A, class Acc>
+__device__ __forceinline__ A finish(const Acc& acc, A total, std::int64_t count) {
+  if constexpr (std::is_floating_point_v<A>) {
+    if (acc.op == ReduceOp::Mean) return count > 0 ? total / static_cast<A>(count) : A(NAN);
+  }
+  return total;
+}
+
+/// One block per output row.
+template <class T, class A, class Acc>
+__global__ void reduce_block_per_row(T* out, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols, Acc acc) {
+  __shared__ A partial[reduce_threads];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* base = in + layout.rows.offset(r);
+    A value = acc.init();
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
+    partial[threadIdx.x] = value;
+    __syncthreads();
+    for (int width = blockDim.x / 2; width > 0; width /= 2) {
+      if (threadIdx.x < width) partial[threadIdx.x] = acc.combine(partial[threadIdx.x], partial[threadIdx.x + width]);
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, partial[0], cols));
+    __syncthreads();
+  }
+}
+
+/// One thread per output row (short rows).
+template <class T, class A, class Acc>
+__global__ void reduce_thread_per_row(T* out, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols, Acc acc) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
+    const T* base = in + layout.rows.offset(r);
+    A value = acc.init();
+    for (std::int64_t c = 0; c < cols; ++c) value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
+    out[r] = to_element<T>(finish<T>(acc, value, cols));
+  }
+}
+
+template <class T, class A, class Acc>
+void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims, Acc acc, std::string_view op) {
+  RowsAndCols layout;
+  std::int64_t rows = 1, cols = 1;
+  const int kept = in.ndim - reduced_dims;
+  layout.rows.ndim = kept;
+  layout.cols.ndim = reduced_dims;
+  for (int d = 0; d < kept; ++d) {
+    layout.rows.sizes[d] = in.sizes[d];
+    layout.rows.strides[d] = in.strides[d];
+    rows *= in.sizes[d];
+  }
+  for (int d = 0; d < reduced_dims; ++d) {
+    layout.cols.sizes[d] = in.sizes[kept + d];
+    layout.cols.strides[d] = in.strides[kept + d];
+    cols *= in.sizes[kept + d];
+  }
+  CONDENSE_CHECK(out.numel() == rows, op, "CUDA reduction of ", rows, " rows into ", out.numel(), " elements");
+  if (rows == 0) return;
+  use_device(out.device, op);
+  const cudaStream_t stream = stream_of(out.device);
+  T* o = static_cast<T*>(out.data);
+  const T* x = static_cast<const T*>(in.data);
+  if (cols >= 64) {
+    const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+    reduce_block_per_row<T, A><<<blocks, reduce_threads, 0, stream>>>(o, x, layout, rows, cols, acc);
+  } else {
+    reduce_thread_per_row<T, A><<<grid_for(rows, 128), 128, 0, stream>>>(o, x, layout, rows, cols, acc);
+  }
+  check_launch(op);
+}
+
+// ---- softmax ---------------------------------------------------------------------------
+
+constexpr int softmax_threads = 256;
+
+/// Block-wide reduction of one value per thread (max or sum); every thread gets the result.
+template <class A, bool IsMax>
+__device__ __forceinline__ A block_reduce(A v, A* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const A other = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = IsMax ? (other > v ? other : v) : v + other;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / 32;
+  A total = lane < warps ? scratch[lane] : (IsMax ? A(-INFINITY) : A(0));
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const A other = __shfl_xor_sync(0xffffffffu, total, offset);
+    total = IsMax ? (other > total ? other : total) : total + other;
+  }
+  __syncthreads();  // scratch is reused by the next reduction
+  return total;
+}
+
+/// softmax / log_softmax of each row, as on the CPU: a row of only -inf gives zeros
+/// (softmax) or -inf (log_softmax); a NaN or +inf makes the row NaN (exp(NaN) and
+/// inf - inf reach the sum).
+template <class T, class A, bool Log>
+__global__ void softmax_forward(T* out, const T* in, std::int64_t rows, std::int64_t cols) {
+  __shared__ A scratch[32];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* x = in + r * cols;
+    T* y = out + r * cols;
+    A m = -INFINITY;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A v = static_cast<A>(load(x + c));
+      m = v > m ? v : m;
+    }
+    m = block_reduce<A, true>(m, scratch);
+    if (m == A(-INFINITY)) {  // every entry is -inf (NaN never wins the max)
+      bool any_nan = false;
+      for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        const A v = static_cast<A>(load(x + c));
+        any_nan = any_nan || v != v;
+      }
+      if (block_reduce<A, true>(any_nan ? A(1) : A(0), scratch) == A(0)) {
+        for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) y[c] = to_element<T>(Log ? A(-INFINITY) : A(0));
+        continue;
+      }
+    }
+    A s = 0;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += d_exp(static_cast<A>(load(x + c)) - m);
+    s = block_reduce<A, false>(s, scratch);
+    const A log_s = d_log(s);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A v = static_cast<A>(load(x + c));
+      y[c] = to_element<T>(Log ? v - m - log_s : d_exp(v - m) / s);
+    }
+  }
+}
+
+/// softmax: gx = y (g - sum(g y)); log_softmax: gx = g - exp(y) sum(g).
+template <class T, class A, bool Log>
+__global__ void softmax_backward(T* grad_in, const T* y_all, const T* g_all, std::int64_t rows, std::int64_t cols) {
+  __shared__ A scratch[32];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* y = y_all + r * cols;
+    const T* g = g_all + r * cols;
+    T* gx = grad_in + r * cols;
+    A dot = 0;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A gv = static_cast<A>(load(g + c));
+      dot += Log ? gv : gv * static_cast<A>(load(y + c));
+    }
+    dot = block_reduce<A, false>(dot, scratch);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A gv = static_cast<A>(load(g + c)), yv = static_cast<A>(load(y + c));
+      gx[c] = to_element<T>(Log ? gv - d_exp(yv) * dot : yv * (gv - dot));
+    }
+  }
+}
+
+void check_rows(std::string_view op, std::initializer_list<const StridedArg*> args, std::int64_t rows, std::int64_t cols) {
+  for (const StridedArg* a : args) {
+    CONDENSE_CHECK(a->is_contiguous() && a->numel() == rows * cols, op, "CUDA softmax needs contiguous [", rows, ", ",
+                   cols, "] operands");
+    CONDENSE_CHECK(a->dtype == (*args.begin())->dtype, op, "CUDA softmax operands of different element types");
+  }
+}
+
+}  // namespace
+
+void reduce(ReduceOp reduction, const StridedArg& out, const StridedArg& in, int reduced_dims, std::string_view op) {
+  CONDENSE_CHECK(reduced_dims >= 0 && reduced_dims <= in.ndim, op, "CUDA reduction of ", reduced_dims, " trailing dims of a ",
+                 in.ndim, "-dim view");
+  CONDENSE_CHECK(out.dtype == in.dtype && out.is_contiguous(), op, "CUDA reduction needs a contiguous output of the input's type");
+  if (in.dtype == DType::Int32 || in.dtype == DType::Int64) {
+    CONDENSE_CHECK(reduction != ReduceOp::Mean, op, "no CUDA mean of integers");
+    dispatch_dtype<std::int32_t, std::int64_t>(in.dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      launch_reduce<T, T>(out, in, reduced_dims, IntAccumulate<T>{reduction}, op);
+    });
+    return;
+  }
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    launch_reduce<T, A>(out, in, reduced_dims, Accumulate<A>{reduction}, op);
+  });
+}
+
+void softmax_rows(bool log, const StridedArg& out, const StridedArg& in, std::int64_t rows, std::int64_t cols,
+                  std::string_view op) {
+  check_rows(op, {&out, &in}, rows, cols);
+  if (rows == 0 || cols == 0) return;
+  use_device(out.device, op);
+  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    T* o = static_cast<T*>(out.data);
+    const T* x = static_cast<const T*>(in.data);
+    if (log) {
+      softmax_forward<T, A, true><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(o, x, rows, cols);
+    } else {
+      softmax_forward<T, A, false><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(o, x, rows, cols);
+    }
+  });
+  check_launch(op);
+}
+
+void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg& y, const StridedArg& g, std::int64_t rows,
+                           std::int64_t cols, std::string_view op) {
+  check_rows(op, {&grad_in, &y, &g}, rows, cols);
+  if (rows == 0 || cols == 0) return;
+  use_device(grad_in.device, op);
+  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(y.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    T* o = static_cast<T*>(grad_in.data);
+    const T* yp = static_cast<const T*>(y.data);
+    const T* gp = static_cast<const T*>(g.data);
+    if (log) {
+      softmax_backward<T, A, true><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(o, yp, gp, rows, cols);
+    } else {
+      softmax_backward<T, A, false><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(o, yp, gp, rows, cols);
+    }
+  });
+  check_launch(op);
+}
+
+}  // namespace condense::cuda

@@ -1,0 +1,80 @@
+// The host-side part of the CUDA launch path, which runs without a GPU: dim coalescing of
+// launcher operands, operand descriptions with broadcast strides, and the errors a CPU-only
+// build gives for CUDA tensors.
+#include <doctest/doctest.h>
+
+#include "condense/backend/cuda/kernels.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
+#include "condense/core/factories.hpp"
+#include "test_util.hpp"
+
+using namespace condense;
+
+namespace {
+
+cuda::StridedArg make_arg(std::initializer_list<std::int64_t> sizes, std::initializer_list<std::int64_t> strides) {
+  cuda::StridedArg a;
+  for (auto s : sizes) a.sizes[a.ndim++] = s;
+  int d = 0;
+  for (auto s : strides) a.strides[d++] = s;
+  return a;
+}
+
+std::vector<std::int64_t> sizes_of(const cuda::StridedArg& a) { return {a.sizes, a.sizes + a.ndim}; }
+std::vector<std::int64_t> strides_of(const cuda::StridedArg& a) { return {a.strides, a.strides + a.ndim}; }
+
+}  // namespace
+
+TEST_CASE("cuda launch args: contiguous operands coalesce to one dim") {
+  auto out = make_arg({2, 3, 4}, {12, 4, 1});
+  auto in = make_arg({2, 3, 4}, {12, 4, 1});
+  cuda::coalesce({&out, &in});
+  CHECK(sizes_of(out) == std::vector<std::int64_t>{24});
+  CHECK(strides_of(in) == std::vector<std::int64_t>{1});
+  CHECK(out.is_contiguous());
+}
+
+TEST_CASE("cuda launch args: a broadcast operand keeps the dims apart, extent-1 dims drop") {
+  auto out = make_arg({2, 1, 3, 4}, {12, 12, 4, 1});
+  auto a = make_arg({2, 1, 3, 4}, {0, 7, 4, 1});  // broadcast along dim 0
+  cuda::coalesce({&out, &a});
+  CHECK(sizes_of(out) == std::vector<std::int64_t>{2, 12});
+  CHECK(strides_of(out) == std::vector<std::int64_t>{12, 1});
+  CHECK(strides_of(a) == std::vector<std::int64_t>{0, 1});
+  CHECK(out.numel() == 24);
+  CHECK(!a.is_contiguous());
+}
+
+TEST_CASE("cuda launch args: a transposed operand is not merged") {
+  auto out = make_arg({3, 4}, {4, 1});
+  auto in = make_arg({3, 4}, {1, 3});
+  cuda::coalesce({&out, &in});
+  CHECK(out.ndim == 2);
+  CHECK(strides_of(in) == std::vector<std::int64_t>{1, 3});
+}
+
+TEST_CASE("cuda launch args: tensors become operands with broadcast strides") {
+  const auto a = arange<float>(15).reshape({3, 1, 5});
+  const auto arg = detail::cuda_arg("test", a, Shape{2, 3, 4, 5});
+  CHECK(sizes_of(arg) == std::vector<std::int64_t>{2, 3, 4, 5});
+  CHECK(strides_of(arg) == std::vector<std::int64_t>{0, 5, 0, 1});
+  CHECK(arg.dtype == DType::Float32);
+  CHECK(arg.data == static_cast<const void*>(a.data()));
+  const auto t = arange<double>(24).reshape({2, 3, 4}).transpose(0, 2).slice(1, 1, 3);
+  const auto targ = detail::cuda_arg("test", t);
+  CHECK(sizes_of(targ) == std::vector<std::int64_t>{4, 2, 2});
+  CHECK(strides_of(targ) == std::vector<std::int64_t>{1, 4, 12});
+  CHECK(targ.data == static_cast<const void*>(t.data()));
+  const auto many = zeros<float>({2, 2, 2, 2, 2, 2, 2, 2, 2});
+  CHECK_THROWS_WITH_AS(detail::cuda_arg("test", many), doctest::Contains("at most 8 dims"), Error);
+}
+
+#if !CONDENSE_WITH_CUDA
+TEST_CASE("cuda launch args: a CPU-only build names the op when asked for CUDA") {
+  CHECK_FALSE(cuda::is_available());
+  CHECK_THROWS_WITH_AS(zeros<float>({2}, Device::cuda()), doctest::Contains("built without CUDA"), Error);
+  CHECK_THROWS_WITH_AS(cuda::gemm(cuda::GemmArgs{}, "matmul"), doctest::Contains("[matmul]"), Error);
+  CHECK_THROWS_WITH_AS(cuda::synchronize(0), doctest::Contains("[cuda::synchronize]"), Error);
+  CHECK(cuda::memory_stats().active_bytes == 0);
+}
+#endif

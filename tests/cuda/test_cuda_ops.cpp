@@ -1,0 +1,239 @@
+// CUDA parity of the core ops: each op and its gradient on CUDA against the CPU result
+// (elementwise maps with broadcasting and strided views, reductions, softmax, matmul and
+// linear), device-side copies, casts and fills, the caching allocator's counters, and an
+// MLP training step. Every test skips with a message when no CUDA device is present.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "condense/condense.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+using namespace condense;
+using condense::testing::allclose;
+using condense::testing::check_cpu_cuda_parity;
+using condense::testing::max_abs_diff;
+using condense::testing::values;
+
+namespace {
+
+template <FloatingElement T>
+using Fn = std::function<Tensor<T>(const std::vector<Tensor<T>>&)>;
+
+/// Tolerances per element type: float kernels use the fast single-precision functions.
+template <FloatingElement T>
+constexpr double cuda_rtol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+template <FloatingElement T>
+constexpr double cuda_atol = std::is_same_v<T, float> ? 2e-6 : 1e-13;
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cuda parity: unary maps and their gradients", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(1);
+  const auto x = randn<T>({37, 29}, gen);                      // any sign
+  const auto pos = add(abs(randn<T>({37, 29}, gen)), T(0.1));  // for log, sqrt, rsqrt, pow
+  const std::vector<std::pair<std::string, Fn<T>>> any_sign = {
+      {"neg", [](const auto& v) { return neg(v[0]); }},
+      {"abs", [](const auto& v) { return abs(v[0]); }},
+      {"square", [](const auto& v) { return square(v[0]); }},
+      {"exp", [](const auto& v) { return exp(v[0]); }},
+      {"tanh", [](const auto& v) { return tanh(v[0]); }},
+      {"sigmoid", [](const auto& v) { return sigmoid(v[0]); }},
+      {"relu", [](const auto& v) { return relu(v[0]); }},
+      {"silu", [](const auto& v) { return silu(v[0]); }},
+      {"gelu", [](const auto& v) { return gelu(v[0]); }},
+      {"gelu tanh", [](const auto& v) { return gelu(v[0], GeluApproximation::Tanh); }},
+      {"add scalar", [](const auto& v) { return v[0] + T(1.5); }},
+      {"mul scalar", [](const auto& v) { return v[0] * T(-2.5); }},
+      {"clamp", [](const auto& v) { return clamp(v[0], T(-0.5), T(0.7)); }},
+      {"clamp_min", [](const auto& v) { return clamp_min(v[0], T(-0.2)); }},
+      {"clamp_max", [](const auto& v) { return clamp_max(v[0], T(0.3)); }},
+      {"pow 2", [](const auto& v) { return pow(v[0], T(2)); }},
+      {"pow 3", [](const auto& v) { return pow(v[0], T(3)); }},
+  };
+  for (const auto& [name, f] : any_sign) {
+    CAPTURE(name);
+    check_cpu_cuda_parity<T>(f, {x}, cuda_rtol<T>, cuda_atol<T>);
+  }
+  const std::vector<std::pair<std::string, Fn<T>>> positive = {
+      {"log", [](const auto& v) { return log(v[0]); }},
+      {"sqrt", [](const auto& v) { return sqrt(v[0]); }},
+      {"rsqrt", [](const auto& v) { return rsqrt(v[0]); }},
+      {"pow 1.7", [](const auto& v) { return pow(v[0], T(1.7)); }},
+      {"pow -0.5", [](const auto& v) { return pow(v[0], T(-0.5)); }},
+      {"rdiv", [](const auto& v) { return T(3) / v[0]; }},
+  };
+  for (const auto& [name, f] : positive) {
+    CAPTURE(name);
+    check_cpu_cuda_parity<T>(f, {pos}, cuda_rtol<T>, cuda_atol<T>);
+  }
+}
+
+TEST_CASE_TEMPLATE("cuda parity: binary maps with broadcasting and strided views", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(2);
+  const auto a = randn<T>({3, 1, 5}, gen);
+  const auto b = randn<T>({4, 5}, gen);
+  const auto c = add(abs(randn<T>({3, 4, 5}, gen)), T(0.5));
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0] + v[1]; }, {a, b}, cuda_rtol<T>, cuda_atol<T>);
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0] - v[1]; }, {a, b}, cuda_rtol<T>, cuda_atol<T>);
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0] * v[1]; }, {a, b}, cuda_rtol<T>, cuda_atol<T>);
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0] / v[1]; }, {a, c}, cuda_rtol<T>, cuda_atol<T>);
+  // transposed and sliced operands take the strided kernels
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0].transpose(0, 2) * v[1].slice(0, 1, 6, 2); },
+                           {randn<T>({5, 4, 3}, gen), randn<T>({7, 4, 5}, gen)}, cuda_rtol<T>, cuda_atol<T>);
+  // a long contiguous run exercises the vectorised path and its tail
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0] * v[1] + v[0]; },
+                           {randn<T>({100003}, gen), randn<T>({100003}, gen)}, cuda_rtol<T>, cuda_atol<T>);
+  // an offset view is not 16-byte aligned: the scalar path
+  check_cpu_cuda_parity<T>([](const auto& v) { return exp(v[0].slice(0, 1, 1001)); }, {randn<T>({1001}, gen)}, cuda_rtol<T>,
+                           cuda_atol<T>);
+}
+
+TEST_CASE("cuda parity: integer elementwise maps and division by zero") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const auto a = tensor<std::int64_t>({7, -8, 9, 10});
+  const auto b = tensor<std::int64_t>({2, 3, -4, 5});
+  const auto da = a.to(Device::cuda()), db = b.to(Device::cuda());
+  CHECK(values((da + db).cpu()) == values(a + b));
+  CHECK(values((da * db).cpu()) == values(a * b));
+  CHECK(values((da / db).cpu()) == values(a / b));
+  CHECK(values(abs(da).cpu()) == values(abs(a)));
+  CHECK(values(clamp(da, std::int64_t(-5), std::int64_t(8)).cpu()) == values(clamp(a, std::int64_t(-5), std::int64_t(8))));
+  CHECK_THROWS_WITH_AS(da / zeros<std::int64_t>({4}, Device::cuda()), doctest::Contains("integer division by zero"), Error);
+}
+
+TEST_CASE_TEMPLATE("cuda parity: reductions", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(3);
+  const auto x = randn<T>({6, 70, 5}, gen);
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+  const std::vector<std::vector<std::int64_t>> dim_sets = {{}, {0}, {1}, {2}, {0, 2}, {1, 2}, {-1, 0}};
+  for (const auto& dims : dim_sets) {
+    for (bool keepdim : {false, true}) {
+      CAPTURE(dims.size());
+      CAPTURE(keepdim);
+      check_cpu_cuda_parity<T>([&](const auto& v) { return sum(v[0], dims, keepdim); }, {x}, tol, tol);
+      check_cpu_cuda_parity<T>([&](const auto& v) { return mean(v[0], dims, keepdim); }, {x}, tol, tol);
+    }
+  }
+  // sum over a transposed view, and sum_to (the backward of broadcasting)
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0].transpose(0, 1), {0}); }, {x}, tol, tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum_to(v[0], Shape{1, 70, 1}); }, {x}, tol, tol);
+  // long rows take the block-per-row kernel, short ones the thread-per-row kernel
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {1}); }, {randn<T>({3, 5000}, gen)}, tol, tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0], {1}); }, {randn<T>({3000, 3}, gen)}, tol, tol);
+  // empty reductions: sum 0, mean NaN
+  const auto empty = zeros<T>({3, 0}, Device::cuda());
+  CHECK(values(sum(empty, {1}).cpu()) == std::vector<double>{0, 0, 0});
+  CHECK(std::isnan(values(mean(empty, {1}).cpu())[0]));
+}
+
+TEST_CASE_TEMPLATE("cuda parity: softmax and log_softmax along every dim", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(4);
+  const auto x = mul(randn<T>({4, 33, 300}, gen), T(3));
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+  for (std::int64_t dim : {0, 1, 2, -1}) {
+    CAPTURE(dim);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return softmax(v[0], dim); }, {x}, tol, tol);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return log_softmax(v[0], dim); }, {x}, tol, tol);
+  }
+  // a row of only -inf: zeros (softmax) and -inf (log_softmax), as on the CPU
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  const auto masked = tensor<T>({-inf, -inf, -inf, 1, 2, 3}).reshape({2, 3});
+  const auto soft = values(softmax(masked.to(Device::cuda()), 1).cpu());
+  CHECK(std::vector<double>(soft.begin(), soft.begin() + 3) == std::vector<double>{0, 0, 0});
+  CHECK(allclose(softmax(masked.to(Device::cuda()), 1).cpu(), softmax(masked, 1), 1e-6, 1e-7));
+  const auto logsoft = values(log_softmax(masked.to(Device::cuda()), 1).cpu());
+  CHECK(std::vector<double>(logsoft.begin(), logsoft.begin() + 3) == std::vector<double>(3, -inf));
+}
+
+TEST_CASE_TEMPLATE("cuda parity: matmul, bmm and linear", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(5);
+  const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-11;
+  const auto mm = [](const auto& v) { return matmul(v[0], v[1]); };
+  check_cpu_cuda_parity<T>(mm, {randn<T>({17, 33}, gen), randn<T>({33, 9}, gen)}, tol, tol);
+  check_cpu_cuda_parity<T>(mm, {randn<T>({33}, gen), randn<T>({33, 9}, gen)}, tol, tol);              // vector @ matrix
+  check_cpu_cuda_parity<T>(mm, {randn<T>({17, 33}, gen), randn<T>({33}, gen)}, tol, tol);             // matrix @ vector
+  check_cpu_cuda_parity<T>(mm, {randn<T>({2, 3, 17, 33}, gen), randn<T>({33, 9}, gen)}, tol, tol);    // shared weight
+  check_cpu_cuda_parity<T>(mm, {randn<T>({2, 1, 17, 33}, gen), randn<T>({3, 33, 9}, gen)}, tol, tol); // broadcast batch
+  check_cpu_cuda_parity<T>([](const auto& v) { return matmul(v[0].transpose(-1, -2), v[1].transpose(-1, -2)); },
+                           {randn<T>({4, 33, 17}, gen), randn<T>({4, 9, 33}, gen)}, tol, tol);  // column-major operands
+  check_cpu_cuda_parity<T>([](const auto& v) { return matmul(v[0].slice(2, 0, 33, 2), v[1]); },
+                           {randn<T>({4, 17, 33}, gen), randn<T>({4, 17, 9}, gen)}, tol, tol);  // copied operand
+  check_cpu_cuda_parity<T>([](const auto& v) { return bmm(v[0], v[1]); }, {randn<T>({5, 8, 16}, gen), randn<T>({5, 16, 4}, gen)},
+                           tol, tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return linear(v[0], v[1], v[2]); },
+                           {randn<T>({3, 7, 32}, gen), randn<T>({24, 32}, gen), randn<T>({24}, gen)}, tol, tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return linear(v[0], v[1]); }, {randn<T>({32}, gen), randn<T>({24, 32}, gen)},
+                           tol, tol);
+  // an empty contraction gives zeros
+  const auto z = matmul(zeros<T>({3, 0}, Device::cuda()), zeros<T>({0, 4}, Device::cuda()));
+  CHECK(values(z.cpu()) == std::vector<double>(12, 0.0));
+}
+
+TEST_CASE("cuda: device-side copies, casts and fills") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(6);
+  const auto h = randn<float>({4, 5, 6}, gen);
+  const auto d = h.to(Device::cuda());
+  const auto view = d.permute({2, 0, 1}).slice(1, 1, 4);
+  CHECK(values(view.contiguous().cpu()) == values(h.permute({2, 0, 1}).slice(1, 1, 4).contiguous()));
+  CHECK(values(view.cpu()) == values(h.permute({2, 0, 1}).slice(1, 1, 4)));
+  CHECK(values(d.cast<double>().cpu()) == values(h.cast<double>()));
+  CHECK(values(d.cast<bfloat16>().cpu()) == values(h.cast<bfloat16>()));
+  CHECK(values(d.cast<float16>().cast<float>().cpu()) == values(h.cast<float16>().cast<float>()));
+  CHECK(values(d.cast<std::int32_t>().cpu()) == values(h.cast<std::int32_t>()));
+  CHECK(values(full<float>({3, 2}, 2.5f, Device::cuda()).cpu()) == std::vector<double>(6, 2.5));
+  CHECK(values(full<bfloat16>({3}, bfloat16(1.5f), Device::cuda()).cpu()) == std::vector<double>(3, 1.5));
+  CHECK(values(full<std::int64_t>({2}, std::int64_t{1} << 60, Device::cuda()).cpu()) ==
+        std::vector<double>(2, static_cast<double>(std::int64_t{1} << 60)));
+}
+
+TEST_CASE("cuda: the caching allocator reuses blocks and counts bytes") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  cuda::synchronize(0);
+  cuda::empty_cache();
+  const MemoryStats before = cuda::memory_stats(0);
+  const void* first = nullptr;
+  {
+    auto t = empty<float>({1000, 1000}, Device::cuda());
+    first = t.data();
+    CHECK(cuda::memory_stats(0).active_bytes >= before.active_bytes + 4000000);
+  }
+  const MemoryStats freed = cuda::memory_stats(0);
+  CHECK(freed.active_bytes == before.active_bytes);
+  CHECK(freed.cached_bytes >= 4000000);
+  {
+    auto t = empty<float>({999, 1001}, Device::cuda());  // same size class: the cached block
+    CHECK(static_cast<const void*>(t.data()) == first);
+    CHECK(cuda::memory_stats(0).hits == freed.hits + 1);
+  }
+  cuda::empty_cache();
+  CHECK(cuda::memory_stats(0).cached_bytes == 0);
+  CHECK(cuda::memory_stats(0).peak_bytes >= before.active_bytes + 4000000);
+  CHECK_THROWS_WITH_AS(empty<float>({std::int64_t{1} << 40}, Device::cuda()), doctest::Contains("out of memory"), Error);
+}
+
+TEST_CASE("cuda parity: an MLP training step (linear, gelu, log_softmax, mean)") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(7);
+  const auto x = randn<float>({16, 32}, gen);
+  const auto w1 = mul(randn<float>({64, 32}, gen), 0.2f);
+  const auto b1 = randn<float>({64}, gen);
+  const auto w2 = mul(randn<float>({10, 64}, gen), 0.2f);
+  const auto onehot = zeros<float>({16, 10});
+  check_cpu_cuda_parity<float>(
+      [](const auto& v) {
+        const auto h = gelu(linear(v[0], v[1], v[2]));
+        const auto logp = log_softmax(linear(h, v[3]), -1);
+        return mean(neg(logp * v[4]) + square(logp) * 1e-3f, {1});
+      },
+      {x, w1, b1, w2, onehot + 0.1f}, 1e-4, 1e-5);
+}
