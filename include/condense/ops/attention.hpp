@@ -1,5 +1,6 @@
-// Fused attention on the CPU, templated on a mask policy: attention(q, k, v, policy, options,
-// bias) with grouped-query heads, an optional differentiable additive score bias, and the
+// Fused attention templated on a mask policy, on the CPU or (for CUDA tensors) through the
+// flash kernels of condense::cuda: attention(q, k, v, policy, options, bias) with
+// grouped-query heads, an optional differentiable additive score bias, and the
 // log-sum-exp saved for a backward pass that recomputes scores tile by tile. Also
 // attention_reference, the plain composition of primitive ops used as the test oracle.
 #pragma once
@@ -9,6 +10,7 @@
 #include <optional>
 
 #include "condense/autograd/node.hpp"
+#include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cpu/attention.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/mask/materialize.hpp"
@@ -28,6 +30,9 @@ struct AttentionOptions {
   int tile_k = 64;
   /// Debug switch: false treats every tile as Partial (evaluates the predicate everywhere).
   bool skip_tiles = true;
+  /// CUDA only: count the tiles by kind into AttentionResult::tiles. Off by default because
+  /// reading the counters back waits for the kernel (the CPU path always counts).
+  bool count_cuda_tiles = false;
 };
 
 /// What attention_forward returns besides the output.
@@ -54,9 +59,8 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
                  ") must divide query heads (", q.size(1), "): q ", q.shape(), ", k ", k.shape());
   CONDENSE_CHECK(options.tile_q > 0 && options.tile_k > 0, op, "tile sizes must be positive, got ", options.tile_q,
                  "x", options.tile_k);
-  check_cpu(op, q);
-  check_cpu(op, k);
-  check_cpu(op, v);
+  check_same_device(op, q, k);
+  check_same_device(op, q, v);
   cpu::AttentionGeometry g;
   g.batch = q.size(0);
   g.heads = q.size(1);
@@ -67,7 +71,7 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   CONDENSE_CHECK(g.tq < (std::int64_t{1} << 31) && g.tk < (std::int64_t{1} << 31), op, "sequence too long: q ", q.shape(),
                  ", k ", k.shape());
   if (bias.defined()) {
-    check_cpu(op, bias);
+    check_same_device(op, q, bias);
     CONDENSE_CHECK(bias.dim() == 4 && bias.size(0) == g.batch && (bias.size(1) == 1 || bias.size(1) == g.heads) &&
                        bias.size(2) == g.tq && bias.size(3) == g.tk,
                    op, "bias must be [B, 1 or H, Tq, Tk] = [", g.batch, ", 1 or ", g.heads, ", ", g.tq, ", ", g.tk,
@@ -79,6 +83,71 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   g.tile_k = options.tile_k;
   g.skip_tiles = options.skip_tiles;
   return g;
+}
+
+/// The launcher arguments of one CUDA attention call over contiguous tensors.
+template <FloatingElement T>
+cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const Tensor<T>& q, const Tensor<T>& k,
+                                        const Tensor<T>& v, const Tensor<T>& bias) {
+  cuda::AttentionArgs a;
+  a.dtype = dtype_of<T>;
+  a.device = q.device().index;
+  a.batch = g.batch;
+  a.heads = g.heads;
+  a.kv_heads = g.kv_heads;
+  a.tq = g.tq;
+  a.tk = g.tk;
+  a.dim = g.dim;
+  a.bias_heads = g.bias_heads;
+  a.scale = g.scale;
+  a.skip_tiles = g.skip_tiles;
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.bias = bias.defined() ? bias.data() : nullptr;
+  return a;
+}
+
+/// attention_forward on CUDA tensors: the flash kernels of kernels/attention/ for `Policy`
+/// (its per-row arrays must be device memory). Same contract as the CPU path.
+template <FloatingElement T, class Policy>
+AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                                          const Tensor<T>& bias, const cpu::AttentionGeometry& g, bool count_tiles) {
+  const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+  AttentionResult<T> r;
+  r.out = Tensor<T>::empty(q.shape(), q.device());
+  r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
+  cuda::AttentionArgs a = cuda_attention_args(g, qc, kc, vc, bc);
+  a.out = r.out.data();
+  a.lse = r.lse.data();
+  std::int64_t counts[3] = {0, 0, 0};
+  if (count_tiles) a.tile_stats = counts;
+  cuda::attention_forward(a, policy, "attention");
+  r.tiles = {counts[0], counts[1], counts[2]};
+  record<T>("attention", r.out, {q, k, v, bias},
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy](const Tensor<T>& grad, GradSink& s) {
+              cuda::AttentionArgs b = cuda_attention_args(g, qc, kc, vc, bc);
+              const Tensor<T> dout = grad.contiguous();
+              const Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
+              const Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
+              const Tensor<T> dv = Tensor<T>::empty(vc.shape(), vc.device());
+              Tensor<T> dbias;
+              if (s.wants(3)) dbias = Tensor<T>::empty({g.batch, g.heads, g.tq, g.tk}, qc.device());
+              b.out = out.data();
+              b.lse = lse.data();
+              b.dout = dout.data();
+              b.dq = dq.data();
+              b.dk = dk.data();
+              b.dv = dv.data();
+              b.dbias = dbias.defined() ? dbias.data() : nullptr;
+              cuda::attention_backward(b, policy, "attention backward");
+              s.add(0, dq);
+              s.add(1, dk);
+              s.add(2, dv);
+              if (dbias.defined()) s.add(3, sum_to(dbias, bc.shape()));
+            });
+  return r;
 }
 
 }  // namespace detail
@@ -95,6 +164,7 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
   } else {
   const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
   validate_mask(policy, "attention", g.batch, g.tq, g.tk);
+  if (q.device().is_cuda()) return detail::cuda_attention_forward(q, k, v, policy, bias, g, options.count_cuda_tiles);
   const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;

@@ -1,0 +1,64 @@
+// The CUDA attention launchers, templated on the mask policy: plain C++ declarations (no
+// CUDA header). Their definitions are templates in kernels/attention/flash_attention.cuh;
+// condense::cuda instantiates them for the built-in policies (kernels/instantiate/), and a
+// user policy gets its own instantiation by including that .cuh in a .cu file of the user's
+// project and writing CONDENSE_CUDA_INSTANTIATE_ATTENTION(MyPolicy) (see
+// examples/custom_policy_cuda.cu). A policy's per-row arrays must live on the device.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/dtype.hpp"
+
+namespace condense::cuda {
+
+/// One attention call on contiguous row-major device tensors. q, out, dout, dq:
+/// [B, H, Tq, D]; k, v, dk, dv: [B, Hkv, Tk, D]; bias, dbias: [B, bias_heads, Tq, Tk]
+/// (bias_heads 0: none; dbias always [B, H, Tq, Tk]); lse: [B, H, Tq] in the compute type
+/// (float, or double for double tensors).
+struct AttentionArgs {
+  DType dtype = DType::Float32;  ///< of q, k, v, bias, out and the gradients
+  int device = 0;
+  std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0, bias_heads = 0;
+  double scale = 1.0;
+  bool skip_tiles = true;  ///< false: every tile is treated as Partial (debug / tests)
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* bias = nullptr;
+  void* out = nullptr;
+  void* lse = nullptr;
+  // backward only
+  const void* dout = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  void* dbias = nullptr;  ///< nullptr: not wanted
+  /// Forward only, optional: host array of 3 counters (Empty, Partial, Full tiles over all
+  /// (batch, head, query tile)); filling it waits for the kernel.
+  std::int64_t* tile_stats = nullptr;
+};
+
+#if CONDENSE_WITH_CUDA
+/// Forward: out and lse. Element type float with head dims up to 128; bfloat16, float16,
+/// double and head dims up to 256 when condense::cuda is configured with
+/// CONDENSE_CUDA_ATTENTION_ALL=ON (other combinations throw naming the op). Rows with no allowed key give zeros and lse = -inf.
+template <class Policy>
+void attention_forward(const AttentionArgs& args, const Policy& policy, std::string_view op);
+/// Backward from out, lse and dout: dq, dk, dv (and dbias when non-null).
+template <class Policy>
+void attention_backward(const AttentionArgs& args, const Policy& policy, std::string_view op);
+#else
+template <class Policy>
+void attention_forward(const AttentionArgs&, const Policy&, std::string_view op) {
+  throw_no_cuda(op);
+}
+template <class Policy>
+void attention_backward(const AttentionArgs&, const Policy&, std::string_view op) {
+  throw_no_cuda(op);
+}
+#endif
+
+}  // namespace condense::cuda

@@ -1,0 +1,180 @@
+// CUDA flash attention against the CPU kernel (itself checked against the composition of
+// primitive ops in tests/attention): outputs, log-sum-exp and the gradients of q, k, v and
+// the bias, for every built-in policy (per-row arrays copied to the device), grouped-query
+// heads, head dims 64 and 128 and a ragged one, Tq != Tk, and tile skipping on and off; the
+// tile counters against the policy's own classification on the host. Every test skips with
+// a message when no CUDA device is present.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "condense/condense.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+using namespace condense;
+using condense::testing::allclose;
+using condense::testing::max_abs_diff;
+
+namespace {
+
+struct Case {
+  std::int64_t batch = 2, heads = 4, kv_heads = 2, tq = 70, tk = 70, dim = 64;
+  bool bias = false;
+  bool skip_tiles = true;
+};
+
+/// Runs attention with `cpu_policy` on the CPU and `gpu_policy` (the same mask, arrays on
+/// the device) on CUDA; compares out, lse and the gradients of q, k, v (and bias).
+template <class CpuPolicy, class GpuPolicy>
+void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const GpuPolicy& gpu_policy, std::uint64_t seed = 1) {
+  CAPTURE(c.tq);
+  CAPTURE(c.tk);
+  CAPTURE(c.dim);
+  CAPTURE(c.bias);
+  Generator gen(seed);
+  const auto q = randn<float>({c.batch, c.heads, c.tq, c.dim}, gen);
+  const auto k = randn<float>({c.batch, c.kv_heads, c.tk, c.dim}, gen);
+  const auto v = randn<float>({c.batch, c.kv_heads, c.tk, c.dim}, gen);
+  const auto bias = c.bias ? randn<float>({c.batch, 1, c.tq, c.tk}, gen) : Tensor<float>();
+  const auto dout = randn<float>({c.batch, c.heads, c.tq, c.dim}, gen);
+  AttentionOptions options;
+  options.skip_tiles = c.skip_tiles;
+
+  const auto run = [&](Device device, const auto& policy) {
+    std::vector<Tensor<float>> in = {q, k, v};
+    if (c.bias) in.push_back(bias);
+    for (auto& t : in) t = t.to(device).clone().detach().requires_grad_();
+    const auto r = attention_forward(in[0], in[1], in[2], policy, options, c.bias ? in[3] : Tensor<float>());
+    r.out.backward(dout.to(device));
+    std::vector<Tensor<float>> results = {r.out.cpu(), r.lse.cpu()};
+    for (const auto& t : in) results.push_back(t.grad().cpu());
+    return results;
+  };
+  const auto expected = run(Device::cpu(), cpu_policy);
+  const auto got = run(Device::cuda(), gpu_policy);
+  const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    CAPTURE(names[i]);
+    // -inf log-sum-exp rows (no allowed key) must match exactly.
+    if (i == 1) {
+      const auto e = expected[i].to_vector(), g = got[i].to_vector();
+      double worst = 0;
+      for (std::size_t j = 0; j < e.size(); ++j) {
+        if (std::isinf(e[j])) {
+          CHECK(g[j] == e[j]);
+        } else {
+          worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / (1.0 + std::abs(double(e[j]))));
+        }
+      }
+      CHECK_MESSAGE(worst < 1e-4, "lse differs by ", worst);
+      continue;
+    }
+    CHECK_MESSAGE(allclose(got[i], expected[i], 1e-3, 1e-4), names[i], " differs by ", max_abs_diff(got[i], expected[i]));
+  }
+}
+
+/// A device copy of a host vector that lives as long as the returned tensor.
+template <Element T>
+Tensor<T> on_device(const std::vector<T>& values) {
+  return from_vector<T>(values, Shape{static_cast<std::int64_t>(values.size())}).to(Device::cuda());
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention: policies without per-row arrays match the CPU kernel") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Case c;
+  check_attention_parity(c, mask::None{}, mask::None{});
+  check_attention_parity(c, mask::Causal{}, mask::Causal{});
+  check_attention_parity(c, mask::SlidingWindow(9, 0), mask::SlidingWindow(9, 0));
+  check_attention_parity(c, mask::ChunkedLocal(12, 3), mask::ChunkedLocal(12, 3));
+  check_attention_parity(c, mask::Gist(10, 13), mask::Gist(10, 13));
+  check_attention_parity(c, mask::GistNegativeControl(10, 13), mask::GistNegativeControl(10, 13));
+  check_attention_parity(c, mask::GistBidirectional(10, 13), mask::GistBidirectional(10, 13));
+  Case cross = c;
+  cross.tq = 37;  // decoder queries over encoder states
+  check_attention_parity(cross, mask::GistCross(10, 13), mask::GistCross(10, 13));
+  Case digest = c;
+  digest.tq = 8;
+  digest.tk = 64 + 8;  // [context ; digest slots]
+  check_attention_parity(digest, mask::DigestCross(64, 8), mask::DigestCross(64, 8));
+  check_attention_parity(digest, mask::DigestCross::chunked(64, 8, 4), mask::DigestCross::chunked(64, 8, 4));
+}
+
+TEST_CASE("cuda attention: policies with per-row arrays on the device") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Case c;
+  const std::vector<std::int32_t> spans = {10, 13, 0, 0};  // the second row has no gist span
+  const auto d_spans = on_device(spans);
+  check_attention_parity(c, mask::Gist(spans.data(), 2), mask::Gist(d_spans.data(), 2));
+  check_attention_parity(c, mask::GistBidirectional(spans.data(), 2), mask::GistBidirectional(d_spans.data(), 2));
+  const std::vector<std::int32_t> lengths = {70, 33};
+  const auto d_lengths = on_device(lengths);
+  check_attention_parity(c, mask::KeyPadding(lengths.data(), 2), mask::KeyPadding(d_lengths.data(), 2));
+  std::vector<bool> keep_bits(2 * 70);
+  for (std::size_t i = 0; i < keep_bits.size(); ++i) keep_bits[i] = (i * 7) % 5 != 0;
+  const auto keep_host = from_vector<bool>(keep_bits, Shape{2, 70});
+  const auto keep_device = keep_host.to(Device::cuda());
+  check_attention_parity(c, mask::Pruned(keep_host.data(), 2, 70), mask::Pruned(keep_device.data(), 2, 70));
+}
+
+TEST_CASE("cuda attention: head dims, grouped heads, bias, ragged sizes and no tile skipping") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  for (std::int64_t dim : {64, 128, 40}) {
+    Case c;
+    c.dim = dim;
+    check_attention_parity(c, mask::Causal{}, mask::Causal{});
+  }
+  Case gqa;
+  gqa.heads = 8;
+  gqa.kv_heads = 1;
+  check_attention_parity(gqa, mask::Causal{}, mask::Causal{});
+  Case with_bias;
+  with_bias.bias = true;
+  check_attention_parity(with_bias, mask::SlidingWindow(5, 5), mask::SlidingWindow(5, 5));
+  Case ragged;
+  ragged.tq = 1;
+  ragged.tk = 77;
+  check_attention_parity(ragged, mask::Causal(76), mask::Causal(76));  // one decoding step after a cache
+  ragged.tq = 129;
+  ragged.tk = 3;
+  check_attention_parity(ragged, mask::None{}, mask::None{});
+  Case no_skip;
+  no_skip.skip_tiles = false;
+  check_attention_parity(no_skip, mask::Gist(10, 13), mask::Gist(10, 13));
+}
+
+TEST_CASE("cuda attention: the tile counters follow the policy's classification") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const std::int64_t B = 1, H = 2, T = 100, D = 64;
+  Generator gen(9);
+  const auto q = randn<float>({B, H, T, D}, gen).to(Device::cuda());
+  const auto k = randn<float>({B, H, T, D}, gen).to(Device::cuda());
+  AttentionOptions options;
+  options.count_cuda_tiles = true;
+  const mask::ChunkedLocal policy(20, 4);
+  const auto r = attention_forward(q, k, k, policy, options);
+  // The kernels' tiles: 16 queries x 32 keys.
+  std::int64_t expected[3] = {0, 0, 0};
+  for (int q0 = 0; q0 < T; q0 += 16)
+    for (int k0 = 0; k0 < T; k0 += 32)
+      ++expected[static_cast<int>(policy.classify(0, q0, std::min<int>(T, q0 + 16), k0, std::min<int>(T, k0 + 32)))];
+  CHECK(r.tiles.empty == H * expected[0]);
+  CHECK(r.tiles.partial == H * expected[1]);
+  CHECK(r.tiles.full == H * expected[2]);
+  CHECK(r.tiles.empty > 0);
+}
+
+TEST_CASE("cuda attention: bad arguments name the op") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const auto q = zeros<float>({1, 2, 4, 300}, Device::cuda());
+  CHECK_THROWS_WITH_AS(attention(q, q, q, mask::Causal{}), doctest::Contains("head dims"), Error);
+  const auto cpu_k = zeros<float>({1, 2, 4, 8});
+  const auto gpu_q = zeros<float>({1, 2, 4, 8}, Device::cuda());
+  CHECK_THROWS_WITH_AS(attention(gpu_q, cpu_k, cpu_k, mask::Causal{}), doctest::Contains("different devices"), Error);
+}
