@@ -1,0 +1,118 @@
+// CUDA attention benchmarks (fp32, the portable flash kernel): B*T = 16k tokens, hidden
+// 2048 (H = 2048 / D heads), head dims 64 and 128, T in {512, ..., 16384}, causal and every
+// policy of bench_attention, forward and forward+backward. Counters: useful TFLOP/s (allowed
+// pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and density. Each iteration waits
+// for the device. Without a CUDA device every benchmark is skipped with a message.
+// bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/factories.hpp"
+#include "condense/mask/materialize.hpp"
+#include "condense/mask/policies.hpp"
+#include "condense/ops/attention.hpp"
+
+using namespace condense;
+
+namespace {
+
+constexpr std::int64_t kTokens = 16384, kHidden = 2048;
+
+/// Device arrays some policies point into; kept alive for the benchmark's duration.
+struct PolicyData {
+  Tensor<bool> keep_host, keep;
+};
+
+template <class HostPolicy, class DevicePolicy>
+void run_attention(benchmark::State& state, const HostPolicy& host_policy, const DevicePolicy& policy, std::int64_t tq,
+                   std::int64_t tk, std::int64_t dim, bool backward) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const std::int64_t batch = std::max<std::int64_t>(1, kTokens / tk), heads = kHidden / dim;
+  Generator gen(1);
+  auto q = randn<float>({batch, heads, tq, dim}, gen).to(Device::cuda());
+  auto k = randn<float>({batch, heads, tk, dim}, gen).to(Device::cuda());
+  auto v = randn<float>({batch, heads, tk, dim}, gen).to(Device::cuda());
+  const auto grad = ones<float>({batch, heads, tq, dim}, Device::cuda());
+  if (backward) {
+    q.requires_grad_();
+    k.requires_grad_();
+    v.requires_grad_();
+  }
+  const double pairs = static_cast<double>(count_allowed(host_policy, 0, tq, tk));
+  for (auto _ : state) {
+    if (backward) {
+      q.zero_grad();
+      k.zero_grad();
+      v.zero_grad();
+      attention(q, k, v, policy).backward(grad);
+    } else {
+      NoGradGuard no_grad;
+      benchmark::DoNotOptimize(attention(q, k, v, policy).data());
+    }
+    cuda::synchronize(0);
+  }
+  const double flops = 4.0 * batch * heads * dim * pairs * (backward ? 3.5 : 1.0);
+  state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["density"] = pairs / static_cast<double>(tq * tk);
+}
+
+/// make(T, data) -> (host policy, device policy, Tq, Tk).
+template <class Make>
+void register_policy(const std::string& name, Make make) {
+  for (bool backward : {false, true}) {
+    for (std::int64_t dim : {64, 128}) {
+      const std::string full =
+          "BM_cuda_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") + name + "/d" + std::to_string(dim);
+      auto* b = benchmark::RegisterBenchmark(full.c_str(), [make, backward, dim](benchmark::State& state) {
+        auto data = std::make_shared<PolicyData>();
+        auto [host, device, tq, tk] = make(state.range(0), *data);
+        run_attention(state, host, device, tq, tk, dim, backward);
+      });
+      for (std::int64_t t = 512; t <= 16384; t *= 2) b->Arg(t);
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+  }
+}
+
+template <class P>
+std::tuple<P, P, std::int64_t, std::int64_t> same(P p, std::int64_t t) { return {p, p, t, t}; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_policy("causal", [](std::int64_t t, PolicyData&) { return same(mask::Causal{}, t); });
+  register_policy("none", [](std::int64_t t, PolicyData&) { return same(mask::None{}, t); });
+  register_policy("sliding_window_256", [](std::int64_t t, PolicyData&) { return same(mask::SlidingWindow(256, 0), t); });
+  register_policy("gist_prompt_75pct", [](std::int64_t t, PolicyData&) {
+    const int g1 = static_cast<int>(t * 3 / 4);
+    return same(mask::Gist(g1 - 8, g1), t);
+  });
+  register_policy("chunked_local_8", [](std::int64_t t, PolicyData&) {
+    const int period = static_cast<int>(t / 8);
+    return same(mask::ChunkedLocal(period - 8, 8, {.n_chunks = 8}), t);
+  });
+  // Pruned: each key kept with probability 0.2 (causal on top); the bitmap on the device.
+  register_policy("pruned_keep_20pct", [](std::int64_t t, PolicyData& data) {
+    Generator gen(7);
+    std::vector<bool> keep(static_cast<std::size_t>(t));
+    for (auto&& bit : keep) bit = gen.uniform01() < 0.2;
+    data.keep_host = from_vector<bool>(keep, {1, t});
+    data.keep = cuda::is_available() ? data.keep_host.to(Device::cuda()) : data.keep_host;
+    return std::tuple{mask::Pruned(data.keep_host.data(), 1, static_cast<int>(t)),
+                      mask::Pruned(data.keep.data(), 1, static_cast<int>(t)), t, t};
+  });
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

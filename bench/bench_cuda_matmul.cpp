@@ -1,0 +1,87 @@
+// CUDA GEMM benchmarks: condense's linear (x @ W^T, one cuBLAS strided-batched call behind
+// the op) against cublasSgemm called directly on the same buffers, in the same process, on
+// the projection shapes of GPT-2 small and of a 2048-wide model with B*T = 16k tokens, fp32
+// (TF32 off, as in the library's default). Report: condense time / cuBLAS time per shape
+// (target: at most 1/0.95). Without a CUDA device every benchmark is skipped.
+#include <benchmark/benchmark.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/factories.hpp"
+#include "condense/ops/matmul.hpp"
+
+using namespace condense;
+
+namespace {
+
+/// (rows, in, out): x [rows, in] @ W[out, in]^T.
+const std::vector<std::tuple<int, int, int>> kShapes = {
+    {16384, 768, 768}, {16384, 768, 3072}, {16384, 3072, 768}, {16384, 768, 2304},
+    {16384, 2048, 2048}, {16384, 2048, 8192}, {16384, 8192, 2048},
+};
+
+/// The operands of shape `index` on the device, and the label and FLOP counter.
+struct Problem {
+  int rows, in, out;
+  Tensor<float> x, w;
+
+  explicit Problem(benchmark::State& state) {
+    std::tie(rows, in, out) = kShapes[static_cast<std::size_t>(state.range(0))];
+    Generator gen(1);
+    x = randn<float>({rows, in}, gen).to(Device::cuda());
+    w = randn<float>({out, in}, gen).to(Device::cuda());
+  }
+  void report(benchmark::State& state) const {
+    state.SetLabel(std::to_string(rows) + "x" + std::to_string(in) + " @ " + std::to_string(in) + "x" + std::to_string(out));
+    state.counters["TFLOP/s"] =
+        benchmark::Counter(2.0 * rows * in * out * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  }
+};
+
+void BM_condense_linear(benchmark::State& state) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const Problem p(state);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(linear(p.x, p.w).data());
+    cuda::synchronize(0);
+  }
+  p.report(state);
+}
+
+void BM_cublas_direct(benchmark::State& state) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const Problem p(state);
+  const auto& [rows, in, out, x, w] = p;
+  auto y = empty<float>({rows, out}, Device::cuda());
+  cublasHandle_t handle = nullptr;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    state.SkipWithError("cublasCreate failed");
+    return;
+  }
+  const float alpha = 1, beta = 0;
+  for (auto _ : state) {
+    // Row-major y = x W^T is column-major y^T = W x^T: W^T stored row-major is W col-major.
+    cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.data(), in, x.data(), in, &beta, y.data(), out);
+    cudaDeviceSynchronize();
+  }
+  cublasDestroy(handle);
+  p.report(state);
+}
+
+}  // namespace
+
+BENCHMARK(BM_condense_linear)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cublas_direct)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_MAIN();
