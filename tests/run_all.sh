@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test: installs missing Debian packages, then
-#  1. the release preset (CPU tests, the CUDA backend and its GPU tests when nvcc is
-#     present — GPU tests skip without a device — header checks, install/consume test),
+#  1. the ci preset, which is the release preset with host code at -O1 (CPU tests, the CUDA
+#     backend and its GPU tests when nvcc is present — GPU tests skip without a device —
+#     header checks, install/consume test, the benchmarks and examples built),
 #  2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer): the CPU tests of the
 #     code that handles raw memory (core, autograd, ops, attention, masks, io, KV and gist
 #     caches); CONDENSE_TEST_EXCLUDE in CMakePresets.json names the rest, which the
-#     release preset runs, so that the whole script stays within 40 minutes on 2 cores,
+#     ci preset runs, so that the whole script stays within 40 minutes on 2 cores,
 #  3. a short libFuzzer run of the safetensors reader when clang++ is present.
 # Usage: bash tests/run_all.sh   (from anywhere; JOBS=n to set build parallelism)
 set -euo pipefail
@@ -14,7 +15,7 @@ bash third_party/install_deps.sh
 export PATH="$PATH:/usr/local/cuda/bin"
 jobs="${JOBS:-$(nproc)}"
 start=$(date +%s)
-for preset in release asan; do
+for preset in ci asan; do
   echo "=== condense: configure + build ($preset) ==="
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"

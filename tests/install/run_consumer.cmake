@@ -1,5 +1,6 @@
-# ctest script: installs condense from SOURCE_DIR into a fresh prefix, then configures,
-# builds and runs the consumer project in tests/install/consumer against that prefix.
+# ctest script: installs condense into a fresh prefix (from the calling build when BUILD_DIR
+# is given, else from a fresh build of SOURCE_DIR), then configures, builds and runs the
+# consumer project in tests/install/consumer against that prefix.
 foreach(var SOURCE_DIR WORK_DIR GENERATOR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "run_consumer.cmake needs -D${var}=...")
@@ -19,11 +20,16 @@ endfunction()
 if(NOT DEFINED WITH_CUDA)
   set(WITH_CUDA OFF)
 endif()
-run_step("configure condense" ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/condense-build -G ${GENERATOR}
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=${prefix} -DCONDENSE_CUDA=${WITH_CUDA}
-  -DCONDENSE_BUILD_TESTS=OFF -DCONDENSE_BUILD_BENCH=OFF -DCONDENSE_BUILD_EXAMPLES=OFF)
-run_step("build condense" ${CMAKE_COMMAND} --build ${WORK_DIR}/condense-build)
-run_step("install condense" ${CMAKE_COMMAND} --install ${WORK_DIR}/condense-build)
+if(DEFINED BUILD_DIR)
+  # Install what the calling build already compiled (condense::cuda takes minutes of nvcc).
+  run_step("install condense" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+else()
+  run_step("configure condense" ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/condense-build -G ${GENERATOR}
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=${prefix} -DCONDENSE_CUDA=${WITH_CUDA}
+    -DCONDENSE_BUILD_TESTS=OFF -DCONDENSE_BUILD_BENCH=OFF -DCONDENSE_BUILD_EXAMPLES=OFF)
+  run_step("build condense" ${CMAKE_COMMAND} --build ${WORK_DIR}/condense-build)
+  run_step("install condense" ${CMAKE_COMMAND} --install ${WORK_DIR}/condense-build)
+endif()
 run_step("configure consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install/consumer -B ${WORK_DIR}/consumer-build
   -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=${prefix})
 run_step("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/consumer-build)
