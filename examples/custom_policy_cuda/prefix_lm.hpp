@@ -1,8 +1,10 @@
 // The mask policy of the custom_policy_cuda example: a prefix-LM mask (bidirectional over
 // the first `prefix` tokens, causal after them). Shared by the .cu file that builds its CUDA
-// kernels and the C++ program that uses it; it includes no CUDA header.
+// kernels and the C++ program that uses it; it includes no CUDA header. The declaration at
+// the end tells attention() that the kernels exist (prefix_lm_kernels.cu builds them).
 #pragma once
 
+#include "condense/backend/cuda/attention.hpp"
 #include "condense/mask/policy.hpp"
 
 /// Prefix-LM: every query sees the prefix [0, prefix); after it, keys k <= q.
@@ -20,3 +22,5 @@ struct PrefixLM {
     return parts.result();
   }
 };
+
+CONDENSE_CUDA_DECLARE_ATTENTION(PrefixLM);

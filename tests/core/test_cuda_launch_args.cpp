@@ -1,8 +1,9 @@
 // The host-side part of the CUDA launch path, which runs without a GPU: dim coalescing of
-// launcher operands, operand descriptions with broadcast strides, and the errors a CPU-only
-// build gives for CUDA tensors.
+// launcher operands, operand descriptions with broadcast strides, which policies have CUDA
+// attention kernels, and the errors a CPU-only build gives for CUDA tensors.
 #include <doctest/doctest.h>
 
+#include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/kernels.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/factories.hpp"
@@ -68,6 +69,11 @@ TEST_CASE("cuda launch args: tensors become operands with broadcast strides") {
   const auto many = zeros<float>({2, 2, 2, 2, 2, 2, 2, 2, 2});
   CHECK_THROWS_WITH_AS(detail::cuda_arg("test", many), doctest::Contains("at most 8 dims"), Error);
 }
+
+// attention() sends CUDA tensors only to policies whose kernels are built; the others throw.
+static_assert(cuda::attention_kernels_built<mask::Causal>::value);
+static_assert(cuda::attention_kernels_built<mask::Gist>::value);
+static_assert(!cuda::attention_kernels_built<mask::Intersect<mask::KeyPadding, mask::Causal>>::value);
 
 #if !CONDENSE_WITH_CUDA
 TEST_CASE("cuda launch args: a CPU-only build names the op when asked for CUDA") {

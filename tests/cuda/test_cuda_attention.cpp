@@ -170,6 +170,14 @@ TEST_CASE("cuda attention: the tile counters follow the policy's classification"
   CHECK(r.tiles.empty > 0);
 }
 
+namespace {
+/// A policy without CUDA kernels in this program.
+struct EveryKeyPolicy {
+  CONDENSE_HD bool allowed(int, int, int) const { return true; }
+  CONDENSE_HD TileKind classify(int, int, int, int, int) const { return TileKind::Full; }
+};
+}  // namespace
+
 TEST_CASE("cuda attention: bad arguments name the op") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const auto q = zeros<float>({1, 2, 4, 300}, Device::cuda());
@@ -177,4 +185,5 @@ TEST_CASE("cuda attention: bad arguments name the op") {
   const auto cpu_k = zeros<float>({1, 2, 4, 8});
   const auto gpu_q = zeros<float>({1, 2, 4, 8}, Device::cuda());
   CHECK_THROWS_WITH_AS(attention(gpu_q, cpu_k, cpu_k, mask::Causal{}), doctest::Contains("different devices"), Error);
+  CHECK_THROWS_WITH_AS(attention(gpu_q, gpu_q, gpu_q, EveryKeyPolicy{}), doctest::Contains("no CUDA attention kernels"), Error);
 }

@@ -164,7 +164,15 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
   } else {
   const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
   validate_mask(policy, "attention", g.batch, g.tq, g.tk);
-  if (q.device().is_cuda()) return detail::cuda_attention_forward(q, k, v, policy, bias, g, options.count_cuda_tiles);
+  if (q.device().is_cuda()) {
+    if constexpr (cuda::attention_kernels_built<Policy>::value) {
+      return detail::cuda_attention_forward(q, k, v, policy, bias, g, options.count_cuda_tiles);
+    } else {
+      fail("attention", "no CUDA attention kernels are built for this mask policy: instantiate them with "
+                        "CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) in a .cu file and declare them with "
+                        "CONDENSE_CUDA_DECLARE_ATTENTION(Policy) (docs/cuda.md); q ", q.describe());
+    }
+  }
   const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;

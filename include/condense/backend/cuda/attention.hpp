@@ -1,16 +1,19 @@
 // The CUDA attention launchers, templated on the mask policy: plain C++ declarations (no
 // CUDA header). Their definitions are templates in kernels/attention/flash_attention.cuh;
 // condense::cuda instantiates them for the built-in policies (kernels/instantiate/), and a
-// user policy gets its own instantiation by including that .cuh in a .cu file of the user's
-// project and writing CONDENSE_CUDA_INSTANTIATE_ATTENTION(MyPolicy) (see
-// examples/custom_policy_cuda.cu). A policy's per-row arrays must live on the device.
+// user policy gets its own by including that .cuh in a .cu file of the user's project and
+// writing CONDENSE_CUDA_INSTANTIATE_ATTENTION(MyPolicy) there, plus
+// CONDENSE_CUDA_DECLARE_ATTENTION(MyPolicy) next to the policy (see
+// examples/custom_policy_cuda/). A policy's per-row arrays must live on the device.
 #pragma once
 
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/dtype.hpp"
+#include "condense/mask/policies.hpp"
 
 namespace condense::cuda {
 
@@ -61,4 +64,30 @@ void attention_backward(const AttentionArgs&, const Policy&, std::string_view op
 }
 #endif
 
+/// True for the policies whose CUDA attention kernels are built: the built-in ones below,
+/// and a user policy once CONDENSE_CUDA_DECLARE_ATTENTION(Policy) is seen. attention() on
+/// CUDA tensors with any other policy throws at run time instead of failing to link.
+template <class Policy>
+struct attention_kernels_built : std::false_type {};
+
 }  // namespace condense::cuda
+
+/// Declares that the CUDA attention kernels of a policy type are built somewhere in the
+/// program (by CONDENSE_CUDA_INSTANTIATE_ATTENTION in a .cu file). Write it at global scope,
+/// after the policy's definition, in a header the code calling attention() includes.
+#define CONDENSE_CUDA_DECLARE_ATTENTION(...) \
+  template <>                                \
+  struct condense::cuda::attention_kernels_built<__VA_ARGS__> : std::true_type {}
+
+// The built-in policies (kernels/instantiate/).
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::None);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::Causal);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::SlidingWindow);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::KeyPadding);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::Pruned);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::ChunkedLocal);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::DigestCross);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::Gist);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::GistNegativeControl);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::GistBidirectional);
+CONDENSE_CUDA_DECLARE_ATTENTION(condense::mask::GistCross);
