@@ -91,13 +91,6 @@ Tensor<R> binary_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b
   return out;
 }
 
-/// A zero tensor of `shape` on `device` (no autograd).
-template <Element T>
-Tensor<T> zero_tensor(const Shape& shape, Device device) {
-  return Tensor<T>::from_storage(Storage::zeros(static_cast<std::size_t>(numel_of(shape)) * sizeof(T), device), shape,
-                                 contiguous_strides(shape), 0);
-}
-
 /// unary_map on the CPU; the CUDA kernel `kernel` for CUDA tensors.
 template <Element T, class F>
 Tensor<T> unary_map(std::string_view op, const Tensor<T>& a, F f, cuda::UnaryKernel kernel) {

@@ -38,6 +38,7 @@
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
+#include "condense/ops/views.hpp"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics
 // (_mm512_undefined_ps, GCC bug 105593) wherever Eigen's packet math or the sqrt kernel
@@ -513,7 +514,7 @@ Tensor<T> pow(const Tensor<T>& t, std::type_identity_t<T> exponent) {
     // d x^e = e x^(e-1) dx; 0 when e == 0 (PyTorch's choice, also at x = 0).
     record<T>("pow", out, {t}, [x = t.detach(), e](const Tensor<T>& g, GradSink& s) {
       if (e == T(0)) {
-        s.add(0, detail::zero_tensor<T>(g.shape(), g.device()));
+        s.add(0, detail::zeros_on<T>(g.shape(), g.device()));
       } else if (e == T(2)) {
         s.add(0, detail::binary_map<T>("pow backward", g, x, [](T gv, T xv) { return T(2) * gv * xv; }, {cuda::BinaryOp::SquareGrad}));
       } else if (g.device().is_cuda()) {
