@@ -1,7 +1,8 @@
-// Reduction and row-softmax CUDA kernels: sum, mean, max and min over the trailing dims of
+// Reduction and row-wise CUDA kernels: sum, mean, max and min over the trailing dims of
 // a strided view (one block per output row for long rows, one thread per row for short
-// ones), and softmax / log_softmax forward and backward over contiguous rows (one block
-// per row). Accumulation is in float for float and the 16-bit types, double for double.
+// ones); softmax / log_softmax forward and backward, logsumexp, and the backward rules of
+// amax/amin and logsumexp over contiguous rows (one block per row). Accumulation is in
+// float for float and the 16-bit types, double for double.
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -211,6 +212,64 @@ __global__ void softmax_backward(T* grad_in, const T* y_all, const T* g_all, std
   }
 }
 
+/// logsumexp of each row with the CPU's edge cases (see kernels.hpp).
+template <class T, class A>
+__global__ void logsumexp_forward(T* out, const T* in, std::int64_t rows, std::int64_t cols) {
+  __shared__ A scratch[32];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* x = in + r * cols;
+    A m = -INFINITY, has_nan = 0;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A v = static_cast<A>(load(x + c));
+      m = v > m ? v : m;
+      has_nan = v != v ? A(1) : has_nan;
+    }
+    m = block_reduce<A, true>(m, scratch);
+    has_nan = block_reduce<A, true>(has_nan, scratch);
+    A result;
+    if (has_nan != A(0)) {
+      result = A(NAN);
+    } else if (m == A(INFINITY) || m == A(-INFINITY)) {  // also the empty row (-inf)
+      result = m;
+    } else {
+      A s = 0;
+      for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += d_exp(static_cast<A>(load(x + c)) - m);
+      result = m + d_log(block_reduce<A, false>(s, scratch));
+    }
+    if (threadIdx.x == 0) out[r] = to_element<T>(result);
+  }
+}
+
+/// The row-wise backward rules of row_backward().
+template <class T, class A>
+__global__ void row_backward_kernel(RowBackward rule, T* grad_in, const T* x_all, const T* y_all, const T* g_all,
+                                    std::int64_t rows, std::int64_t cols) {
+  __shared__ A scratch[32];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* x = x_all + r * cols;
+    T* gx = grad_in + r * cols;
+    const A y = static_cast<A>(load(y_all + r)), g = static_cast<A>(load(g_all + r));
+    if (rule == RowBackward::LogSumExp) {
+      const bool empty = y == A(-INFINITY);
+      for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        gx[c] = to_element<T>(empty ? A(0) : d_exp(static_cast<A>(load(x + c)) - y) * g);
+      continue;
+    }
+    const bool y_nan = y != y;
+    A count = 0;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A v = static_cast<A>(load(x + c));
+      count += (v == y || (v != v && y_nan)) ? A(1) : A(0);
+    }
+    count = block_reduce<A, false>(count, scratch);
+    const A share = count > A(0) ? g / count : A(0);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const A v = static_cast<A>(load(x + c));
+      gx[c] = to_element<T>((v == y || (v != v && y_nan)) ? share : A(0));
+    }
+  }
+}
+
 void check_rows(std::string_view op, std::initializer_list<const StridedArg*> args, std::int64_t rows, std::int64_t cols) {
   for (const StridedArg* a : args) {
     CONDENSE_CHECK(a->is_contiguous() && a->numel() == rows * cols, op, "CUDA softmax needs contiguous [", rows, ", ",
@@ -277,6 +336,43 @@ void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg
     } else {
       softmax_backward<T, A, false><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(o, yp, gp, rows, cols);
     }
+  });
+  check_launch(op);
+}
+
+}  // namespace condense::cuda
+
+namespace condense::cuda {
+
+void logsumexp_rows(const StridedArg& out, const StridedArg& in, std::int64_t rows, std::int64_t cols, std::string_view op) {
+  check_rows(op, {&in}, rows, cols);
+  CONDENSE_CHECK(out.is_contiguous() && out.numel() == rows && out.dtype == in.dtype, op,
+                 "CUDA logsumexp needs a contiguous output of ", rows, " elements of the input's type");
+  if (rows == 0) return;
+  use_device(out.device, op);
+  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    logsumexp_forward<T, compute_t<T>><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(
+        static_cast<T*>(out.data), static_cast<const T*>(in.data), rows, cols);
+  });
+  check_launch(op);
+}
+
+void row_backward(RowBackward rule, const StridedArg& grad_in, const StridedArg& x, const StridedArg& y, const StridedArg& g,
+                  std::int64_t rows, std::int64_t cols, std::string_view op) {
+  check_rows(op, {&grad_in, &x}, rows, cols);
+  for (const StridedArg* a : {&y, &g})
+    CONDENSE_CHECK(a->is_contiguous() && a->numel() == rows && a->dtype == x.dtype, op,
+                   "CUDA row backward needs contiguous per-row operands of ", rows, " elements of the input's type");
+  if (rows == 0 || cols == 0) return;
+  use_device(grad_in.device, op);
+  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(x.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    row_backward_kernel<T, compute_t<T>><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(
+        rule, static_cast<T*>(grad_in.data), static_cast<const T*>(x.data), static_cast<const T*>(y.data),
+        static_cast<const T*>(g.data), rows, cols);
   });
   check_launch(op);
 }

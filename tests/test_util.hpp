@@ -49,7 +49,7 @@ using GradInputs = std::vector<Tensor<double>>;
 template <Element T>
 std::vector<double> values(const Tensor<T>& t) {
   std::vector<double> out;
-  for (auto v : t.to_vector()) out.push_back(convert_element<double>(v));
+  for (const T v : t.to_vector()) out.push_back(convert_element<double>(v));  // T: vector<bool> yields proxies
   return out;
 }
 

@@ -1,4 +1,4 @@
-// Comparisons and masks on the CPU: eq/ne/lt/le/gt/ge (tensor-tensor with broadcasting, or
+// Comparisons and masks on the CPU and CUDA: eq/ne/lt/le/gt/ge (tensor-tensor with broadcasting, or
 // tensor-scalar) giving Tensor<bool>; logical_and/or/xor/not on Tensor<bool>; any/all over
 // a whole mask (plain bool); where(cond, a, b) with broadcasting among all three, and
 // masked_fill. where and masked_fill are differentiable in their tensor values.
@@ -11,10 +11,12 @@
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cpu/strided.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/reduce.hpp"
@@ -101,6 +103,16 @@ inline T where_select(bool c, T x, T y) {
 /// out = cond ? a : b with broadcasting among the three, into a new contiguous tensor.
 template <Element T>
 Tensor<T> where_kernel(std::string_view op, const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b) {
+  if ((cond.defined() && cond.device().is_cuda()) || (a.defined() && a.device().is_cuda()) ||
+      (b.defined() && b.device().is_cuda())) {
+    check_cuda_operands<T>(op, {&a, &b});
+    CONDENSE_CHECK(cond.defined() && cond.device() == a.device(), op, "condition ", cond.describe(), " and values ",
+                   a.describe(), " on different devices");
+    const Shape shape = where_shape(op, cond.shape(), a.shape(), b.shape());
+    Tensor<T> out = Tensor<T>::empty(shape, a.device());
+    cuda::where(cuda_arg(op, out, shape), cuda_arg(op, cond, shape), cuda_arg(op, a, shape), cuda_arg(op, b, shape), op);
+    return out;
+  }
   check_cpu(op, cond);
   check_cpu(op, a);
   check_cpu(op, b);
@@ -147,6 +159,38 @@ Tensor<T> compare_scalar(T value, Device device) {
   return device.is_cpu() ? s : s.to(device);
 }
 
+/// A comparison of a and b with broadcasting: the CUDA kernel `code` for CUDA tensors, else
+/// binary_map with `f` on the CPU.
+template <Element T, class F>
+Tensor<bool> compare_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b, cuda::CompareOp code, F f) {
+  if ((a.defined() && a.device().is_cuda()) || (b.defined() && b.device().is_cuda())) {
+    check_cuda_operands<T>(op, {&a, &b});
+    const Shape shape = broadcast_shapes(op, a.shape(), b.shape());
+    Tensor<bool> out = Tensor<bool>::empty(shape, a.device());
+    cuda::compare(code, cuda_arg(op, out, shape), cuda_arg(op, a, shape), cuda_arg(op, b, shape), op);
+    return out;
+  }
+  return binary_map<bool>(op, a, b, f);
+}
+
+/// A comparison of a with the scalar s: on CUDA through compare_map with s as a device
+/// scalar, else compare_unary_map with `f` (which holds s) on the CPU.
+template <Element T, class F>
+Tensor<bool> compare_scalar_map(std::string_view op, const Tensor<T>& a, T s, cuda::CompareOp code, F f) {
+  if (a.defined() && a.device().is_cuda()) return compare_map(op, a, compare_scalar<T>(s, a.device()), code, f);
+  return compare_unary_map<bool>(op, a, [f, s](T x) { return f(x, s); });
+}
+
+/// True when some (any_true) or every (!any_true) element of a CUDA mask is true: the mask
+/// as int32 reduced with max or min on the device, one value read back.
+inline bool cuda_mask_reduce(std::string_view op, const Tensor<bool>& t, bool any_true) {
+  Tensor<std::int32_t> as_int = Tensor<std::int32_t>::empty({t.numel()}, t.device());
+  cuda_copy_into(op, as_int, t.detach().reshape({t.numel()}));
+  const Tensor<std::int32_t> r =
+      cuda_reduce(op, as_int, std::vector<bool>{true}, false, any_true ? cuda::ReduceOp::Max : cuda::ReduceOp::Min);
+  return r.cpu().data()[0] != 0;
+}
+
 }  // namespace detail
 
 // ---- comparisons ---------------------------------------------------------------------------
@@ -155,80 +199,86 @@ Tensor<T> compare_scalar(T value, Device device) {
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> eq(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("eq", a, b, [](T x, T y) { return detail::compare_value(x) == detail::compare_value(y); });
+  return detail::compare_map("eq", a, b, cuda::CompareOp::Eq,
+                             [](T x, T y) { return detail::compare_value(x) == detail::compare_value(y); });
 }
 /// a != b elementwise with broadcasting (true where either is NaN).
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> ne(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("ne", a, b, [](T x, T y) { return detail::compare_value(x) != detail::compare_value(y); });
+  return detail::compare_map("ne", a, b, cuda::CompareOp::Ne,
+                             [](T x, T y) { return detail::compare_value(x) != detail::compare_value(y); });
 }
 /// a < b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> lt(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("lt", a, b, [](T x, T y) { return detail::compare_value(x) < detail::compare_value(y); });
+  return detail::compare_map("lt", a, b, cuda::CompareOp::Lt,
+                             [](T x, T y) { return detail::compare_value(x) < detail::compare_value(y); });
 }
 /// a <= b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> le(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("le", a, b, [](T x, T y) { return detail::compare_value(x) <= detail::compare_value(y); });
+  return detail::compare_map("le", a, b, cuda::CompareOp::Le,
+                             [](T x, T y) { return detail::compare_value(x) <= detail::compare_value(y); });
 }
 /// a > b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> gt(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("gt", a, b, [](T x, T y) { return detail::compare_value(x) > detail::compare_value(y); });
+  return detail::compare_map("gt", a, b, cuda::CompareOp::Gt,
+                             [](T x, T y) { return detail::compare_value(x) > detail::compare_value(y); });
 }
 /// a >= b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> ge(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_map<bool>("ge", a, b, [](T x, T y) { return detail::compare_value(x) >= detail::compare_value(y); });
+  return detail::compare_map("ge", a, b, cuda::CompareOp::Ge,
+                             [](T x, T y) { return detail::compare_value(x) >= detail::compare_value(y); });
 }
 
 /// a == s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> eq(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("eq", a, [v](T x) { return detail::compare_value(x) == v; });
+  return detail::compare_scalar_map<T>("eq", a, s, cuda::CompareOp::Eq,
+                                      [](T x, T y) { return detail::compare_value(x) == detail::compare_value(y); });
 }
 /// a != s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> ne(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("ne", a, [v](T x) { return detail::compare_value(x) != v; });
+  return detail::compare_scalar_map<T>("ne", a, s, cuda::CompareOp::Ne,
+                                      [](T x, T y) { return detail::compare_value(x) != detail::compare_value(y); });
 }
 /// a < s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> lt(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("lt", a, [v](T x) { return detail::compare_value(x) < v; });
+  return detail::compare_scalar_map<T>("lt", a, s, cuda::CompareOp::Lt,
+                                      [](T x, T y) { return detail::compare_value(x) < detail::compare_value(y); });
 }
 /// a <= s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> le(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("le", a, [v](T x) { return detail::compare_value(x) <= v; });
+  return detail::compare_scalar_map<T>("le", a, s, cuda::CompareOp::Le,
+                                      [](T x, T y) { return detail::compare_value(x) <= detail::compare_value(y); });
 }
 /// a > s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> gt(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("gt", a, [v](T x) { return detail::compare_value(x) > v; });
+  return detail::compare_scalar_map<T>("gt", a, s, cuda::CompareOp::Gt,
+                                      [](T x, T y) { return detail::compare_value(x) > detail::compare_value(y); });
 }
 /// a >= s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> ge(const Tensor<T>& a, std::type_identity_t<T> s) {
-  const auto v = detail::compare_value(s);
-  return detail::compare_unary_map<bool>("ge", a, [v](T x) { return detail::compare_value(x) >= v; });
+  return detail::compare_scalar_map<T>("ge", a, s, cuda::CompareOp::Ge,
+                                      [](T x, T y) { return detail::compare_value(x) >= detail::compare_value(y); });
 }
 
 // ---- logical ops on masks ------------------------------------------------------------------
@@ -236,30 +286,31 @@ Tensor<bool> ge(const Tensor<T>& a, std::type_identity_t<T> s) {
 /// a AND b elementwise with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
 inline Tensor<bool> logical_and(const Tensor<bool>& a, const Tensor<bool>& b) {
-  return detail::binary_map<bool>("logical_and", a, b, [](bool x, bool y) { return x && y; });
+  return detail::compare_map<bool>("logical_and", a, b, cuda::CompareOp::And, [](bool x, bool y) { return x && y; });
 }
 /// a OR b elementwise with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
 inline Tensor<bool> logical_or(const Tensor<bool>& a, const Tensor<bool>& b) {
-  return detail::binary_map<bool>("logical_or", a, b, [](bool x, bool y) { return x || y; });
+  return detail::compare_map<bool>("logical_or", a, b, cuda::CompareOp::Or, [](bool x, bool y) { return x || y; });
 }
 /// a XOR b elementwise with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
 inline Tensor<bool> logical_xor(const Tensor<bool>& a, const Tensor<bool>& b) {
-  return detail::binary_map<bool>("logical_xor", a, b, [](bool x, bool y) { return x != y; });
+  return detail::compare_map<bool>("logical_xor", a, b, cuda::CompareOp::Xor, [](bool x, bool y) { return x != y; });
 }
 /// NOT a elementwise.
 // a: [...] -> [...]
 inline Tensor<bool> logical_not(const Tensor<bool>& a) {
-  return detail::compare_unary_map<bool>("logical_not", a, [](bool x) { return !x; });
+  return detail::compare_scalar_map<bool>("logical_not", a, false, cuda::CompareOp::Eq, [](bool x, bool y) { return x == y; });
 }
 
 /// True when some element of the mask is true (false for an empty mask). Returns a plain
 /// bool, not a tensor: the whole mask is reduced and read on the host.
 // t: [...] -> bool
 inline bool any(const Tensor<bool>& t) {
-  detail::check_cpu("any", t);
+  CONDENSE_CHECK(t.defined(), "any", "undefined tensor argument");
   if (t.numel() == 0) return false;
+  if (t.device().is_cuda()) return detail::cuda_mask_reduce("any", t, true);
   const Tensor<bool> dense = contiguous(t.detach());
   const bool* p = dense.data();
   std::atomic<bool> found{false};
@@ -275,8 +326,9 @@ inline bool any(const Tensor<bool>& t) {
 /// bool, not a tensor.
 // t: [...] -> bool
 inline bool all(const Tensor<bool>& t) {
-  detail::check_cpu("all", t);
+  CONDENSE_CHECK(t.defined(), "all", "undefined tensor argument");
   if (t.numel() == 0) return true;
+  if (t.device().is_cuda()) return detail::cuda_mask_reduce("all", t, false);
   const Tensor<bool> dense = contiguous(t.detach());
   const bool* p = dense.data();
   std::atomic<bool> missing{false};
@@ -311,7 +363,7 @@ Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b
 // cond: [...], a: [...] -> broadcast(cond, a)
 template <Element T>
 Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, std::type_identity_t<T> b) {
-  detail::check_cpu("where", a);
+  CONDENSE_CHECK(a.defined(), "where", "undefined tensor argument");
   return where(cond, a, detail::compare_scalar<T>(b, a.device()));
 }
 
@@ -319,7 +371,7 @@ Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, std::type_identity
 // cond: [...], b: [...] -> broadcast(cond, b)
 template <Element T>
 Tensor<T> where(const Tensor<bool>& cond, std::type_identity_t<T> a, const Tensor<T>& b) {
-  detail::check_cpu("where", b);
+  CONDENSE_CHECK(b.defined(), "where", "undefined tensor argument");
   return where(cond, detail::compare_scalar<T>(a, b.device()), b);
 }
 
@@ -329,8 +381,7 @@ Tensor<T> where(const Tensor<bool>& cond, std::type_identity_t<T> a, const Tenso
 // t: [...], mask: [...] -> broadcast(t, mask)
 template <Element T>
 Tensor<T> masked_fill(const Tensor<T>& t, const Tensor<bool>& mask, std::type_identity_t<T> value) {
-  detail::check_cpu("masked_fill", t);
-  detail::check_cpu("masked_fill", mask);
+  CONDENSE_CHECK(t.defined() && mask.defined(), "masked_fill", "undefined tensor argument");
   detail::check_same_device("masked_fill", t, mask);
   const Shape& ts = t.shape();
   const Shape& ms = mask.shape();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -129,11 +130,10 @@ struct MaxResult {
 
 namespace detail {
 
-/// Throws unless `t` is a defined CPU tensor (the kernels below are CPU only).
+/// Throws unless `t` is a defined tensor.
 template <Element T>
 void check_reduce_input(std::string_view op, const Tensor<T>& t) {
   CONDENSE_CHECK(t.defined(), op, "undefined tensor argument");
-  CONDENSE_CHECK(t.device().is_cpu(), op, "no CUDA kernel for ", t.describe(), " yet; move the tensor to the CPU");
 }
 
 /// Throws when one of the reduced dims has extent 0 (max/min/argmax have no identity).
@@ -178,6 +178,23 @@ Tensor<T> extremum(std::string_view op, const Tensor<T>& t, const std::vector<st
   check_reduce_input(op, t);
   const auto mask = reduce_mask(op, t.shape(), dims);
   check_nonempty_reduction(op, t.shape(), mask);
+  if (t.device().is_cuda()) {
+    Tensor<T> out = cuda_reduce(op, t, mask, keepdim, IsMax ? cuda::ReduceOp::Max : cuda::ReduceOp::Min);
+    if constexpr (FloatingElement<T>) {
+      record<T>(op, out, {t}, [x = t.detach(), out = out.detach(), mask, op_name = std::string(op)](const Tensor<T>& g,
+                                                                                                  GradSink& s) {
+        // g split evenly among the inputs equal to their output (NaN matches NaN).
+        RowsLayout layout;
+        const Tensor<T> xr = to_rows(x, mask, layout);
+        const Tensor<T> gc = g.contiguous(), vc = out.contiguous();
+        Tensor<T> grad = Tensor<T>::empty({layout.rows, layout.cols}, x.device());
+        cuda::row_backward(cuda::RowBackward::Extremum, cuda_arg(op_name, grad), cuda_arg(op_name, xr), cuda_arg(op_name, vc),
+                           cuda_arg(op_name, gc), layout.rows, layout.cols, op_name);
+        s.add(0, from_rows(grad, layout));
+      });
+    }
+    return out;
+  }
   Tensor<T> out = Tensor<T>::empty(reduced_shape(t.shape(), mask, keepdim), t.device());
   cpu::reduce_dims(t.data(), t.shape(), t.strides(), mask, out.data(), cpu::ExtremumReducer<T, IsMax>{});
   if constexpr (FloatingElement<T>) {
@@ -251,6 +268,30 @@ MaxResult<T> extremum_dim(std::string_view op, const Tensor<T>& t, std::int64_t 
   MaxResult<T> result;
   result.indices = Tensor<std::int64_t>::empty(out_shape, t.device());
   if (want_values) result.values = Tensor<T>::empty(out_shape, t.device());
+  if (t.device().is_cuda()) {
+    const Tensor<T> x = t.detach().contiguous();
+    cuda::LineGeometry geo;
+    geo.dtype = dtype_of<T>;
+    geo.device = t.device().index;
+    for (std::size_t i = 0; i < d; ++i) geo.outer *= t.shape()[i];
+    geo.n = t.shape()[d];
+    for (std::size_t i = d + 1; i < t.shape().size(); ++i) geo.inner *= t.shape()[i];
+    cuda::arg_reduce(IsMax, want_values ? static_cast<void*>(result.values.data()) : nullptr, result.indices.data(), x.data(),
+                     geo, op);
+    if constexpr (FloatingElement<T>) {
+      if (want_values) {
+        record<T>(op, result.values, {t}, [in_shape = t.shape(), indices = result.indices, geo](const Tensor<T>& g,
+                                                                                                  GradSink& s) {
+          // g placed at the chosen position of each line, zero elsewhere.
+          const Tensor<T> gc = g.contiguous();
+          Tensor<T> grad = Tensor<T>::empty(in_shape, g.device());
+          cuda::place_at_indices(grad.data(), gc.data(), indices.data(), geo, "max backward");
+          s.add(0, grad);
+        });
+      }
+    }
+    return result;
+  }
   T* pv = want_values ? result.values.data() : nullptr;
   std::int64_t* pi = result.indices.data();
   cpu::reduce_dims_store(t.data(), t.shape(), t.strides(), mask, cpu::ArgReducer<T, IsMax>{},
@@ -274,6 +315,15 @@ Tensor<std::int64_t> arg_extremum_flat(std::string_view op, const Tensor<T>& t) 
   check_reduce_input(op, t);
   CONDENSE_CHECK(t.numel() > 0, op, "cannot reduce a tensor with no elements (shape ", t.shape(), ")");
   Tensor<std::int64_t> out = Tensor<std::int64_t>::empty({}, t.device());
+  if (t.device().is_cuda()) {
+    const Tensor<T> x = t.detach().contiguous();
+    cuda::LineGeometry geo;
+    geo.dtype = dtype_of<T>;
+    geo.device = t.device().index;
+    geo.n = t.numel();
+    cuda::arg_reduce(IsMax, nullptr, out.data(), x.data(), geo, op);
+    return out;
+  }
   std::int64_t* po = out.data();
   cpu::reduce_dims_store(t.data(), t.shape(), t.strides(), std::vector<bool>(t.shape().size(), true),
                          cpu::ArgReducer<T, IsMax>{},
@@ -355,13 +405,24 @@ Tensor<T> logsumexp(const Tensor<T>& t, const std::vector<std::int64_t>& dims = 
   detail::RowsLayout layout;
   const Tensor<T> rows = detail::to_rows(t.detach(), mask, layout);
   Tensor<T> out = Tensor<T>::empty(detail::reduced_shape(t.shape(), mask, keepdim), t.device());
-  cpu::logsumexp_rows(rows.data(), out.data(), layout.rows, layout.cols);
+  if (t.device().is_cuda()) {
+    constexpr std::string_view op = "logsumexp";
+    cuda::logsumexp_rows(detail::cuda_arg(op, out), detail::cuda_arg(op, rows), layout.rows, layout.cols, op);
+  } else {
+    cpu::logsumexp_rows(rows.data(), out.data(), layout.rows, layout.cols);
+  }
   record<T>("logsumexp", out, {t}, [x = t.detach(), out = out.detach(), mask](const Tensor<T>& g, GradSink& s) {
     detail::RowsLayout layout;
     const Tensor<T> xr = detail::to_rows(x, mask, layout);
     const Tensor<T> gc = g.contiguous();
-    Tensor<T> grad = Tensor<T>::empty({layout.rows, layout.cols});
-    cpu::logsumexp_rows_backward(xr.data(), out.data(), gc.data(), grad.data(), layout.rows, layout.cols);
+    Tensor<T> grad = Tensor<T>::empty({layout.rows, layout.cols}, x.device());
+    if (x.device().is_cuda()) {
+      constexpr std::string_view op = "logsumexp backward";
+      cuda::row_backward(cuda::RowBackward::LogSumExp, detail::cuda_arg(op, grad), detail::cuda_arg(op, xr),
+                         detail::cuda_arg(op, out), detail::cuda_arg(op, gc), layout.rows, layout.cols, op);
+    } else {
+      cpu::logsumexp_rows_backward(xr.data(), out.data(), gc.data(), grad.data(), layout.rows, layout.cols);
+    }
     s.add(0, detail::from_rows(grad, layout));
   });
   return out;

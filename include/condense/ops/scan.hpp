@@ -1,7 +1,7 @@
-// Scans along one dim: cumsum and cumprod, with backward rules. Inputs are viewed as
-// contiguous [outer, n, inner] (the scan dim in the middle, any dim allowed; strided
-// inputs are copied once); the kernels run parallel over outer x blocks of inner, with
-// the inner block as the vectorised loop when the scan dim is not the last one.
+// Scans along one dim: cumsum and cumprod, with backward rules, on the CPU and CUDA. Inputs
+// are viewed as contiguous [outer, n, inner] (the scan dim in the middle, any dim allowed;
+// strided inputs are copied once); the CPU kernels run parallel over outer x blocks of
+// inner, with the inner block as the vectorised loop when the scan dim is not the last one.
 // cumprod's backward divides by nothing, so inputs holding exact zeros get exact gradients.
 #pragma once
 
@@ -11,6 +11,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/kernels.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 
@@ -114,11 +115,37 @@ void cumprod_backward_kernel(const T* x, const T* y, const T* g, T* grad, const 
   });
 }
 
+/// The CUDA launchers' description of contiguous `t` seen as `g`.
+template <Element T>
+cuda::LineGeometry cuda_lines(const Tensor<T>& t, const ScanGeometry& g) {
+  cuda::LineGeometry l;
+  l.dtype = dtype_of<T>;
+  l.device = t.device().index;
+  l.outer = g.outer;
+  l.n = g.n;
+  l.inner = g.inner;
+  return l;
+}
+
+/// Inclusive running sum (or product) of contiguous `in` into `out` (same shape and device)
+/// along the middle dim of `g`, on the CPU or the GPU; `reverse` scans from the end.
+template <ArithmeticElement T>
+void run_scan(std::string_view op, bool product, bool reverse, const Tensor<T>& in, const Tensor<T>& out,
+              const ScanGeometry& g) {
+  if (in.device().is_cuda()) {
+    cuda::scan(product ? cuda::ScanOp::Prod : cuda::ScanOp::Sum, reverse, out.data(), in.data(), cuda_lines(in, g), op);
+  } else if (product) {
+    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return a * b; });
+  } else {
+    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return a + b; });
+  }
+}
+
 /// Shared front of cumsum/cumprod: validates, resolves the dim and returns the input as a
 /// contiguous detached tensor (a scalar is treated as shape (1)).
 template <ArithmeticElement T>
 Tensor<T> scan_input(std::string_view op, const Tensor<T>& t, std::int64_t dim, std::size_t& d) {
-  check_cpu(op, t);
+  CONDENSE_CHECK(t.defined(), op, "undefined tensor argument");
   if (t.dim() == 0) {
     d = normalize_dim(op, dim, 1);
     return t.detach().reshape({1});
@@ -137,13 +164,13 @@ Tensor<T> cumsum(const Tensor<T>& t, std::int64_t dim) {
   std::size_t d = 0;
   const Tensor<T> x = detail::scan_input("cumsum", t, dim, d);
   Tensor<T> out = Tensor<T>::empty(t.shape(), t.device());
-  detail::scan_kernel(x.data(), out.data(), detail::scan_geometry(x.shape(), d), false, [](T a, T b) { return a + b; });
+  detail::run_scan("cumsum", false, false, x, out, detail::scan_geometry(x.shape(), d));
   if constexpr (FloatingElement<T>) {
     record<T>("cumsum", out, {t}, [d, shape = t.shape()](const Tensor<T>& g, GradSink& s) {
       // d/dx_j sum_k g_k y_k = sum_{k >= j} g_k: a reversed running sum of g.
       const Tensor<T> gc = g.contiguous().reshape(shape.empty() ? Shape{1} : shape);
-      Tensor<T> grad = Tensor<T>::empty(shape);
-      detail::scan_kernel(gc.data(), grad.data(), detail::scan_geometry(gc.shape(), d), true, [](T a, T b) { return a + b; });
+      Tensor<T> grad = Tensor<T>::empty(shape, g.device());
+      detail::run_scan("cumsum backward", false, true, gc, grad, detail::scan_geometry(gc.shape(), d));
       s.add(0, grad);
     });
   }
@@ -158,12 +185,17 @@ Tensor<T> cumprod(const Tensor<T>& t, std::int64_t dim) {
   std::size_t d = 0;
   const Tensor<T> x = detail::scan_input("cumprod", t, dim, d);
   Tensor<T> out = Tensor<T>::empty(t.shape(), t.device());
-  detail::scan_kernel(x.data(), out.data(), detail::scan_geometry(x.shape(), d), false, [](T a, T b) { return a * b; });
+  detail::run_scan("cumprod", true, false, x, out, detail::scan_geometry(x.shape(), d));
   if constexpr (FloatingElement<T>) {
     record<T>("cumprod", out, {t}, [d, x, y = out.detach()](const Tensor<T>& g, GradSink& s) {
       const Tensor<T> gc = g.contiguous();
-      Tensor<T> grad = Tensor<T>::empty(g.shape());
-      detail::cumprod_backward_kernel(x.data(), y.data(), gc.data(), grad.data(), detail::scan_geometry(x.shape(), d));
+      Tensor<T> grad = Tensor<T>::empty(g.shape(), g.device());
+      const detail::ScanGeometry geo = detail::scan_geometry(x.shape(), d);
+      if (x.device().is_cuda()) {
+        cuda::cumprod_backward(grad.data(), x.data(), y.data(), gc.data(), detail::cuda_lines(x, geo), "cumprod backward");
+      } else {
+        detail::cumprod_backward_kernel(x.data(), y.data(), gc.data(), grad.data(), geo);
+      }
       s.add(0, grad);
     });
   }

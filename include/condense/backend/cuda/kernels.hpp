@@ -1,11 +1,12 @@
 // The CUDA kernel launchers the header-only ops call: elementwise maps (unary, binary, with
-// an op code and up to two scalar parameters), strided copies with element-type
-// conversion, fills, reductions over trailing dims, row softmax, and batched GEMM through
-// cuBLAS. Plain C++ declarations on raw device pointers described by StridedArg: no CUDA
-// header reaches a CPU translation unit. The definitions live in the compiled condense::cuda
-// library (kernels/*.cu); in a build without CUDA each launcher throws condense::Error
-// naming the op. StridedArg's host-side helpers (dim coalescing) are defined here and are
-// tested on the CPU.
+// an op code and up to two scalar parameters), comparisons and where, strided copies with
+// element-type conversion, fills, reductions over trailing dims, scans and arg reductions
+// along one dim, row softmax and logsumexp, and batched GEMM through cuBLAS. Plain C++
+// declarations on raw device pointers described by StridedArg: no CUDA header reaches a CPU
+// translation unit. The definitions live in the compiled condense::cuda library
+// (kernels/*.cu); in a build without CUDA each launcher throws condense::Error naming the
+// op. StridedArg's host-side helpers (dim coalescing) are defined here and are tested on
+// the CPU.
 #pragma once
 
 #include <cstdint>
@@ -118,8 +119,29 @@ struct MapKernel {
 using UnaryKernel = MapKernel<UnaryOp>;
 using BinaryKernel = MapKernel<BinaryOp>;
 
+/// Elementwise comparisons (any element type; NaN compares unequal) and logical ops (bool
+/// operands), each giving bool.
+enum class CompareOp : std::uint8_t { Eq, Ne, Lt, Le, Gt, Ge, And, Or, Xor };
+
 /// Reductions over the trailing dims of a view.
 enum class ReduceOp : std::uint8_t { Sum, Mean, Max, Min };
+
+/// Row-wise backward rules of row_backward(): grad_in[r, c] from the saved input x[r, c], the
+/// row's output y[r] and the row's incoming gradient g[r].
+enum class RowBackward : std::uint8_t {
+  Extremum,   ///< amax/amin: g / (number of x equal to y) where x equals y (NaN matches NaN), else 0
+  LogSumExp,  ///< exp(x - y) g; a row with y == -inf gets zeros
+};
+
+/// Running reductions of scan().
+enum class ScanOp : std::uint8_t { Sum, Prod };
+
+/// A contiguous tensor seen as [outer, n, inner] around one dim (scans, arg reductions).
+struct LineGeometry {
+  DType dtype = DType::Float32;
+  int device = 0;
+  std::int64_t outer = 1, n = 1, inner = 1;
+};
 
 /// A batched GEMM in cuBLAS's column-major terms: C[i] = alpha op(A[i]) op(B[i]) + beta C[i]
 /// for i < batch, C m x n with leading dimension ldc; op(A) m x k, op(B) k x n. A batch
@@ -143,6 +165,12 @@ struct GemmArgs {
 void unary(UnaryKernel kernel, const StridedArg& out, const StridedArg& in, std::string_view op);
 /// out = f(a, b) elementwise; all three share sizes (a, b may be broadcast views) and dtype.
 void binary(BinaryKernel kernel, const StridedArg& out, const StridedArg& a, const StridedArg& b, std::string_view op);
+/// out (bool) = a `code` b elementwise; a and b share an element type; all three share sizes
+/// (a, b may be broadcast views).
+void compare(CompareOp code, const StridedArg& out, const StridedArg& a, const StridedArg& b, std::string_view op);
+/// out = cond ? a : b elementwise; cond is bool, a, b and out share an element type; all four
+/// share sizes (views allowed).
+void where(const StridedArg& out, const StridedArg& cond, const StridedArg& a, const StridedArg& b, std::string_view op);
 /// out = in converted to out's element type; any views of equal sizes.
 void copy_strided(const StridedArg& out, const StridedArg& in, std::string_view op);
 /// Every element of `out` set to `value` (converted to out's element type).
@@ -158,12 +186,38 @@ void softmax_rows(bool log, const StridedArg& out, const StridedArg& in, std::in
 /// (all contiguous [rows, cols]).
 void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg& y, const StridedArg& g,
                            std::int64_t rows, std::int64_t cols, std::string_view op);
+/// Inclusive running sum or product of contiguous `in` along the middle dim of `g` into
+/// `out` (same layout); `reverse` runs from the end. Float types, int32 and int64.
+void scan(ScanOp code, bool reverse, void* out, const void* in, const LineGeometry& g, std::string_view op);
+/// cumprod's division-free backward: grad_j = y_{j-1} S_j with S_j = g_j + x_{j+1} S_{j+1}
+/// along the middle dim (x, y = cumprod(x), g and grad all contiguous in `geo`'s layout).
+void cumprod_backward(void* grad, const void* x, const void* y, const void* g, const LineGeometry& geo, std::string_view op);
+/// Position (int64, contiguous [outer, inner]) of the largest (`is_max`) or smallest element
+/// along the middle dim (n > 0) of contiguous `in`: the first one on ties, the first NaN
+/// when there is one. `values` (nullable, contiguous [outer, inner], in's type) gets the
+/// element itself.
+void arg_reduce(bool is_max, void* values, std::int64_t* indices, const void* in, const LineGeometry& g, std::string_view op);
+/// logsumexp of each row of contiguous [rows, cols] `in` into contiguous [rows] `out`, as on
+/// the CPU: an empty or all -inf row gives -inf, a +inf gives +inf, a NaN gives NaN.
+void logsumexp_rows(const StridedArg& out, const StridedArg& in, std::int64_t rows, std::int64_t cols, std::string_view op);
+/// The row-wise backward `rule` (grad_in, x: contiguous [rows, cols]; y, g: contiguous [rows]).
+void row_backward(RowBackward rule, const StridedArg& grad_in, const StridedArg& x, const StridedArg& y, const StridedArg& g,
+                  std::int64_t rows, std::int64_t cols, std::string_view op);
+/// grad (contiguous [outer, n, inner]) = g[o, i] where the middle index equals indices[o, i],
+/// 0 elsewhere (g and indices contiguous [outer, inner]): the backward of max(t, dim).
+void place_at_indices(void* grad, const void* g, const std::int64_t* indices, const LineGeometry& geo, std::string_view op);
 /// Batched GEMM through cuBLAS (float: FP32, or TF32 when allow_tf32(); double; bfloat16
 /// and float16 with FP32 accumulation).
 void gemm(const GemmArgs& args, std::string_view op);
 #else
 inline void unary(UnaryKernel, const StridedArg&, const StridedArg&, std::string_view op) { throw_no_cuda(op); }
 inline void binary(BinaryKernel, const StridedArg&, const StridedArg&, const StridedArg&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void compare(CompareOp, const StridedArg&, const StridedArg&, const StridedArg&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void where(const StridedArg&, const StridedArg&, const StridedArg&, const StridedArg&, std::string_view op) {
   throw_no_cuda(op);
 }
 inline void copy_strided(const StridedArg&, const StridedArg&, std::string_view op) { throw_no_cuda(op); }
@@ -174,6 +228,23 @@ inline void softmax_rows(bool, const StridedArg&, const StridedArg&, std::int64_
 }
 inline void softmax_rows_backward(bool, const StridedArg&, const StridedArg&, const StridedArg&, std::int64_t,
                                   std::int64_t, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void logsumexp_rows(const StridedArg&, const StridedArg&, std::int64_t, std::int64_t, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void row_backward(RowBackward, const StridedArg&, const StridedArg&, const StridedArg&, const StridedArg&, std::int64_t,
+                         std::int64_t, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void place_at_indices(void*, const void*, const std::int64_t*, const LineGeometry&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void scan(ScanOp, bool, void*, const void*, const LineGeometry&, std::string_view op) { throw_no_cuda(op); }
+inline void cumprod_backward(void*, const void*, const void*, const void*, const LineGeometry&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void arg_reduce(bool, void*, std::int64_t*, const void*, const LineGeometry&, std::string_view op) {
   throw_no_cuda(op);
 }
 inline void gemm(const GemmArgs&, std::string_view op) { throw_no_cuda(op); }
