@@ -24,6 +24,7 @@
 
 #include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/runtime.hpp"
+#include "condense/mask/combinators.hpp"
 #include "condense/mask/policy.hpp"
 #include "detail/common.cuh"
 
@@ -458,10 +459,13 @@ void allow_shared_memory(Kernel kernel, std::size_t bytes, std::string_view op) 
 namespace condense::cuda {
 
 template <class Policy>
-void attention_forward(const AttentionArgs& a, const Policy& policy, std::string_view op) {
+void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_view op) {
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
   if (!check_args(a, op)) return;
+  // The kernels see the policy shifted by the query offset (0 unless a QueryOffset was unwrapped).
+  using Shifted = mask::QueryOffset<Policy>;
+  const Shifted policy(inner, a.query_offset);
   use_device(a.device, op);
   const cudaStream_t stream = stream_of(a.device);
   unsigned long long* stats = nullptr;
@@ -474,9 +478,9 @@ void attention_forward(const AttentionArgs& a, const Policy& policy, std::string
     using A = compute_t<T>;
     constexpr int DMax = decltype(dmax)::value;
     const std::size_t bytes = static_cast<std::size_t>(block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_forward<T, Policy, DMax>, bytes, op);
+    allow_shared_memory(flash_forward<T, Shifted, DMax>, bytes, op);
     const dim3 grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_forward<T, Policy, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
+    flash_forward<T, Shifted, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
   });
   check_launch(op);
   if (stats) {
@@ -490,9 +494,11 @@ void attention_forward(const AttentionArgs& a, const Policy& policy, std::string
 }
 
 template <class Policy>
-void attention_backward(const AttentionArgs& a, const Policy& policy, std::string_view op) {
+void attention_backward(const AttentionArgs& a, const Policy& inner, std::string_view op) {
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
+  using Shifted = mask::QueryOffset<Policy>;
+  const Shifted policy(inner, a.query_offset);
   if (!check_args(a, op)) {
     // No queries: the key and value gradients are zero.
     const std::size_t kv_bytes = static_cast<std::size_t>(a.batch * a.kv_heads * a.tk * a.dim) * dtype_size(a.dtype);
@@ -517,15 +523,15 @@ void attention_backward(const AttentionArgs& a, const Policy& policy, std::strin
     attention_delta<T><<<delta_blocks, threads, 0, stream>>>(static_cast<const T*>(a.out), static_cast<const T*>(a.dout),
                                                              delta, rows, static_cast<int>(a.dim));
     const std::size_t dq_bytes = static_cast<std::size_t>(2 * block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_backward_dq<T, Policy, DMax>, dq_bytes, op);
+    allow_shared_memory(flash_backward_dq<T, Shifted, DMax>, dq_bytes, op);
     const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_backward_dq<T, Policy, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
+    flash_backward_dq<T, Shifted, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
     if (a.tk > 0) {
       const std::size_t kv_bytes =
           (static_cast<std::size_t>(2 * dkdv_keys + 2 * block_k) * padded<DMax> + 2 * block_k) * sizeof(A);
-      allow_shared_memory(flash_backward_dkdv<T, Policy, DMax>, kv_bytes, op);
+      allow_shared_memory(flash_backward_dkdv<T, Shifted, DMax>, kv_bytes, op);
       const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
-      flash_backward_dkdv<T, Policy, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
+      flash_backward_dkdv<T, Shifted, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
     }
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream

@@ -149,6 +149,21 @@ TEST_CASE("cuda attention: head dims, grouped heads, bias, ragged sizes and no t
   check_attention_parity(no_skip, mask::Gist(10, 13), mask::Gist(10, 13));
 }
 
+TEST_CASE("cuda attention: QueryOffset runs the inner policy's kernels with shifted queries") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // A continuation of 20 queries after 57 cached positions (what the models do with a cache).
+  Case step;
+  step.tq = 20;
+  step.tk = 77;
+  check_attention_parity(step, mask::QueryOffset(mask::Causal{}, 57), mask::QueryOffset(mask::Causal{}, 57));
+  check_attention_parity(step, mask::QueryOffset(mask::SlidingWindow(9, 0), 57),
+                         mask::QueryOffset(mask::SlidingWindow(9, 0), 57));
+  check_attention_parity(step, mask::QueryOffset(mask::Gist(10, 13), 57), mask::QueryOffset(mask::Gist(10, 13), 57));
+  // Offset 0 (every model call without a cache) equals the inner policy.
+  Case whole;
+  check_attention_parity(whole, mask::Causal{}, mask::QueryOffset(mask::Causal{}, 0));
+}
+
 TEST_CASE("cuda attention: the tile counters follow the policy's classification") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::int64_t B = 1, H = 2, T = 100, D = 64;

@@ -13,6 +13,7 @@
 #include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cpu/attention.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/mask/combinators.hpp"
 #include "condense/mask/materialize.hpp"
 #include "condense/mask/policy.hpp"
 #include "condense/ops/compare.hpp"
@@ -108,17 +109,31 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   return a;
 }
 
+/// The policy a mask::QueryOffset<P> wraps (void for other policies): attention() on CUDA
+/// runs QueryOffset<P> with P's kernels and the offset as a kernel argument.
+template <class Policy>
+struct query_offset_inner {
+  using type = void;
+};
+template <class P>
+struct query_offset_inner<mask::QueryOffset<P>> {
+  using type = P;
+};
+
 /// attention_forward on CUDA tensors: the flash kernels of kernels/attention/ for `Policy`
-/// (its per-row arrays must be device memory). Same contract as the CPU path.
+/// with queries shifted by `query_offset` (the policy's per-row arrays must be device
+/// memory). Same contract as the CPU path.
 template <FloatingElement T, class Policy>
 AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
-                                          const Tensor<T>& bias, const cpu::AttentionGeometry& g, bool count_tiles) {
+                                          int query_offset, const Tensor<T>& bias, const cpu::AttentionGeometry& g,
+                                          bool count_tiles) {
   const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
   r.out = Tensor<T>::empty(q.shape(), q.device());
   r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
   cuda::AttentionArgs a = cuda_attention_args(g, qc, kc, vc, bc);
+  a.query_offset = query_offset;
   a.out = r.out.data();
   a.lse = r.lse.data();
   std::int64_t counts[3] = {0, 0, 0};
@@ -126,8 +141,10 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   cuda::attention_forward(a, policy, "attention");
   r.tiles = {counts[0], counts[1], counts[2]};
   record<T>("attention", r.out, {q, k, v, bias},
-            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy](const Tensor<T>& grad, GradSink& s) {
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy, query_offset](const Tensor<T>& grad,
+                                                                                         GradSink& s) {
               cuda::AttentionArgs b = cuda_attention_args(g, qc, kc, vc, bc);
+              b.query_offset = query_offset;
               const Tensor<T> dout = grad.contiguous();
               const Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
               const Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
@@ -165,8 +182,11 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
   const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
   validate_mask(policy, "attention", g.batch, g.tq, g.tk);
   if (q.device().is_cuda()) {
+    using Inner = typename detail::query_offset_inner<Policy>::type;
     if constexpr (cuda::attention_kernels_built<Policy>::value) {
-      return detail::cuda_attention_forward(q, k, v, policy, bias, g, options.count_cuda_tiles);
+      return detail::cuda_attention_forward(q, k, v, policy, 0, bias, g, options.count_cuda_tiles);
+    } else if constexpr (cuda::attention_kernels_built<Inner>::value) {
+      return detail::cuda_attention_forward(q, k, v, policy.inner, policy.offset, bias, g, options.count_cuda_tiles);
     } else {
       fail("attention", "no CUDA attention kernels are built for this mask policy: instantiate them with "
                         "CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) in a .cu file and declare them with "

@@ -27,6 +27,9 @@ struct AttentionArgs {
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0, bias_heads = 0;
   double scale = 1.0;
   bool skip_tiles = true;  ///< false: every tile is treated as Partial (debug / tests)
+  /// Query i is position query_offset + i of the policy (how attention() runs a
+  /// mask::QueryOffset<P>: with P's kernels, shifted).
+  int query_offset = 0;
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
