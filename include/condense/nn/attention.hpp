@@ -108,7 +108,8 @@ class MultiHeadAttention : public Module<T> {
         } else {
           const Tensor<std::int64_t> pos =
               args.positions.defined() ? args.positions : detail::default_positions(past, L);
-          const RopeTable<T> table = rope_table<T>(pos, o_.head_dim, o_.rope_theta);
+          const RopeTable<T> table =
+              condense::detail::rope_table_on(rope_table<T>(pos, o_.head_dim, o_.rope_theta), x.device());
           q = condense::rope(q, table);
           k = condense::rope(k, table);
         }

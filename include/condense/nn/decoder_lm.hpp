@@ -247,7 +247,7 @@ class DecoderLM : public Module<T> {
     if (embed_positions) x = x + embed_positions->forward(positions);
     RopeTable<T> table;
     if (options_.positions == PositionKind::Rope && head_dim_ > 0)
-      table = rope_table<T>(positions, head_dim_, options_.rope_theta);
+      table = condense::detail::rope_table_on(rope_table<T>(positions, head_dim_, options_.rope_theta), x.device());
     for (std::size_t i = 0; i < layers.size(); ++i) {
       SelfAttentionArgs<T> args;
       args.cache = opts.cache ? &opts.cache->layer(static_cast<std::int64_t>(i)) : nullptr;

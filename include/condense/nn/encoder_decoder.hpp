@@ -99,7 +99,8 @@ class TransformerStack : public Module<T> {
     Tensor<T> x = embeds;
     if (embed_positions) x = x + embed_positions->forward(pos);
     if (o_.positions == PositionKind::Rope && !layers.empty())
-      table = rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta);
+      table = condense::detail::rope_table_on(rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta),
+                                              embeds.device());
     return x;
   }
 

@@ -2,18 +2,21 @@
 // handled by one thread while it sits in cache: its statistics (two-pass mean and centred
 // variance, saved for backward), then the output. The hand-written backward computes dx row
 // by row and the weight/bias gradients from per-thread partial sums that are combined at
-// the end (no shared writes).
+// the end (no shared writes). CUDA tensors run the kernels of backend/cuda/norm_kernels.hpp
+// (same formulas, statistics saved in the accumulation type).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/norm_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 
@@ -23,18 +26,19 @@ namespace detail {
 /// Elements per thread chunk for the row-wise norm kernels.
 inline constexpr std::int64_t norm_grain_elements = 1 << 15;
 
-/// Validates x [..., D] and the optional affine parameters [D]; returns D.
+/// Validates x [..., D] and the optional affine parameters [D] (on x's device); returns D.
 template <FloatingElement T>
 std::int64_t check_norm_args(std::string_view op, const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias,
                              double eps) {
-  check_cpu(op, x);
+  CONDENSE_CHECK(x.defined(), op, "undefined tensor argument");
   CONDENSE_CHECK(x.dim() >= 1, op, "x must have at least one dimension, got shape ", x.shape());
   const std::int64_t d = x.size(-1);
   CONDENSE_CHECK(d > 0, op, "cannot normalise over an empty last dimension, x has shape ", x.shape());
   CONDENSE_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and non-negative, got ", eps);
   const auto check_param = [&](const Tensor<T>& p, std::string_view name) {
     if (!p.defined()) return;
-    CONDENSE_CHECK(p.device().is_cpu(), op, "no CUDA kernel for ", name, " ", p.describe(), " yet; move it to the CPU");
+    CONDENSE_CHECK(p.device() == x.device(), op, name, " ", p.describe(), " and x ", x.describe(),
+                   " are on different devices");
     CONDENSE_CHECK(p.dim() == 1 && p.size(0) == d, op, name, " of shape ", p.shape(),
                    " does not match the normalised dimension ", d, " of x ", x.shape());
   };
@@ -112,6 +116,58 @@ void combine_partials(const std::vector<T>& partial, std::int64_t chunks, std::i
   }
 }
 
+/// Device pointer of `t`, or null when `t` is undefined (an absent weight or bias).
+template <Element T>
+const T* norm_param_data(const Tensor<T>& t) {
+  return t.defined() ? t.data() : nullptr;
+}
+
+/// layer_norm (`centered`) or rms_norm of a CUDA tensor with autograd: x is made contiguous
+/// on the device, one launch computes y and the per-row statistics (mean for layer_norm,
+/// 1/std), kept in the accumulation type for the backward pass, which launches the dx
+/// kernel and the deterministic weight/bias reduction for the gradients that are wanted.
+/// Arguments are validated by check_norm_args (weight and bias on x's device).
+// x: [..., D], weight: [D] or none, bias: [D] or none (layer_norm only) -> [..., D]
+template <FloatingElement T>
+Tensor<T> cuda_norm(std::string_view op, bool centered, const Tensor<T>& x, const Tensor<T>& weight,
+                    const Tensor<T>& bias, double eps, std::int64_t d) {
+  using Stat = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  static_assert(dtype_of<Stat> == cuda::norm_stat_dtype(dtype_of<T>), "statistics type of the CUDA norm kernels");
+  const Device device = x.device();
+  const Tensor<T> xc = x.detach().contiguous();
+  const Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
+  const Tensor<T> b = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+  const std::int64_t rows = x.numel() / d;
+  Tensor<T> out = Tensor<T>::empty(x.shape(), device);
+  const Tensor<Stat> row_mean = centered ? Tensor<Stat>::empty({rows}, device) : Tensor<Stat>();
+  const Tensor<Stat> rstd = Tensor<Stat>::empty({rows}, device);
+  cuda::norm_forward(centered, dtype_of<T>, device.index, out.data(), xc.data(), norm_param_data(w), norm_param_data(b),
+                     row_mean.defined() ? row_mean.data() : nullptr, rstd.data(), rows, d, eps, op);
+  auto backward = [op, centered, xc, w, row_mean, rstd, d, rows,
+                   wshape = weight.defined() ? weight.shape() : Shape{}](const Tensor<T>& grad, GradSink& s) {
+    const Tensor<T> g = grad.contiguous();
+    const Device dev = xc.device();
+    const Stat* mean_ptr = row_mean.defined() ? row_mean.data() : nullptr;
+    if (s.wants(0)) {
+      Tensor<T> dx = Tensor<T>::empty(xc.shape(), dev);
+      cuda::norm_backward_input(centered, dtype_of<T>, dev.index, dx.data(), g.data(), xc.data(), norm_param_data(w),
+                                mean_ptr, rstd.data(), rows, d, op);
+      s.add(0, dx);
+    }
+    const bool want_w = s.wants(1), want_b = centered && s.wants(2);
+    if (!want_w && !want_b) return;
+    Tensor<T> dw = want_w ? Tensor<T>::empty(wshape, dev) : Tensor<T>();
+    Tensor<T> db = want_b ? Tensor<T>::empty({d}, dev) : Tensor<T>();
+    cuda::norm_backward_params(centered, dtype_of<T>, dev.index, want_w ? dw.data() : nullptr,
+                               want_b ? db.data() : nullptr, g.data(), xc.data(), mean_ptr, rstd.data(), rows, d, op);
+    if (want_w) s.add(1, dw);
+    if (want_b) s.add(2, db);
+  };
+  if (centered) record<T>(op, out, {x, weight, bias}, std::move(backward));
+  else record<T>(op, out, {x, weight}, std::move(backward));
+  return out;
+}
+
 }  // namespace detail
 
 /// Layer normalisation over the last dimension: (x - mean) / sqrt(var + eps) * weight + bias,
@@ -122,6 +178,7 @@ template <FloatingElement T>
 Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), const Tensor<T>& bias = Tensor<T>(),
                      double eps = 1e-5) {
   const std::int64_t d = detail::check_norm_args("layer_norm", x, weight, bias, eps);
+  if (x.device().is_cuda()) return detail::cuda_norm("layer_norm", true, x, weight, bias, eps, d);
   const Tensor<T> xc = x.detach().contiguous();
   const Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
   const Tensor<T> b = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
@@ -242,6 +299,7 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), 
 template <FloatingElement T>
 Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), double eps = 1e-6) {
   const std::int64_t d = detail::check_norm_args("rms_norm", x, weight, Tensor<T>(), eps);
+  if (x.device().is_cuda()) return detail::cuda_norm("rms_norm", false, x, weight, Tensor<T>(), eps, d);
   const Tensor<T> xc = x.detach().contiguous();
   const Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
   const std::int64_t rows = x.numel() / d;

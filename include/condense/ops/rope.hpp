@@ -5,13 +5,20 @@
 // [B, H, T, D] (any strides) with a backward pass that rotates by the negative angle.
 // Positions are explicit int64 ids ([T] shared by the batch or [B, T] per row), so a
 // cached prefix keeps its original positions and left-padded rows can start at 0.
+// Devices: the table is computed on the CPU (in double) and placed on the positions'
+// device; rope() on a CUDA x runs the kernel of backend/cuda/norm_kernels.hpp, and a
+// table on another device than x is copied to x's device first (build it from positions
+// on x's device to avoid that copy on every call).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string_view>
+#include <vector>
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/norm_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 
@@ -33,12 +40,19 @@ struct RopeTable {
 };
 
 /// The cos/sin table of `positions` for head dim `head_dim`: angle(p, i) = p * theta^(-2i/D)
-/// for i < D/2, computed in double and rounded to T once.
+/// for i < D/2, computed in double on the CPU and rounded to T once. The table is on the
+/// positions' device (CUDA positions are read back to the host first, a synchronising copy).
 // positions: [T] or [B, T] (int64) -> cos, sin: [1 or B, T, D/2]
 template <FloatingElement T>
 RopeTable<T> rope_table(const Tensor<std::int64_t>& positions, std::int64_t head_dim, double theta = 10000.0) {
   constexpr const char* op = "rope";
-  detail::check_cpu(op, positions);
+  CONDENSE_CHECK(positions.defined(), op, "undefined positions");
+  if (positions.device().is_cuda()) {
+    RopeTable<T> table = rope_table<T>(positions.cpu(), head_dim, theta);
+    table.cos = table.cos.to(positions.device());
+    table.sin = table.sin.to(positions.device());
+    return table;
+  }
   CONDENSE_CHECK(positions.dim() == 1 || positions.dim() == 2, op, "positions must be [T] or [B, T], got ",
                  positions.shape());
   CONDENSE_CHECK(head_dim > 0 && head_dim % 2 == 0, op, "head dim must be positive and even, got ", head_dim);
@@ -111,24 +125,83 @@ void rope_rotate(const Tensor<T>& x, const RopeTable<T>& table, bool inverse, T*
                     });
 }
 
+/// Checks that cos and sin are [rows, T, head_dim / 2] on one device.
+template <FloatingElement T>
+void check_rope_table(std::string_view op, const RopeTable<T>& table) {
+  CONDENSE_CHECK(table.defined() && table.sin.defined(), op,
+                 "the rope table is undefined (build it with rope_table())");
+  CONDENSE_CHECK(table.cos.device() == table.sin.device(), op, "the rope table's cos ", table.cos.describe(),
+                 " and sin ", table.sin.describe(), " are on different devices");
+  const bool shapes_match = table.cos.dim() == 3 && table.cos.shape() == table.sin.shape() &&
+                            table.cos.size(2) * 2 == table.head_dim;
+  CONDENSE_CHECK(shapes_match, op, "the rope table's cos ", table.cos.shape(), " and sin ", table.sin.shape(),
+                 " must both be [rows, T, ", table.head_dim / 2, "] for head dim ", table.head_dim);
+}
+
+/// `table` with cos and sin on `device` and contiguous (copies only where needed).
+template <FloatingElement T>
+RopeTable<T> rope_table_on(const RopeTable<T>& table, Device device) {
+  RopeTable<T> moved = table;
+  moved.cos = table.cos.detach().to(device).contiguous();
+  moved.sin = table.sin.detach().to(device).contiguous();
+  return moved;
+}
+
+/// The launcher operand of a [B, H, T, D] tensor with all four dims kept.
+template <FloatingElement T>
+cuda::StridedArg rope_operand(const Tensor<T>& t) {
+  cuda::StridedArg arg;
+  arg.data = const_cast<void*>(static_cast<const void*>(t.data()));
+  arg.dtype = dtype_of<T>;
+  arg.device = t.device().index;
+  arg.ndim = 4;
+  for (int d = 0; d < 4; ++d) {
+    arg.sizes[d] = t.shape()[static_cast<std::size_t>(d)];
+    arg.strides[d] = t.strides()[static_cast<std::size_t>(d)];
+  }
+  return arg;
+}
+
+/// rope of a CUDA x (any strides) with a table already on x's device (validated by rope()):
+/// one thread per rotated pair; the backward runs the same kernel with the negative angle.
+// x: [B, H, T, D], table: [1 or B, T, D/2] on x's device -> [B, H, T, D]
+template <FloatingElement T>
+Tensor<T> cuda_rope(const Tensor<T>& x, const RopeTable<T>& table) {
+  constexpr const char* op = "rope";
+  Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
+  cuda::rope_rotate(false, rope_operand(out), rope_operand(x), table.cos.data(), table.sin.data(), table.rows(), op);
+  record<T>(op, out, {x}, [table](const Tensor<T>& g, GradSink& s) {
+    Tensor<T> gx = Tensor<T>::empty(g.shape(), g.device());
+    cuda::rope_rotate(true, rope_operand(gx), rope_operand(g), table.cos.data(), table.sin.data(), table.rows(), op);
+    s.add(0, gx);
+  });
+  return out;
+}
+
 }  // namespace detail
 
 /// Rotary position embedding with a precomputed table (see rope_table()). The input may
 /// have any strides (e.g. the [B, T, H, D] -> [B, H, T, D] transpose of a projection);
-/// the output is contiguous. Differentiable in x (the backward rotates by -angle).
+/// the output is contiguous. Differentiable in x (the backward rotates by -angle). A table
+/// on another device than x is copied to x's device for the call.
 // x: [B, H, T, D], table: [1 or B, T, D/2] -> [B, H, T, D]
 template <FloatingElement T>
-Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table) {
+Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table_in) {
   constexpr const char* op = "rope";
-  detail::check_cpu(op, x);
-  CONDENSE_CHECK(table.defined(), op, "the rope table is undefined (build it with rope_table())");
+  CONDENSE_CHECK(x.defined(), op, "undefined tensor argument");
+  detail::check_rope_table(op, table_in);
   CONDENSE_CHECK(x.dim() == 4, op, "x must be [B, H, T, D], got ", x.shape());
-  CONDENSE_CHECK(x.size(3) == table.head_dim, op, "x ", x.shape(), " has head dim ", x.size(3), " but the table was built for ",
-                 table.head_dim);
-  CONDENSE_CHECK(x.size(2) == table.length(), op, "x ", x.shape(), " has ", x.size(2), " positions but the table has ",
-                 table.length());
-  CONDENSE_CHECK(table.rows() == 1 || table.rows() == x.size(0), op, "positions are given per row for ", table.rows(),
-                 " rows but x ", x.shape(), " has batch ", x.size(0));
+  CONDENSE_CHECK(x.size(3) == table_in.head_dim, op, "x ", x.shape(), " has head dim ", x.size(3),
+                 " but the table was built for ", table_in.head_dim);
+  CONDENSE_CHECK(x.size(2) == table_in.length(), op, "x ", x.shape(), " has ", x.size(2),
+                 " positions but the table has ", table_in.length());
+  CONDENSE_CHECK(table_in.rows() == 1 || table_in.rows() == x.size(0), op, "positions are given per row for ",
+                 table_in.rows(), " rows but x ", x.shape(), " has batch ", x.size(0));
+  const RopeTable<T> table =
+      table_in.cos.device() == x.device() && table_in.cos.is_contiguous() && table_in.sin.is_contiguous()
+          ? table_in
+          : detail::rope_table_on(table_in, x.device());
+  if (x.device().is_cuda()) return detail::cuda_rope(x, table);
   Tensor<T> out = Tensor<T>::empty(x.shape());
   if (out.numel() > 0) detail::rope_rotate(x, table, false, out.data());
   record<T>("rope", out, {x}, [table](const Tensor<T>& g, GradSink& s) {
@@ -144,7 +217,7 @@ Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table) {
 // x: [B, H, T, D] (D even), positions: [T] or [B, T] (int64) -> [B, H, T, D]
 template <FloatingElement T>
 Tensor<T> rope(const Tensor<T>& x, const Tensor<std::int64_t>& positions, double theta = 10000.0) {
-  detail::check_cpu("rope", x);
+  CONDENSE_CHECK(x.defined(), "rope", "undefined tensor argument");
   CONDENSE_CHECK(x.dim() == 4, "rope", "x must be [B, H, T, D], got ", x.shape());
   return rope(x, rope_table<T>(positions, x.size(3), theta));
 }
