@@ -26,11 +26,15 @@ class LearnedPositions : public Module<T> {
     weight_ = &this->register_parameter("weight", Tensor<T>::empty({max_len, d}));
     init::normal_(*weight_, 0.0, init_std, gen);
   }
-  /// The vectors of `positions` (each in [0, max_len)).
+  /// The vectors of `positions` (each in [0, max_len)). With the table on a CUDA device the
+  /// positions may be on the CPU or on that device (they are checked on the host).
   // positions: [T] or [B, T] (int64) -> [T, d] or [B, T, d]
   Tensor<T> forward(const Tensor<std::int64_t>& positions) const {
-    condense::detail::check_cpu("LearnedPositions", positions);
-    const Tensor<std::int64_t> p = positions.contiguous();
+    CONDENSE_CHECK(positions.defined(), "LearnedPositions", "undefined tensor argument");
+    CONDENSE_CHECK(positions.device().is_cpu() || positions.device() == weight_->device(), "LearnedPositions",
+                   "positions ", positions.describe(), " must be on the CPU or on the device of the table ",
+                   weight_->describe());
+    const Tensor<std::int64_t> p = positions.to(Device::cpu()).contiguous();
     const std::int64_t n = p.numel(), max_len = weight_->size(0);
     for (std::int64_t i = 0; i < n; ++i)
       CONDENSE_CHECK(p.data()[i] >= 0 && p.data()[i] < max_len, "LearnedPositions", "position ", p.data()[i],

@@ -1,7 +1,8 @@
 // Losses: cross_entropy over class logits with integer targets, a fused, numerically stable
 // log-softmax + negative log-likelihood (with ignore_index, label smoothing and
 // none/mean/sum reductions). Only the per-row logsumexp is saved; the backward pass
-// recomputes softmax from it in the same sweep that writes the gradient.
+// recomputes softmax from it in the same sweep that writes the gradient. Logits on a CUDA
+// device run the kernels of kernels/cross_entropy.cu; the targets are checked on the host.
 #pragma once
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/lookup_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
 
@@ -41,20 +43,18 @@ inline std::int64_t loss_row_grain(std::int64_t classes) {
   return std::max<std::int64_t>(1, (1 << 13) / std::max<std::int64_t>(classes, 1));
 }
 
-}  // namespace detail
-
-/// Cross-entropy between class logits (class dimension last) and integer class targets:
-/// loss_i = logsumexp(x_i) - x_i[t_i] (with label smoothing s:
-/// (1 - s) * (lse - x_i[t_i]) + s * (lse - mean_j x_i[j])). Targets equal to
-/// `options.ignore_index` are skipped. Mean divides by the number of non-ignored targets;
-/// when every target is ignored it returns 0 with a zero gradient (PyTorch returns NaN).
-/// Throws for a target outside [0, C) that is not ignore_index.
-// logits: [..., C], targets: [...] (int32 or int64) -> [] (Mean, Sum) or [...] (None)
+/// Throws unless `targets` are defined and on the CPU or on the logits' device.
 template <FloatingElement T, IndexElement I>
-Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options = {}) {
+void check_cross_entropy_targets_device(const Tensor<T>& logits, const Tensor<I>& targets) {
+  CONDENSE_CHECK(targets.defined(), "cross_entropy", "undefined tensor argument");
+  CONDENSE_CHECK(targets.device().is_cpu() || targets.device() == logits.device(), "cross_entropy", "targets ",
+                 targets.describe(), " must be on the CPU or on the device of the logits ", logits.describe());
+}
+
+/// Checks the shapes and options of cross_entropy; returns the shape of the targets.
+template <FloatingElement T, IndexElement I>
+Shape check_cross_entropy_args(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options) {
   constexpr std::string_view op = "cross_entropy";
-  detail::check_cpu(op, logits);
-  detail::check_cpu(op, targets);
   CONDENSE_CHECK(logits.dim() >= 1, op, "logits must have a class dimension, got shape ", logits.shape());
   const std::int64_t classes = logits.size(-1);
   CONDENSE_CHECK(classes >= 1, op, "logits of shape ", logits.shape(), " have no classes");
@@ -67,21 +67,101 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const
   const Reduction reduction = options.reduction;
   CONDENSE_CHECK(reduction == Reduction::None || reduction == Reduction::Mean || reduction == Reduction::Sum, op,
                  "unknown reduction ", static_cast<int>(reduction));
+  return row_shape;
+}
+
+/// The number of targets not equal to `ignore`; throws for any other target outside [0, classes).
+template <IndexElement I>
+std::int64_t count_cross_entropy_targets(const I* targets, std::int64_t rows, std::int64_t classes, std::int64_t ignore,
+                                         const Shape& logits_shape) {
+  std::int64_t count = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const auto t = static_cast<std::int64_t>(targets[r]);
+    if (t == ignore) continue;
+    CONDENSE_CHECK(t >= 0 && t < classes, "cross_entropy", "target ", t, " out of range for ", classes, " classes (logits ",
+                   logits_shape, ")");
+    ++count;
+  }
+  return count;
+}
+
+/// cross_entropy() for logits on a CUDA device; targets on the CPU or on that device are
+/// checked on the host (copied there when needed) and read by the kernels from a device copy.
+// logits: [..., C] (CUDA), targets: [...] -> [] (Mean, Sum) or [...] (None)
+template <FloatingElement T, IndexElement I>
+Tensor<T> cuda_cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options) {
+  constexpr std::string_view op = "cross_entropy";
+  check_cross_entropy_targets_device(logits, targets);
+  const Shape row_shape = check_cross_entropy_args(logits, targets, options);
+  const Device device = logits.device();
+  const std::int64_t classes = logits.size(-1);
+  const Tensor<I> host_targets = targets.to(Device::cpu()).contiguous();
+  const std::int64_t rows = host_targets.numel();
+  const std::int64_t count =
+      count_cross_entropy_targets(host_targets.data(), rows, classes, options.ignore_index, logits.shape());
+  // A private device copy: the backward pass reads the targets again.
+  const Tensor<I> device_targets = targets.device().is_cuda() ? targets.clone() : host_targets.to(device);
+  const Tensor<T> x = logits.detach().contiguous();
+  using Stat = cuda::lookup_stat_t<T>;
+  const Tensor<Stat> lse = Tensor<Stat>::empty({rows}, device);
+  cuda::CrossEntropyArgs args;
+  args.dtype = dtype_of<T>;
+  args.target_dtype = dtype_of<I>;
+  args.device = device.index;
+  args.rows = rows;
+  args.classes = classes;
+  args.ignore_index = options.ignore_index;
+  args.count = count;
+  args.label_smoothing = options.label_smoothing;
+  args.logits = x.data();
+  args.targets = device_targets.data();
+  args.lse = lse.data();
+  const Reduction reduction = options.reduction;
+  Tensor<T> out;
+  if (reduction == Reduction::None) {
+    out = Tensor<T>::empty(row_shape, device);
+    cuda::cross_entropy_forward(args, out.data(), false, op);
+  } else {
+    const Tensor<Stat> row_losses = Tensor<Stat>::empty({rows}, device);
+    cuda::cross_entropy_forward(args, row_losses.data(), true, op);
+    out = Tensor<T>::empty(Shape{}, device);
+    cuda::cross_entropy_total(args, out.data(), row_losses.data(), reduction == Reduction::Mean, op);
+  }
+  record<T>(op, out, {logits}, [x, device_targets, lse, args, reduction, count, op](const Tensor<T>& grad, GradSink& s) {
+    const Tensor<T> g = grad.contiguous();
+    Tensor<T> dx = Tensor<T>::empty(x.shape(), x.device());
+    // Scale of row r: g[r] (None), g (Sum) or g / count (Mean), read on the device.
+    const double grad_scale = reduction == Reduction::Mean ? (count > 0 ? 1.0 / static_cast<double>(count) : 0.0) : 1.0;
+    cuda::cross_entropy_backward(args, dx.data(), g.data(), reduction == Reduction::None, grad_scale, op);
+    s.add(0, dx);
+  });
+  return out;
+}
+
+}  // namespace detail
+
+/// Cross-entropy between class logits (class dimension last) and integer class targets:
+/// loss_i = logsumexp(x_i) - x_i[t_i] (with label smoothing s:
+/// (1 - s) * (lse - x_i[t_i]) + s * (lse - mean_j x_i[j])). Targets equal to
+/// `options.ignore_index` are skipped. Mean divides by the number of non-ignored targets;
+/// when every target is ignored it returns 0 with a zero gradient (PyTorch returns NaN).
+/// Throws for a target outside [0, C) that is not ignore_index. With logits on a CUDA
+/// device the targets may be on the CPU or on that device.
+// logits: [..., C], targets: [...] (int32 or int64) -> [] (Mean, Sum) or [...] (None)
+template <FloatingElement T, IndexElement I>
+Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options = {}) {
+  if (logits.defined() && logits.device().is_cuda()) return detail::cuda_cross_entropy(logits, targets, options);
+  detail::check_cpu("cross_entropy", logits);
+  detail::check_cross_entropy_targets_device(logits, targets);
+  const Shape row_shape = detail::check_cross_entropy_args(logits, targets, options);
+  const std::int64_t classes = logits.size(-1);
+  const double smoothing = options.label_smoothing;
+  const Reduction reduction = options.reduction;
 
   const Tensor<I> tc = targets.clone();  // a private copy: the backward pass reads the targets again
   const std::int64_t rows = tc.numel();
   const std::int64_t ignore = options.ignore_index;
-  std::int64_t count = 0;
-  {
-    const I* pt = tc.data();
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const auto t = static_cast<std::int64_t>(pt[r]);
-      if (t == ignore) continue;
-      CONDENSE_CHECK(t >= 0 && t < classes, op, "target ", t, " out of range for ", classes, " classes (logits ",
-                     logits.shape(), ")");
-      ++count;
-    }
-  }
+  const std::int64_t count = detail::count_cross_entropy_targets(tc.data(), rows, classes, ignore, logits.shape());
 
   const Tensor<T> xc = logits.detach().contiguous();
   Tensor<T> lse = Tensor<T>::empty({rows});
