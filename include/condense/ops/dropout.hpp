@@ -2,6 +2,8 @@
 // 1 / (1 - p). The keep mask comes from a Generator: one 64-bit key is drawn per call and
 // element i (row-major) is kept when splitmix64(key, i) lands above p, so a seed fixes the
 // mask independently of the thread count. The mask is saved as a Tensor<bool> for backward.
+// A CUDA tensor draws the same mask on its device (the bit generator is shared with the
+// kernel, backend/cuda/optim_kernels.hpp), so a key gives equal masks on CPU and GPU.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +12,8 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/optim_kernels.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/random.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -17,16 +21,26 @@
 namespace condense {
 namespace detail {
 
-/// 64 random bits for element `i` under `key` (the splitmix64 output function).
-inline std::uint64_t dropout_bits(std::uint64_t key, std::uint64_t i) {
-  std::uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+/// Dropout of a CUDA tensor with the mask of `key` (drawn on the device, saved as a
+/// Tensor<bool> there for backward); `scale` is 1 / (1 - p) in T.
+// x: [...] -> [...]
+template <FloatingElement T>
+Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t threshold, T scale) {
+  const Tensor<T> xd = x.detach();
+  Tensor<bool> mask = Tensor<bool>::empty(x.shape(), x.device());
+  Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
+  cuda::dropout_forward(cuda_arg("dropout", out), mask.data(), cuda_arg("dropout", xd), key, threshold,
+                        static_cast<double>(scale), "dropout");
+  record<T>("dropout", out, {x}, [mask, scale](const Tensor<T>& grad, GradSink& s) {
+    CONDENSE_CHECK(grad.device() == mask.device() && grad.shape() == mask.shape(), "dropout",
+                   "backward got the gradient ", grad.describe(), " for a mask ", mask.describe());
+    Tensor<T> dx = Tensor<T>::empty(grad.shape(), grad.device());
+    cuda::dropout_backward(cuda_arg("dropout", dx), mask.data(), cuda_arg("dropout", grad), static_cast<double>(scale),
+                           "dropout");
+    s.add(0, dx);
+  });
+  return out;
 }
-
-/// Integer threshold on 53-bit uniforms u: u * 2^-53 < p  <=>  u < ceil(p * 2^53).
-inline std::uint64_t dropout_threshold(double p) { return static_cast<std::uint64_t>(std::ceil(std::ldexp(p, 53))); }
 
 }  // namespace detail
 
@@ -36,12 +50,14 @@ inline std::uint64_t dropout_threshold(double p) { return static_cast<std::uint6
 // x: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
-  detail::check_cpu("dropout", x);
+  CONDENSE_CHECK(x.defined(), "dropout", "undefined tensor argument");
   CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
   if (!training || p == 0.0) return x;
   const std::uint64_t key = gen.next_u64();
   const std::uint64_t threshold = detail::dropout_threshold(p);
   const T scale = static_cast<T>(1.0 / (1.0 - p));
+  if (x.device().is_cuda()) return detail::cuda_dropout(x, key, threshold, scale);
+  detail::check_cpu("dropout", x);
   const Tensor<T> xc = x.detach().contiguous();
   Tensor<bool> mask = Tensor<bool>::empty(x.shape());
   Tensor<T> out = Tensor<T>::empty(x.shape());
@@ -62,7 +78,7 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
         const std::int64_t b1 = std::min(i1, b0 + block);
 #pragma omp simd
         for (std::int64_t i = b0; i < b1; ++i)
-          ms[i] = static_cast<std::uint8_t>((detail::dropout_bits(k, static_cast<std::uint64_t>(i)) >> 11) >= th);
+          ms[i] = static_cast<std::uint8_t>(detail::dropout_keep(k, static_cast<std::uint64_t>(i), th));
 #pragma omp simd
         for (std::int64_t i = b0; i < b1; ++i) os[i] = xs[i] * static_cast<T>(ms[i]) * sc;  // NaN stays NaN, as x * mask
       }

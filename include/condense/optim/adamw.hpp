@@ -1,6 +1,7 @@
 // AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step the update
 // of PyTorch's torch.optim.AdamW (amsgrad off), with per-parameter step counts for the bias
-// correction, and no decay of vectors (biases, norm weights) unless asked for.
+// correction, and no decay of vectors (biases, norm weights) unless asked for. Parameters on
+// a CUDA device are updated there by one fused kernel per parameter tensor.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <Eigen/Core>
 
 #include "condense/autograd/grad_mode.hpp"
+#include "condense/backend/cuda/optim_kernels.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/optim/optimizer.hpp"
@@ -42,7 +44,9 @@ struct AdamWOptions {
 ///     p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 ///
 /// The update writes into the parameters' storage (their data()), so every Tensor sharing it
-/// sees the new values. Parameters must be contiguous CPU tensors that share no memory.
+/// sees the new values. Parameters must be contiguous tensors on one device (the CPU or a
+/// CUDA device) that share no memory; each gradient must be on its parameter's device. The
+/// moment buffers live on the parameters' device; the step counts stay on the host.
 template <FloatingElement T>
 class AdamW {
  public:
@@ -58,8 +62,8 @@ class AdamW {
     detail::check_nonnegative("AdamW", "weight_decay", options_.weight_decay);
     detail::check_parameters<T>("AdamW", params_);
     for (const auto& [name, p] : params_) {
-      exp_avg_.push_back(detail::zero_buffer<T>(p.shape()));
-      exp_avg_sq_.push_back(detail::zero_buffer<T>(p.shape()));
+      exp_avg_.push_back(detail::zero_buffer<T>(p.shape(), p.device(), "AdamW"));
+      exp_avg_sq_.push_back(detail::zero_buffer<T>(p.shape(), p.device(), "AdamW"));
       param_steps_.push_back(0);
     }
   }
@@ -85,6 +89,11 @@ class AdamW {
       active.push_back({i, std::move(g), static_cast<T>(decayed ? 1.0 - options_.lr * options_.weight_decay : 1.0),
                         static_cast<T>(options_.lr / bias1), static_cast<T>(std::sqrt(bias2))});
       sizes.push_back(p.numel());
+    }
+    if (params_.front().second.device().is_cuda()) {
+      step_on_cuda(active);
+      ++steps_;
+      return;
     }
     const T one_minus_b1 = static_cast<T>(1.0 - options_.beta1);
     const T b2 = static_cast<T>(options_.beta2);
@@ -128,9 +137,10 @@ class AdamW {
   /// The parameters, in the order given.
   const NamedTensors<T>& parameters() const { return params_; }
 
-  /// A copy of the optimizer state, per parameter in order: "<param>.exp_avg",
-  /// "<param>.exp_avg_sq" (parameter-shaped) and "<param>.step" (0-dim: how many updates this
-  /// parameter received, which differs from steps() when it lacked a gradient at some step).
+  /// A copy of the optimizer state on the CPU (whatever the parameters' device), per parameter
+  /// in order: "<param>.exp_avg", "<param>.exp_avg_sq" (parameter-shaped) and "<param>.step"
+  /// (0-dim: how many updates this parameter received, which differs from steps() when it
+  /// lacked a gradient at some step).
   NamedTensors<T> state() const {
     NamedTensors<T> out;
     out.reserve(3 * params_.size());
@@ -147,7 +157,8 @@ class AdamW {
   /// bit-identical updates. "<param>.exp_avg" and "<param>.exp_avg_sq" are required for every
   /// parameter; "<param>.step" is optional (default: `steps`). Throws, naming the entry, on an
   /// unexpected or duplicate name, a missing entry, a shape mismatch, a negative exp_avg_sq
-  /// value or a bad step count; nothing is changed then.
+  /// value or a bad step count; nothing is changed then. The entries may be on any device;
+  /// they are copied to the parameters' device.
   void load_state(const NamedTensors<T>& state, std::int64_t steps) {
     std::map<std::string, detail::StateSlot> expected;
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -171,12 +182,31 @@ class AdamW {
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto it = found.find(params_[i].first + ".step");
-      param_steps_[i] = it == found.end() ? steps : static_cast<std::int64_t>(it->second.contiguous().data()[0]);
+      param_steps_[i] = it == found.end() ? steps : static_cast<std::int64_t>(it->second.item());
     }
     steps_ = steps;
   }
 
  private:
+  /// The CUDA update: one fused kernel per parameter that has a gradient (`active` holds
+  /// the host-side scalars of each).
+  template <class Active>
+  void step_on_cuda(const std::vector<Active>& active) {
+    for (const Active& a : active) {
+      const Tensor<T>& p = params_[a.index].second;
+      cuda::AdamWStepArgs args;
+      args.decay = static_cast<double>(a.decay);
+      args.step_size = static_cast<double>(a.step_size);
+      args.bias2_sqrt = static_cast<double>(a.bias2_sqrt);
+      args.one_minus_beta1 = 1.0 - options_.beta1;
+      args.beta2 = options_.beta2;
+      args.one_minus_beta2 = 1.0 - options_.beta2;
+      args.eps = options_.eps;
+      cuda::adamw_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), exp_avg_[a.index].data(),
+                       exp_avg_sq_[a.index].data(), p.numel(), args, "AdamW");
+    }
+  }
+
   NamedTensors<T> params_;
   AdamWOptions options_;
   std::vector<Tensor<T>> exp_avg_;

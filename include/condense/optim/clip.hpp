@@ -1,11 +1,13 @@
 // Gradient clipping by global norm: grad_norm (the L2 norm of all gradients together,
 // accumulated in double) and clip_grad_norm, which rescales the gradients when that norm
-// exceeds a bound, as torch.nn.utils.clip_grad_norm_ does.
+// exceeds a bound, as torch.nn.utils.clip_grad_norm_ does. Gradients on a CUDA device are
+// reduced and scaled on that device; only one double per gradient comes back to the host.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +16,8 @@
 
 #include "condense/autograd/grad_mode.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/optim_kernels.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/optim/optimizer.hpp"
@@ -26,7 +30,9 @@ inline constexpr double clip_epsilon = 1e-6;
 namespace detail {
 
 /// Sum of squares, in double, of the defined gradients of `params`; also reports the index
-/// (in `params`) of the first gradient whose own sum is not finite, or -1.
+/// (in `params`) of the first gradient whose own sum is not finite, or -1. Each gradient is
+/// reduced on its own device (CPU or CUDA); the per-gradient sums are added on the host in
+/// the parameters' order.
 template <FloatingElement T>
 double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, std::int64_t* first_bad) {
   std::vector<Tensor<T>> grads;
@@ -36,15 +42,30 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
     CONDENSE_CHECK(p.defined(), op, "parameter '", name, "' is an undefined tensor");
     Tensor<T> g = p.grad();
     if (!g.defined()) continue;
-    CONDENSE_CHECK(g.device().is_cpu(), op, "gradient of '", name, "' is ", g.describe(),
-                   "; clipping runs on the CPU only for now");
     grads.push_back(g.is_contiguous() ? g : g.contiguous());
     owners.push_back(i);
   }
-  std::vector<UpdateChunk> chunks;
+  std::vector<double> per_grad(grads.size(), 0.0);
+  // CUDA gradients: one sum per gradient into a double array per device, read back once.
+  std::map<int, std::vector<std::size_t>> on_device;
   for (std::size_t s = 0; s < grads.size(); ++s)
+    if (grads[s].device().is_cuda()) on_device[grads[s].device().index].push_back(s);
+  for (const auto& [device, slots] : on_device) {
+    const Tensor<double> sums =
+        Tensor<double>::empty(Shape{static_cast<std::int64_t>(slots.size())}, Device::cuda(device));
+    for (std::size_t j = 0; j < slots.size(); ++j) {
+      const Tensor<T>& g = grads[slots[j]];
+      cuda::sum_of_squares(dtype_of<T>, device, g.data(), g.numel(), sums.data() + j, op);
+    }
+    const std::vector<double> host = sums.to_vector();
+    for (std::size_t j = 0; j < slots.size(); ++j) per_grad[slots[j]] = host[j];
+  }
+  std::vector<UpdateChunk> chunks;
+  for (std::size_t s = 0; s < grads.size(); ++s) {
+    if (!grads[s].device().is_cpu()) continue;
     for (std::int64_t b = 0; b < grads[s].numel(); b += update_chunk)
       chunks.push_back({s, b, std::min(grads[s].numel(), b + update_chunk)});
+  }
   std::vector<double> partial(chunks.size(), 0.0);
   cpu::parallel_for(0, static_cast<std::int64_t>(chunks.size()), 4, [&](std::int64_t c0, std::int64_t c1) {
     for (std::int64_t c = c0; c < c1; ++c) {
@@ -59,7 +80,6 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
   });
   // Fixed summation order: the result does not depend on the number of threads.
   double total = 0.0;
-  std::vector<double> per_grad(grads.size(), 0.0);
   for (std::size_t c = 0; c < chunks.size(); ++c) per_grad[chunks[c].slot] += partial[c];
   *first_bad = -1;
   for (std::size_t s = 0; s < grads.size(); ++s) {
@@ -103,7 +123,8 @@ double grad_norm(const std::vector<Tensor<T>>& params) {
 /// leaves every gradient unchanged and is returned as it is, so the caller can skip the step
 /// (`if (!std::isfinite(norm)) { opt.zero_grad(); continue; }`); with `error_if_nonfinite` it
 /// throws instead, naming the first parameter whose gradient's sum of squares is not finite.
-/// `max_norm` must be >= 0 (infinity: measure only, never clip).
+/// `max_norm` must be >= 0 (infinity: measure only, never clip). A gradient on a CUDA device is
+/// measured and scaled there (the new gradient stays on its device).
 template <FloatingElement T>
 double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error_if_nonfinite = false) {
   CONDENSE_CHECK(max_norm >= 0.0, "clip_grad_norm", "max_norm must be >= 0, got ", max_norm);
@@ -123,6 +144,10 @@ double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error
   for (const auto& [name, p] : params) {
     Tensor<T> g = p.grad();
     if (!g.defined()) continue;
+    if (g.device().is_cuda()) {
+      p.set_grad(condense::detail::cuda_unary_map<T>("clip_grad_norm", g, {cuda::UnaryOp::MulScalar, coef}));
+      continue;
+    }
     if (!g.is_contiguous()) g = g.contiguous();
     Tensor<T> scaled = Tensor<T>::empty(g.shape());
     const T* src = g.data();

@@ -1,6 +1,8 @@
 // Shared machinery of the optimizers (optim/sgd.hpp, optim/adamw.hpp): the named parameter
-// list type, checks on the parameters handed to an optimizer, the split of an update into
-// chunks run in parallel, and the validation of a saved optimizer state before it is loaded.
+// list type, checks on the parameters handed to an optimizer (all on one device, CPU or
+// CUDA), the split of a CPU update into chunks run in parallel, the validation of a saved
+// optimizer state before it is loaded, and the state buffers on the parameters' device
+// (saved to the CPU, loaded from any device).
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,8 @@
 
 #include "condense/autograd/grad_mode.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 
@@ -40,8 +44,8 @@ inline void check_nonnegative(std::string_view opt, std::string_view what, doubl
 }
 
 /// Checks the parameter list given to an optimizer: non-empty, every tensor defined,
-/// contiguous and on the CPU, names unique, no two parameters sharing memory (an update
-/// would be applied twice).
+/// contiguous and on the first parameter's device (the CPU or one CUDA device), names
+/// unique, no two parameters sharing memory (an update would be applied twice).
 template <FloatingElement T>
 void check_parameters(std::string_view opt, const NamedTensors<T>& params) {
   CONDENSE_CHECK(!params.empty(), opt, "got an empty parameter list");
@@ -55,8 +59,9 @@ void check_parameters(std::string_view opt, const NamedTensors<T>& params) {
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto& [name, p] = params[i];
     CONDENSE_CHECK(p.defined(), opt, "parameter '", name, "' is an undefined tensor");
-    CONDENSE_CHECK(p.device().is_cpu(), opt, "parameter '", name, "' is ", p.describe(),
-                   "; optimizers run on the CPU only for now");
+    CONDENSE_CHECK(p.device() == params.front().second.device(), opt, "parameter '", name, "' is ", p.describe(),
+                   " but parameter '", params.front().first, "' is ", params.front().second.describe(),
+                   "; all parameters of one optimizer must be on one device");
     CONDENSE_CHECK(p.is_contiguous(), opt, "parameter '", name, "' ", p.describe(),
                    " is not contiguous; optimizers update parameters in place and need contiguous storage");
     const auto [it, inserted] = seen.emplace(name, i);
@@ -74,16 +79,17 @@ void check_parameters(std::string_view opt, const NamedTensors<T>& params) {
   }
 }
 
-/// The gradient of parameter `name` as a contiguous CPU tensor of the parameter's shape, or an
-/// undefined tensor when the parameter has no gradient (it is then skipped by the update).
+/// The gradient of parameter `name` as a contiguous tensor of the parameter's shape on the
+/// parameter's device, or an undefined tensor when the parameter has no gradient (it is then
+/// skipped by the update). A gradient on another device throws.
 template <FloatingElement T>
 Tensor<T> usable_grad(std::string_view opt, const std::string& name, const Tensor<T>& p) {
   Tensor<T> g = p.grad();
   if (!g.defined()) return g;
   CONDENSE_CHECK(g.shape() == p.shape(), opt, "gradient of parameter '", name, "' has shape ", g.shape(),
                  " but the parameter has shape ", p.shape());
-  CONDENSE_CHECK(g.device().is_cpu(), opt, "gradient of parameter '", name, "' is ", g.describe(),
-                 "; optimizers run on the CPU only for now");
+  CONDENSE_CHECK(g.device() == p.device(), opt, "gradient of parameter '", name, "' is ", g.describe(),
+                 " but the parameter is ", p.describe(), "; the gradient must be on the parameter's device");
   return g.is_contiguous() ? g : g.contiguous();
 }
 
@@ -124,7 +130,7 @@ struct StateSlot {
 
 /// Checks a state handed to load_state() against the expected entries: no duplicates, no
 /// unexpected names, every required entry present, parameter-shaped buffers with the
-/// parameter's shape, scalar entries with one element, all on the CPU. Returns, for each
+/// parameter's shape, scalar entries with one element (on any device). Returns, for each
 /// expected entry name, the tensor to load (entries absent from `state` are left out).
 template <FloatingElement T>
 std::map<std::string, Tensor<T>> match_state(std::string_view opt, const NamedTensors<T>& params,
@@ -138,14 +144,12 @@ std::map<std::string, Tensor<T>> match_state(std::string_view opt, const NamedTe
                    "' (no such parameter or buffer in this optimizer)");
     CONDENSE_CHECK(found.emplace(name, t).second, opt, "load_state: state entry '", name, "' appears twice");
     CONDENSE_CHECK(t.defined(), opt, "load_state: state entry '", name, "' is an undefined tensor");
-    CONDENSE_CHECK(t.device().is_cpu(), opt, "load_state: state entry '", name, "' is ", t.describe(),
-                   "; optimizers run on the CPU only for now");
     const auto& slot = it->second;
     const auto& [pname, p] = params[slot.param];
     if (slot.scalar) {
       CONDENSE_CHECK(t.numel() == 1, opt, "load_state: state entry '", name, "' has shape ", t.shape(),
                      " but a step count has one element");
-      const double v = static_cast<double>(t.contiguous().data()[0]);
+      const double v = static_cast<double>(t.item());
       CONDENSE_CHECK(std::isfinite(v) && v >= 0.0 && v <= static_cast<double>(steps) && v == std::floor(v), opt,
                      "load_state: state entry '", name, "' = ", v, " is not an integer step count in [0, ", steps, "]");
     } else {
@@ -158,15 +162,21 @@ std::map<std::string, Tensor<T>> match_state(std::string_view opt, const NamedTe
   return found;
 }
 
-/// Copies the values of `src` (any layout, CPU) into the contiguous tensor `dst` of equal numel.
+/// Copies the values of `src` (any layout, any device) into the contiguous tensor `dst` of
+/// equal numel (on its own device).
 template <FloatingElement T>
 void copy_values(const Tensor<T>& dst, const Tensor<T>& src) {
   if (src.numel() == 0) return;
-  const Tensor<T> c = src.is_contiguous() ? src : src.contiguous();
+  const Tensor<T> moved = src.device() == dst.device() ? src.detach() : src.detach().to(dst.device());
+  if (dst.device().is_cuda()) {
+    condense::detail::cuda_copy_into("load_state", dst, moved.reshape(dst.shape()));
+    return;
+  }
+  const Tensor<T> c = moved.is_contiguous() ? moved : moved.contiguous();
   std::copy(c.data(), c.data() + c.numel(), dst.data());
 }
 
-/// A 0-dim tensor holding a step count.
+/// A 0-dim CPU tensor holding a step count.
 template <FloatingElement T>
 Tensor<T> step_tensor(std::int64_t step) {
   Tensor<T> t = Tensor<T>::empty(Shape{});
@@ -174,7 +184,7 @@ Tensor<T> step_tensor(std::int64_t step) {
   return t;
 }
 
-/// A deep copy of `t` as a new contiguous tensor that shares nothing with `t`.
+/// A deep copy of `t` (on any device) as a new contiguous CPU tensor that shares nothing with `t`.
 template <FloatingElement T>
 Tensor<T> copy_of(const Tensor<T>& t) {
   Tensor<T> out = Tensor<T>::empty(t.shape());
@@ -182,10 +192,15 @@ Tensor<T> copy_of(const Tensor<T>& t) {
   return out;
 }
 
-/// A contiguous zero tensor of `shape`.
+/// A contiguous zero tensor of `shape` on `device`.
 template <FloatingElement T>
-Tensor<T> zero_buffer(const Shape& shape) {
-  Tensor<T> out = Tensor<T>::empty(shape);
+Tensor<T> zero_buffer(const Shape& shape, Device device = Device::cpu(), std::string_view opt = "optimizer") {
+  Tensor<T> out = Tensor<T>::empty(shape, device);
+  if (device.is_cuda()) {
+    if (out.numel() > 0)
+      cuda::memset_zero(out.data(), static_cast<std::size_t>(out.numel()) * sizeof(T), device.index, opt);
+    return out;
+  }
   std::fill(out.data(), out.data() + out.numel(), T(0));
   return out;
 }

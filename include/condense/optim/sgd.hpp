@@ -1,5 +1,6 @@
 // SGD: stochastic gradient descent with optional momentum (heavy-ball or Nesterov),
 // dampening and L2 weight decay, step for step the update of PyTorch's torch.optim.SGD.
+// Parameters on a CUDA device are updated there by one fused kernel per parameter tensor.
 #pragma once
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <Eigen/Core>
 
 #include "condense/autograd/grad_mode.hpp"
+#include "condense/backend/cuda/optim_kernels.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/optim/optimizer.hpp"
@@ -37,7 +39,9 @@ struct SGDOptions {
 ///     p -= lr * d
 ///
 /// The update writes into the parameters' storage (their data()). Parameters must be
-/// contiguous CPU tensors that share no memory.
+/// contiguous tensors on one device (the CPU or a CUDA device) that share no memory; each
+/// gradient must be on its parameter's device. The momentum buffers live on the parameters'
+/// device; the step counts stay on the host.
 template <FloatingElement T>
 class SGD {
  public:
@@ -53,7 +57,7 @@ class SGD {
                    " and dampening ", options_.dampening);
     detail::check_parameters<T>("SGD", params_);
     for (const auto& [name, p] : params_) {
-      if (has_momentum()) buffers_.push_back(detail::zero_buffer<T>(p.shape()));
+      if (has_momentum()) buffers_.push_back(detail::zero_buffer<T>(p.shape(), p.device(), "SGD"));
       param_steps_.push_back(0);
     }
   }
@@ -75,6 +79,11 @@ class SGD {
       active.push_back({i, std::move(g), param_steps_[i] == 0});
       ++param_steps_[i];
       sizes.push_back(p.numel());
+    }
+    if (params_.front().second.device().is_cuda()) {
+      step_on_cuda(active);
+      ++steps_;
+      return;
     }
     const T lr = static_cast<T>(options_.lr);
     const T wd = static_cast<T>(options_.weight_decay);
@@ -135,7 +144,8 @@ class SGD {
   /// The parameters, in the order given.
   const NamedTensors<T>& parameters() const { return params_; }
 
-  /// A copy of the optimizer state. With momentum, per parameter in order:
+  /// A copy of the optimizer state on the CPU (whatever the parameters' device). With
+  /// momentum, per parameter in order:
   /// "<param>.momentum_buffer" (parameter-shaped) and "<param>.step" (0-dim: how many updates
   /// this parameter received; 0 means its buffer is not started yet). Without momentum SGD
   /// has no state and the list is empty.
@@ -153,7 +163,8 @@ class SGD {
   /// bit-identical updates. With momentum, "<param>.momentum_buffer" is required for every
   /// parameter and "<param>.step" optional (default: `steps`); without momentum the state must
   /// be empty. Throws, naming the entry, on an unexpected or duplicate name, a missing entry, a
-  /// shape mismatch or a bad step count; nothing is changed then.
+  /// shape mismatch or a bad step count; nothing is changed then. The entries may be on any
+  /// device; they are copied to the parameters' device.
   void load_state(const NamedTensors<T>& state, std::int64_t steps) {
     std::map<std::string, detail::StateSlot> expected;
     if (has_momentum()) {
@@ -169,13 +180,32 @@ class SGD {
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto it = found.find(params_[i].first + ".step");
-      param_steps_[i] = it == found.end() ? steps : static_cast<std::int64_t>(it->second.contiguous().data()[0]);
+      param_steps_[i] = it == found.end() ? steps : static_cast<std::int64_t>(it->second.item());
     }
     steps_ = steps;
   }
 
  private:
   bool has_momentum() const { return options_.momentum != 0.0; }
+
+  /// The CUDA update: one fused kernel per parameter that has a gradient.
+  template <class Active>
+  void step_on_cuda(const std::vector<Active>& active) {
+    for (const Active& a : active) {
+      const Tensor<T>& p = params_[a.index].second;
+      cuda::SGDStepArgs args;
+      args.lr = options_.lr;
+      args.weight_decay = options_.weight_decay;
+      args.momentum = options_.momentum;
+      args.keep = 1.0 - options_.dampening;
+      args.decay = options_.weight_decay != 0.0;
+      args.use_momentum = has_momentum();
+      args.first = a.first;
+      args.nesterov = options_.nesterov;
+      cuda::sgd_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(),
+                     has_momentum() ? buffers_[a.index].data() : nullptr, p.numel(), args, "SGD");
+    }
+  }
 
   NamedTensors<T> params_;
   SGDOptions options_;

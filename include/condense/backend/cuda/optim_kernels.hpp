@@ -1,0 +1,108 @@
+// The CUDA launchers of the optimizers, of gradient clipping and of dropout: fused AdamW and
+// SGD updates of one contiguous parameter tensor, a deterministic sum of squares in double
+// (the global gradient norm), and the dropout mask / scale forward and backward. Plain C++
+// declarations on raw device pointers: the definitions live in kernels/optim.cu and
+// kernels/dropout.cu; in a build without CUDA each launcher throws condense::Error naming the
+// op. Also holds the dropout bit generator (splitmix64 of key and element index), shared by
+// the CPU loop of ops/dropout.hpp and the CUDA kernel so both draw the same mask.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+
+#include "condense/backend/cuda/kernels.hpp"
+#include "condense/backend/cuda/runtime.hpp"
+#include "condense/core/config.hpp"
+#include "condense/core/dtype.hpp"
+#include "condense/core/error.hpp"
+
+namespace condense::detail {
+
+/// 64 random bits for element `i` under `key` (the splitmix64 output function); host and device.
+CONDENSE_HD inline std::uint64_t dropout_bits(std::uint64_t key, std::uint64_t i) {
+  std::uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// Whether dropout keeps element `i` under `key`: its 53-bit uniform is at or above
+/// `threshold` (from dropout_threshold); host and device.
+CONDENSE_HD inline bool dropout_keep(std::uint64_t key, std::uint64_t i, std::uint64_t threshold) {
+  return (dropout_bits(key, i) >> 11) >= threshold;
+}
+
+/// Integer threshold on 53-bit uniforms u: u * 2^-53 < p  <=>  u < ceil(p * 2^53).
+inline std::uint64_t dropout_threshold(double p) { return static_cast<std::uint64_t>(std::ceil(std::ldexp(p, 53))); }
+
+}  // namespace condense::detail
+
+namespace condense::cuda {
+
+/// The host-side scalars of one AdamW update of a parameter tensor (see optim/adamw.hpp);
+/// the kernel converts each to the compute type, as the CPU loop converts them to T.
+struct AdamWStepArgs {
+  double decay = 1;            ///< p *= decay first (1: no decay), 1 - lr * weight_decay
+  double step_size = 0;        ///< lr / (1 - beta1^t)
+  double bias2_sqrt = 1;       ///< sqrt(1 - beta2^t)
+  double one_minus_beta1 = 0;  ///< 1 - beta1
+  double beta2 = 0;            ///< beta2
+  double one_minus_beta2 = 0;  ///< 1 - beta2
+  double eps = 0;              ///< added to the denominator
+};
+
+/// The host-side scalars and switches of one SGD update of a parameter tensor (see
+/// optim/sgd.hpp).
+struct SGDStepArgs {
+  double lr = 0;              ///< learning rate
+  double weight_decay = 0;    ///< L2 penalty: g += weight_decay * p (when `decay`)
+  double momentum = 0;        ///< momentum factor (when `use_momentum`)
+  double keep = 1;            ///< 1 - dampening
+  bool decay = false;         ///< weight_decay != 0
+  bool use_momentum = false;  ///< momentum != 0: the buffer exists and is updated
+  bool first = false;         ///< the parameter's first update: the buffer is set to g
+  bool nesterov = false;      ///< p -= lr * (g + momentum * b) instead of lr * b
+};
+
+#if CONDENSE_WITH_CUDA
+/// One fused AdamW update of `n` contiguous elements of element type `dtype` on `device`:
+/// param, exp_avg and exp_avg_sq are updated in place from grad. Float and double; the
+/// 16-bit types compute in float.
+void adamw_step(DType dtype, int device, void* param, const void* grad, void* exp_avg, void* exp_avg_sq, std::int64_t n,
+                const AdamWStepArgs& args, std::string_view op);
+/// One fused SGD update of `n` contiguous elements: param (and momentum_buffer, which may be
+/// null when args.use_momentum is false) updated in place from grad.
+void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
+              const SGDStepArgs& args, std::string_view op);
+/// *out (one double in device memory) = the sum of x[i]^2 over `n` contiguous elements,
+/// accumulated in double in an order fixed by n alone (the same bits on every run).
+void sum_of_squares(DType dtype, int device, const void* x, std::int64_t n, double* out, std::string_view op);
+/// Dropout forward: for the row-major index i of `x` (any view of out's sizes),
+/// mask[i] = dropout_keep(key, i, threshold) and out[i] = x[i] * mask[i] * scale. `out` is
+/// contiguous and `mask` a contiguous array of out.numel() bools, both on out's device.
+void dropout_forward(const StridedArg& out, void* mask, const StridedArg& x, std::uint64_t key, std::uint64_t threshold,
+                     double scale, std::string_view op);
+/// Dropout backward: grad_in[i] = grad_out[i] * mask[i] * scale; grad_in contiguous,
+/// grad_out any view of its sizes, mask the forward's.
+void dropout_backward(const StridedArg& grad_in, const void* mask, const StridedArg& grad_out, double scale,
+                      std::string_view op);
+#else
+inline void adamw_step(DType, int, void*, const void*, void*, void*, std::int64_t, const AdamWStepArgs&,
+                       std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void sgd_step(DType, int, void*, const void*, void*, std::int64_t, const SGDStepArgs&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void sum_of_squares(DType, int, const void*, std::int64_t, double*, std::string_view op) { throw_no_cuda(op); }
+inline void dropout_forward(const StridedArg&, void*, const StridedArg&, std::uint64_t, std::uint64_t, double,
+                            std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void dropout_backward(const StridedArg&, const void*, const StridedArg&, double, std::string_view op) {
+  throw_no_cuda(op);
+}
+#endif
+
+}  // namespace condense::cuda
