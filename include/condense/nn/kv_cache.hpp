@@ -84,7 +84,9 @@ class LayerKV {
       graph_ = true;
       return {k_, v_};
     }
-    ensure_capacity(k.shape(), len_ + n);
+    CONDENSE_CHECK(!k_.defined() || k.device() == k_.device(), op, "appending keys ", k.describe(), " to a cache on ",
+                   k_.device());
+    ensure_capacity(k.shape(), len_ + n, k.device());
     condense::detail::copy_into(k_.narrow(2, len_, n), k.detach(), op);
     condense::detail::copy_into(v_.narrow(2, len_, n), v.detach(), op);
     len_ += n;
@@ -96,7 +98,7 @@ class LayerKV {
   void reserve(std::int64_t capacity) {
     CONDENSE_CHECK(capacity >= 0, "KVCache", "reserve needs a capacity >= 0, got ", capacity);
     reserve_ = std::max(reserve_, capacity);
-    if (k_.defined() && !graph_ && capacity > k_.size(2)) ensure_capacity(k_.shape(), capacity);
+    if (k_.defined() && !graph_ && capacity > k_.size(2)) ensure_capacity(k_.shape(), capacity, k_.device());
   }
 
   /// Keeps the first `length` positions (the buffer and the cross-attention K/V stay).
@@ -151,8 +153,8 @@ class LayerKV {
         out.k_ = keys().clone();
         out.v_ = values().clone();
       } else {
-        out.k_ = Tensor<T>::empty(k_.shape());
-        out.v_ = Tensor<T>::empty(v_.shape());
+        out.k_ = Tensor<T>::empty(k_.shape(), k_.device());
+        out.v_ = Tensor<T>::empty(v_.shape(), v_.device());
         if (len_ > 0) {
           condense::detail::copy_into(out.k_.narrow(2, 0, len_), keys(), "KVCache");
           condense::detail::copy_into(out.v_.narrow(2, 0, len_), values(), "KVCache");
@@ -162,6 +164,23 @@ class LayerKV {
     if (cross_k_.defined()) {
       out.cross_k_ = cross_k_.clone();
       out.cross_v_ = cross_v_.clone();
+    }
+    return out;
+  }
+
+  /// A copy of this layer's cached K/V (and cross K/V) on `device`, without autograd history;
+  /// the copy's buffer holds exactly the cached positions and grows on the next append.
+  LayerKV to(Device device) const {
+    LayerKV out;
+    out.reserve_ = reserve_;
+    if (k_.defined()) {
+      out.k_ = keys().detach().contiguous().to(device);
+      out.v_ = values().detach().contiguous().to(device);
+      out.len_ = len_;
+    }
+    if (cross_k_.defined()) {
+      out.cross_k_ = cross_k_.detach().contiguous().to(device);
+      out.cross_v_ = cross_v_.detach().contiguous().to(device);
     }
     return out;
   }
@@ -186,13 +205,13 @@ class LayerKV {
 
  private:
   /// Makes the buffer a private one of shape [B, Hkv, >= needed, Dh], keeping the cached rows.
-  void ensure_capacity(const Shape& like, std::int64_t needed) {
+  void ensure_capacity(const Shape& like, std::int64_t needed, Device device) {
     if (k_.defined() && !graph_ && needed <= k_.size(2)) return;
     std::int64_t cap = std::max(needed, reserve_);
     if (k_.defined() && !graph_) cap = std::max(cap, 2 * k_.size(2));
     const std::int64_t B = like[0], H = like[1], D = like[3];
-    Tensor<T> nk = Tensor<T>::empty({B, H, cap, D});
-    Tensor<T> nv = Tensor<T>::empty({B, H, cap, D});
+    Tensor<T> nk = Tensor<T>::empty({B, H, cap, D}, device);
+    Tensor<T> nv = Tensor<T>::empty({B, H, cap, D}, device);
     if (k_.defined() && len_ > 0) {
       condense::detail::copy_into(nk.narrow(2, 0, len_), keys().detach(), "KVCache");
       condense::detail::copy_into(nv.narrow(2, 0, len_), values().detach(), "KVCache");
@@ -274,6 +293,14 @@ class KVCache {
     KVCache out;
     out.reserve_ = reserve_;
     for (const auto& l : layers_) out.layers_.push_back(l.clone());
+    return out;
+  }
+  /// A copy of the cache on `device` (e.g. a cache loaded from a file, for a model on the
+  /// GPU); autograd history is not kept.
+  KVCache to(Device device) const {
+    KVCache out;
+    out.reserve_ = reserve_;
+    for (const auto& l : layers_) out.layers_.push_back(l.to(device));
     return out;
   }
   /// A cache holding the batch rows `rows` (in that order; repeats allowed), e.g. to drop

@@ -3,7 +3,9 @@
 // The indexed ops share two kernels over an [O, K, I] walk of the index positions (O: the
 // dims before `dim`, K: `dim`, I: the dims after it); each tensor is reached through its
 // own strides, so non-contiguous inputs are read in place. Scatter-add never splits the
-// indexed dim across threads, so it needs no atomics.
+// indexed dim across threads, so it needs no atomics. On CUDA: cat and stack (device copies
+// into slices of the output) and index_select (the embedding kernels); gather and
+// scatter_add are CPU only for now.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
+#include "condense/ops/embedding.hpp"
 #include "condense/ops/views.hpp"
 
 namespace condense {
@@ -354,6 +357,15 @@ Tensor<T> cat_kernel(const std::vector<Tensor<T>>& pieces, std::size_t dim, cons
     if (d > dim) inner *= out_shape[d];
   }
   const std::int64_t row = out_shape[dim] * inner;
+  if (device.is_cuda()) {  // one strided device copy per piece into its slice of the output
+    std::int64_t at = 0;
+    for (const Tensor<T>& piece : pieces) {
+      const std::int64_t extent = piece.shape()[dim];
+      if (piece.numel() > 0) copy_into(out.narrow(static_cast<std::int64_t>(dim), at, extent), piece, "cat");
+      at += extent;
+    }
+    return out;
+  }
   T* o = out.data();
   std::vector<std::int64_t> column(pieces.size());
   std::vector<std::size_t> dense;  // contiguous pieces, copied with plain block copies
@@ -391,7 +403,7 @@ Tensor<T> cat_kernel(const std::vector<Tensor<T>>& pieces, std::size_t dim, cons
   return out;
 }
 
-/// Checks a tensor list for cat/stack: non-empty, defined, one CPU device.
+/// Checks a tensor list for cat/stack: non-empty, defined, one device.
 template <Element T>
 void indexing_check_list(std::string_view op, const std::vector<Tensor<T>>& tensors) {
   CONDENSE_CHECK(!tensors.empty(), op, "expected a non-empty list of tensors");
@@ -400,7 +412,35 @@ void indexing_check_list(std::string_view op, const std::vector<Tensor<T>>& tens
     CONDENSE_CHECK(tensors[i].device() == tensors[0].device(), op, "tensor ", i, " is on ", tensors[i].device(),
                    " but tensor 0 is on ", tensors[0].device());
   }
-  check_cpu(op, tensors[0]);
+}
+
+/// index_select of a CUDA tensor: the indices (on the CPU or on t's device) are checked on
+/// the host, then dim `d` is moved first and the rows are gathered with the embedding
+/// kernels, whose backward is a deterministic scatter-add (repeated positions accumulate).
+// t: [..., n, ...] (CUDA), index: [k] -> [..., k, ...]
+template <Element T, IndexElement I>
+Tensor<T> cuda_index_select(const Tensor<T>& t, std::size_t d, const Tensor<I>& index) {
+  constexpr std::string_view op = "index_select";
+  CONDENSE_CHECK(index.device().is_cpu() || index.device() == t.device(), op, "index ", index.describe(),
+                 " must be on the CPU or on the device of the input ", t.describe());
+  const Tensor<I> host = index.cpu().contiguous();
+  const std::int64_t extent = t.shape()[d], k = host.numel();
+  for (std::int64_t i = 0; i < k; ++i)
+    CONDENSE_CHECK(indexing_in_range(host.data()[i], extent), op, "index ", host.data()[i], " out of range for dim ", d,
+                   " of extent ", extent, " (input shape ", t.shape(), ")");
+  std::vector<std::int64_t> order{static_cast<std::int64_t>(d)};
+  for (std::size_t e = 0; e < t.shape().size(); ++e)
+    if (e != d) order.push_back(static_cast<std::int64_t>(e));
+  std::vector<std::int64_t> inverse(order.size());
+  for (std::size_t i = 0; i < order.size(); ++i) inverse[static_cast<std::size_t>(order[i])] = static_cast<std::int64_t>(i);
+  Shape moved = t.permute(order).shape();
+  std::int64_t rest = 1;
+  for (std::size_t e = 1; e < moved.size(); ++e) rest *= moved[e];
+  // [n, rest] table, one row per position along d; the picked rows are [k, rest].
+  const Tensor<T> table = t.permute(order).contiguous().reshape({extent, rest});
+  const Tensor<T> picked = embedding(table, host);
+  moved[0] = k;
+  return picked.reshape(moved).permute(inverse).contiguous();
 }
 
 }  // namespace detail
@@ -496,10 +536,12 @@ Tensor<T> stack(std::initializer_list<Tensor<T>> tensors, std::int64_t dim = 0) 
 // t: [..., n, ...], index: [k] -> [..., k, ...]
 template <Element T, IndexElement I>
 Tensor<T> index_select(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
-  detail::check_cpu("index_select", t);
-  detail::check_cpu("index_select", index);
+  CONDENSE_CHECK(t.defined() && index.defined(), "index_select", "undefined tensor argument");
   CONDENSE_CHECK(index.dim() == 1, "index_select", "index must be 1-D, got shape ", index.shape());
   const std::size_t d = normalize_dim("index_select", dim, t.shape().size());
+  if (t.device().is_cuda()) return detail::cuda_index_select(t, d, index);
+  detail::check_cpu("index_select", t);
+  detail::check_cpu("index_select", index);
   Shape out_shape = t.shape();
   out_shape[d] = index.shape()[0];
   Tensor<T> out = Tensor<T>::empty(out_shape, t.device());

@@ -1,0 +1,78 @@
+// CUDA parity of the joining and indexing ops that run on the GPU: cat and stack along every
+// dim (contiguous and strided pieces) and index_select along every dim (repeated indices,
+// indices on the CPU or on the device), values and gradients against the CPU path; KV
+// caches that grow, clone, select rows and move between devices. Skips without a device.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "condense/condense.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+using namespace condense;
+using condense::testing::allclose;
+using condense::testing::check_cpu_cuda_parity;
+using condense::testing::values;
+
+TEST_CASE_TEMPLATE("cuda parity: cat and stack along every dim", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(31);
+  const auto a = randn<T>({3, 4, 5}, gen);
+  const auto b = randn<T>({3, 2, 5}, gen);
+  const auto c = randn<T>({5, 4, 3}, gen);  // transposed below: a strided piece
+  check_cpu_cuda_parity<T>([](const auto& v) { return cat({v[0], v[1], v[0]}, 1); }, {a, b}, 1e-12, 1e-12);
+  check_cpu_cuda_parity<T>([](const auto& v) { return cat({v[0], v[1].transpose(0, 2)}, 0); }, {a, c}, 1e-12, 1e-12);
+  for (std::int64_t dim : {0, 1, 2, 3, -1}) {
+    CAPTURE(dim);
+    check_cpu_cuda_parity<T>([dim](const auto& v) { return stack({v[0], v[1].transpose(0, 2)}, dim); }, {a, c}, 1e-12,
+                             1e-12);
+  }
+  // An empty piece, and mixed devices.
+  check_cpu_cuda_parity<T>([](const auto& v) { return cat({v[0], v[1]}, 1); }, {a, zeros<T>({3, 0, 5})}, 1e-12, 1e-12);
+  CHECK_THROWS_AS(cat({a, b.to(Device::cuda())}, 1), Error);
+}
+
+TEST_CASE_TEMPLATE("cuda parity: index_select along every dim", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(32);
+  const auto x = randn<T>({4, 6, 3}, gen);
+  const auto index = tensor<std::int64_t>({5, 0, 5, 2, 5});  // repeats: the gradient accumulates
+  for (std::int64_t dim : {0, 1, 2, -2}) {
+    CAPTURE(dim);
+    const auto picks = tensor<std::int64_t>({2, 0, 2});  // valid along every dim
+    check_cpu_cuda_parity<T>([&](const auto& v) { return index_select(v[0], dim, picks); }, {x}, 1e-12, 1e-12);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return index_select(v[0], dim, picks.to(v[0].device())); }, {x}, 1e-12,
+                             1e-12);
+  }
+  check_cpu_cuda_parity<T>([&](const auto& v) { return index_select(v[0], 1, index); }, {x}, 1e-12, 1e-12);
+  const auto int32_index = tensor<std::int32_t>({3, 1});
+  check_cpu_cuda_parity<T>([&](const auto& v) { return index_select(v[0].transpose(0, 1), 0, int32_index); }, {x}, 1e-12,
+                           1e-12);
+  CHECK_THROWS_WITH_AS(index_select(x.to(Device::cuda()), 1, tensor<std::int64_t>({6})), doctest::Contains("out of range"),
+                       Error);
+  // Integer and bool tensors are gathered too.
+  const auto ints = arange<std::int64_t>(12).reshape({3, 4});
+  CHECK(values(index_select(ints.to(Device::cuda()), 1, tensor<std::int64_t>({3, 3, 0})).cpu()) ==
+        values(index_select(ints, 1, tensor<std::int64_t>({3, 3, 0}))));
+}
+
+TEST_CASE("cuda: KV caches grow, clone, select rows and move between devices") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(33);
+  const auto k1 = randn<float>({3, 2, 4, 8}, gen), v1 = randn<float>({3, 2, 4, 8}, gen);
+  const auto k2 = randn<float>({3, 2, 5, 8}, gen), v2 = randn<float>({3, 2, 5, 8}, gen);
+  nn::LayerKV<float> cpu, gpu;
+  cpu.append(k1, v1);
+  cpu.append(k2, v2);
+  gpu.append(k1.to(Device::cuda()), v1.to(Device::cuda()));
+  gpu.append(k2.to(Device::cuda()), v2.to(Device::cuda()));
+  CHECK(gpu.keys().device() == Device::cuda());
+  CHECK(values(gpu.keys().cpu()) == values(cpu.keys()));
+  CHECK(values(gpu.clone().values().cpu()) == values(cpu.values()));
+  const auto rows = tensor<std::int64_t>({2, 0, 2});
+  CHECK(values(gpu.select_rows(rows).keys().cpu()) == values(cpu.select_rows(rows).keys()));
+  CHECK(values(cpu.to(Device::cuda()).keys().cpu()) == values(cpu.keys()));
+  CHECK(values(gpu.to(Device::cpu()).values()) == values(cpu.values()));
+  CHECK_THROWS_AS(gpu.append(k1, v1), Error);  // CPU keys into a GPU cache
+}
