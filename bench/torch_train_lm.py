@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Side-by-side training throughput: one full training step (forward, backward, AdamW) of a
-small GPT-2-style DecoderLM in condense (bench_train_lm) and the same model in PyTorch eager
-on the same machine and thread count. Prints tokens/s of both and the ratio.
+GPT-2-style DecoderLM in condense and the same model in PyTorch eager on the same machine.
+Prints tokens/s of both and the ratio.
 
-Model (both sides): byte vocabulary (256), 4 layers, d_model 256, 4 heads, MLP 4x with GELU
-(tanh form), LayerNorm pre-norm, learned positions, tied embeddings, causal attention
-(PyTorch: scaled_dot_product_attention(is_causal=True)); batch 8 x 256 tokens; AdamW.
+CPU (default): condense's bench_train_lm against PyTorch with the same thread count. Model
+(both sides): byte vocabulary (256), 4 layers, d_model 256, 4 heads, MLP 4x with GELU (tanh
+form), LayerNorm pre-norm, learned positions, tied embeddings, causal attention (PyTorch:
+scaled_dot_product_attention(is_causal=True)); batch 8 x 256 tokens; AdamW.
 
-Usage: python3 bench/torch_train_lm.py [--bench build/release/bench/bench_train_lm] [--threads 2]
-       [--layers 4] [--d-model 256] [--heads 4] [--seq 256] [--batch 8] [--steps 10]
+GPU (--device cuda): condense's bench_cuda_train_lm against PyTorch on the same GPU, both
+with float parameters and TF32 GEMMs, the GPT-2-small size (vocabulary 50257, 12 layers,
+d_model 768, 12 heads, batch 8 x 1024 tokens) and gradient clipping at 1.0 before AdamW.
+
+Usage: python3 bench/torch_train_lm.py [--device cpu|cuda] [--bench PATH] [--threads 2]
+       [--layers N] [--d-model N] [--heads N] [--seq N] [--batch N] [--vocab N] [--steps 10]
 Installs PyTorch with pip when it is missing.
 """
 import argparse
@@ -20,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import ensure_torch, run_condense_bench  # noqa: E402
 
 
-def build_model(torch, vocab, layers, d, heads, seq):
+def build_model(torch, vocab, layers, d, heads, seq, device):
     nn, F = torch.nn, torch.nn.functional
 
     class Block(nn.Module):
@@ -47,27 +52,30 @@ def build_model(torch, vocab, layers, d, heads, seq):
             self.norm = nn.LayerNorm(d)
 
         def forward(self, ids):
-            x = self.embed(ids) + self.pos(torch.arange(ids.shape[1]))
+            x = self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=device))
             for layer in self.layers:
                 x = layer(x)
             return self.norm(x) @ self.embed.weight.t()
 
-    return LM()
+    return LM().to(device)
 
 
 def torch_tokens_per_second(torch, args):
     torch.manual_seed(0)
-    model = build_model(torch, 256, args.layers, args.d_model, args.heads, args.seq)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
-    ids = torch.randint(0, 256, (args.batch, args.seq + 1))
+    gpu = args.device == "cuda"
+    model = build_model(torch, args.vocab, args.layers, args.d_model, args.heads, args.seq, args.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1 if gpu else 0.01)
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq + 1), device=args.device)
     x, y = ids[:, :-1], ids[:, 1:]
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1))
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, args.vocab), y.reshape(-1))
         loss.backward()
+        if gpu:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return loss.item()
+        return loss.item()  # waits for the step to finish
 
     step()
     step()
@@ -80,24 +88,39 @@ def torch_tokens_per_second(torch, args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bench", default="build/release/bench/bench_train_lm")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--bench", default=None, help="the condense benchmark binary")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--d-model", type=int, default=None)
+    ap.add_argument("--heads", type=int, default=None)
+    ap.add_argument("--seq", type=int, default=None)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
+    gpu = args.device == "cuda"
+    # Defaults per device: the sizes the condense benchmark of that device uses.
+    for name, cpu_value, gpu_value in [("layers", 4, 12), ("d_model", 256, 768), ("heads", 4, 12), ("seq", 256, 1024),
+                                       ("vocab", 256, 50257)]:
+        if getattr(args, name) is None:
+            setattr(args, name, gpu_value if gpu else cpu_value)
+    if args.bench is None:
+        args.bench = "build/release/bench/" + ("bench_cuda_train_lm" if gpu else "bench_train_lm")
     ensure_torch()
     import torch
 
     torch.set_num_threads(args.threads)
-    ours = [b for b in run_condense_bench(args.bench, args.threads, "BM_train_step_gpt2_small", 2.0)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    bench_name = "BM_cuda_train_step_gpt2_small" if gpu else "BM_train_step_gpt2_small"
+    ours = [b for b in run_condense_bench(args.bench, args.threads, bench_name, 5.0 if gpu else 2.0)
             if b.get("run_type", "iteration") == "iteration"]
     ours_tps = ours[0]["tokens/s"]
     theirs_tps = torch_tokens_per_second(torch, args)
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}; model: {args.layers} layers, "
+    where = torch.cuda.get_device_name() if gpu else f"threads={torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, {where}; model: vocab {args.vocab}, {args.layers} layers, "
           f"d={args.d_model}, {args.heads} heads, T={args.seq}, batch {args.batch}")
     print(f"condense      {ours_tps:10.0f} tokens/s")
     print(f"torch eager   {theirs_tps:10.0f} tokens/s")

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/nn/linear.hpp"
 #include "condense/nn/mlp.hpp"
@@ -78,6 +79,22 @@ TEST_CASE("Module: names, order, counts, train/eval, zero_grad, parameter lookup
   Bad bad;
   CHECK_THROWS_WITH_AS(bad.dup(), "[Module] name 'w' is already registered", Error);
   CHECK_THROWS_WITH_AS(bad.dotted(), "[Module] parameter name 'a.b' must not contain '.'", Error);
+}
+
+TEST_CASE("Module::to and device(): same-device moves keep the parameters, a missing device throws") {
+  Generator gen(2);
+  Pair m(gen);
+  CHECK(m.device() == Device::cpu());
+  const double* before = m.a.weight().data();
+  m.to(Device::cpu());  // already there: the same storage, still leaves that require grad
+  CHECK(m.a.weight().data() == before);
+  CHECK(m.a.weight().requires_grad());
+  if (!cuda::is_available()) {
+    // No device (or a build without CUDA): the move throws and nothing is half moved.
+    CHECK_THROWS_AS(m.to(Device::cuda()), Error);
+    CHECK(m.device() == Device::cpu());
+    CHECK(m.a.weight().data() == before);
+  }
 }
 
 TEST_CASE("init helpers write in place without recording") {

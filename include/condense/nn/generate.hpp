@@ -67,7 +67,7 @@ std::vector<std::int64_t> sample_next(const Tensor<T>& logits, const GenerateOpt
   CONDENSE_CHECK(logits.defined() && logits.dim() == 2 && logits.size(1) > 0, op, "logits must be [B, V] with V > 0, got ",
                  logits.describe());
   const std::int64_t B = logits.size(0), V = logits.size(1);
-  const Tensor<T> lc = logits.detach().contiguous();
+  const Tensor<T> lc = logits.detach().cpu().contiguous();  // the draws happen on the host
   std::vector<std::int64_t> out(static_cast<std::size_t>(B));
   std::vector<std::int64_t> order(static_cast<std::size_t>(V));
   std::vector<double> probs;
@@ -206,7 +206,8 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
   }
   CONDENSE_CHECK(total <= std::numeric_limits<int>::max() && B <= std::numeric_limits<int>::max(), op,
                  "batch or length too large for the mask policies");
-  const mask::Pruned policy(keep.data(), static_cast<int>(B), static_cast<int>(total));
+  const Tensor<bool> keep_on_device = keep.to(model.device());  // the policy reads it where attention runs
+  const mask::Pruned policy(keep_on_device.data(), static_cast<int>(B), static_cast<int>(total));
 
   NoGradGuard no_grad;
   KVCache<T> cache(model.num_layers());
@@ -262,7 +263,9 @@ std::vector<std::vector<std::int64_t>> generate_seq2seq(const Model& model,
     std::copy(s.begin(), s.end(), ids.begin() + b * max_len);
     lengths[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(s.size());
   }
-  const mask::KeyPadding padding(lengths.data(), static_cast<int>(B));
+  const Tensor<std::int32_t> lengths_on_device =
+      from_vector<std::int32_t>(lengths, {B}, model.device());  // the policy reads it where attention runs
+  const mask::KeyPadding padding(lengths_on_device.data(), static_cast<int>(B));
 
   NoGradGuard no_grad;
   const Tensor<T> states = model.encode(from_vector<std::int64_t>(ids, {B, max_len}), padding);

@@ -83,6 +83,14 @@ struct GistCache {
     out.num_gist = num_gist;
     return out;
   }
+  /// A copy on `device` (e.g. a cache loaded from a file, for a model on the GPU).
+  GistCache to(Device device) const {
+    GistCache out;
+    out.kv = kv.to(device);
+    out.next_position = next_position;
+    out.num_gist = num_gist;
+    return out;
+  }
   /// The rows `rows` (in that order; repeats allowed, e.g. {0, 0, 0} to answer three
   /// inputs from the instruction of row 0).
   GistCache select_rows(const std::vector<std::int64_t>& rows) const {
@@ -129,6 +137,15 @@ struct GistEncoderCache {
     out.num_gist = num_gist;
     return out;
   }
+  /// A copy on `device` (e.g. a cache loaded from a file, for a model on the GPU).
+  GistEncoderCache to(Device device) const {
+    GistEncoderCache out;
+    out.kv = kv.to(device);
+    out.states = states.defined() ? states.detach().contiguous().to(device) : Tensor<T>();
+    out.next_position = next_position;
+    out.num_gist = num_gist;
+    return out;
+  }
   /// The rows `rows` (in that order; repeats allowed).
   GistEncoderCache select_rows(const std::vector<std::int64_t>& rows) const {
     for (auto r : rows) CONDENSE_CHECK(r >= 0 && r < batch(), "gist_cache", "row ", r, " out of range for a cache of ", batch(), " rows");
@@ -147,9 +164,13 @@ template <FloatingElement T>
 struct GistEncoding {
   Tensor<T> states;                      ///< [B, k + S, d]
   std::vector<std::int32_t> key_lengths;  ///< [B]: k + n_b
-  /// The cross-attention mask of these states (points into key_lengths: keep this alive).
+  /// key_lengths on the states' device when that is a GPU (the mask must read device memory).
+  Tensor<std::int32_t> device_key_lengths;
+  /// The cross-attention mask of these states (points into key_lengths, or into
+  /// device_key_lengths when set: keep this alive).
   mask::KeyPadding cross_mask() const {
-    return mask::KeyPadding(key_lengths.data(), static_cast<int>(key_lengths.size()));
+    const std::int32_t* lengths = device_key_lengths.defined() ? device_key_lengths.data() : key_lengths.data();
+    return mask::KeyPadding(lengths, static_cast<int>(key_lengths.size()));
   }
 };
 
@@ -420,7 +441,8 @@ GistCache<T> compress_instructions(const DecoderLM<T, M>& model, const Tensor<st
   KVCache<T> full(model.num_layers());
   ForwardOptions<T> o;
   o.cache = &full;
-  model.hidden_states(prefix_ids.narrow(1, 0, used), mask::Gist(gist_spans.data(), static_cast<int>(B)), o);
+  const Tensor<std::int32_t> spans = from_vector<std::int32_t>(gist_spans, {2 * B}, model.device());  // read by the mask
+  model.hidden_states(prefix_ids.narrow(1, 0, used), mask::Gist(spans.data(), static_cast<int>(B)), o);
   GistCache<T> out;
   out.kv = detail::gist_kv(full, gist_spans, k);
   out.num_gist = k;
@@ -510,7 +532,8 @@ std::vector<std::vector<std::int64_t>> generate_from_gist(const DecoderLM<T, M>&
     for (std::int64_t j = 0; j < keys; ++j) keep.data()[b * keys + j] = j < k || j >= k + pad;
     next_pos[static_cast<std::size_t>(b)] = g1 + n;
   }
-  const mask::Pruned policy(keep.data(), static_cast<int>(B), static_cast<int>(keys));
+  const Tensor<bool> keep_on_device = keep.to(model.device());  // the policy reads it where attention runs
+  const mask::Pruned policy(keep_on_device.data(), static_cast<int>(B), static_cast<int>(keys));
 
   NoGradGuard no_grad;
   KVCache<T> work = rows.empty() ? cache.kv.clone() : cache.kv.select_rows(rows);
@@ -560,8 +583,9 @@ GistEncoderCache<T> compress_instructions(const EncoderDecoder<T, EM, CM>& model
   for (std::int64_t b = 0; b < B; ++b) used = std::max<std::int64_t>(used, gist_spans[static_cast<std::size_t>(2 * b + 1)]);
   NoGradGuard no_grad;
   KVCache<T> full(static_cast<std::int64_t>(model.encoder.layers.size()));
+  const Tensor<std::int32_t> spans = from_vector<std::int32_t>(gist_spans, {2 * B}, model.device());  // read by the mask
   const Tensor<T> states = model.encoder.forward(model.embed(prefix_ids.narrow(1, 0, used)),
-                                                 mask::GistBidirectional(gist_spans.data(), static_cast<int>(B)), {}, &full);
+                                                 mask::GistBidirectional(spans.data(), static_cast<int>(B)), {}, &full);
   GistEncoderCache<T> out;
   out.kv = detail::gist_kv(full, gist_spans, k);
   out.states = detail::gather_spans(states, 1, gist_spans, k);
@@ -596,6 +620,8 @@ GistEncoding<T> encode_from_gist(const EncoderDecoder<T, EM, CM>& model, const G
     out.key_lengths.push_back(static_cast<std::int32_t>(k + n));
     start[static_cast<std::size_t>(b)] = cache.next_position[static_cast<std::size_t>(rows.empty() ? b : 0)];
   }
+  if (cache.states.device().is_cuda())
+    out.device_key_lengths = from_vector<std::int32_t>(out.key_lengths, {B}, cache.states.device());
   KVCache<T> work = rows.empty() ? cache.kv.clone() : cache.kv.select_rows(rows);
   // Keys are [gist ; input]: each row sees its gist keys and valid input keys.
   const Tensor<T> input_states = model.encoder.forward(model.embed(ids), out.cross_mask(),

@@ -80,6 +80,45 @@ class Module {
     for_each_parameter([](const std::string&, Tensor<T>& t) { t.zero_grad(); });
   }
 
+  /// Moves every parameter to `device` (values copied, gradients dropped; parameters already
+  /// there are left as they are). The slots keep their addresses, so derived classes and tied
+  /// weights see the moved tensors, and slots that shared one storage share one again. All
+  /// copies are made before any slot changes, so a failed move leaves the module as it was.
+  /// An optimizer built on the old parameters must be rebuilt.
+  void to(Device device) {
+    std::vector<std::pair<Tensor<T>*, Tensor<T>>> moves;    // slot -> its new tensor
+    std::vector<std::pair<const void*, Tensor<T>>> copies;  // old storage -> its copy
+    for_each_parameter([&](const std::string&, Tensor<T>& t) {
+      if (t.device() == device) return;
+      const void* old = t.data();
+      for (const auto& [key, copy] : copies) {
+        if (key == old && copy.shape() == t.shape()) {
+          moves.emplace_back(&t, copy);
+          return;
+        }
+      }
+      Tensor<T> copy = t.detach().to(device);
+      copy.requires_grad_(true);
+      copies.emplace_back(old, copy);
+      moves.emplace_back(&t, copy);
+    });
+    for (auto& [slot, moved] : moves) *slot = moved;
+  }
+
+  /// The device of the parameters (the CPU for a module without any). Throws when they are
+  /// spread over several devices.
+  Device device() const {
+    bool first = true;
+    Device found = Device::cpu();
+    for_each_parameter([&](const std::string& name, Tensor<T>& t) {
+      if (first) found = t.device();
+      CONDENSE_CHECK(t.device() == found, "Module", "parameters on several devices: '", name, "' is ", t.describe(),
+                     ", an earlier one is on ", found);
+      first = false;
+    });
+    return found;
+  }
+
   /// Total number of parameter elements.
   std::int64_t num_parameters() const {
     std::int64_t n = 0;

@@ -1,0 +1,233 @@
+// CUDA parity of whole models: a GPT-2-style and a LLaMA-style DecoderLM built twice from
+// the same seed, one moved to the GPU with Module::to, run through forward, cross_entropy,
+// backward, gradient clipping and AdamW steps on both devices (losses, every parameter
+// gradient and the updated parameters must agree); generation with a KV cache, gist
+// compression and generation from a gist cache (decoder-only and encoder-decoder) on both
+// devices. Skips without a CUDA device.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "condense/condense.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+using namespace condense;
+using condense::testing::allclose;
+using condense::testing::max_abs_diff;
+
+namespace {
+
+/// Tolerances of a whole model step (float: fast single-precision functions, reordered sums).
+template <FloatingElement T>
+constexpr double model_rtol = std::is_same_v<T, float> ? 2e-3 : 1e-9;
+template <FloatingElement T>
+constexpr double model_atol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+
+/// Checks that every parameter (or its gradient, when `grads`) of `gpu` matches `cpu`.
+template <FloatingElement T, class Model>
+void check_parameters_match(const Model& cpu, const Model& gpu, bool grads) {
+  const auto a = cpu.named_parameters();
+  const auto b = gpu.named_parameters();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    REQUIRE(a[i].first == b[i].first);
+    REQUIRE(b[i].second.device() == Device::cuda());
+    const Tensor<T> want = grads ? a[i].second.grad() : a[i].second;
+    const Tensor<T> got = grads ? b[i].second.grad() : b[i].second;
+    REQUIRE(want.defined());
+    REQUIRE(got.defined());
+    CHECK_MESSAGE(allclose(got.cpu(), want, model_rtol<T>, model_atol<T>), "differs by ",
+                  max_abs_diff(got.cpu(), want));
+  }
+}
+
+/// Two identical models (same seed), the second on the GPU; `steps` training steps on both
+/// (forward, loss, backward, clip, AdamW), comparing losses, gradients and parameters.
+template <FloatingElement T, class Mask>
+void check_training_parity(const nn::DecoderLMOptions& options, std::int64_t batch, std::int64_t seq, int steps) {
+  Generator gen_cpu(3), gen_gpu(3);
+  nn::DecoderLM<T, Mask> cpu(options, gen_cpu);
+  nn::DecoderLM<T, Mask> gpu(options, gen_gpu);
+  gpu.to(Device::cuda());
+  CHECK(gpu.device() == Device::cuda());
+  CHECK(cpu.device() == Device::cpu());
+  check_parameters_match<T>(cpu, gpu, false);
+
+  optim::AdamWOptions adamw;
+  adamw.lr = 1e-2;
+  adamw.weight_decay = 0.1;
+  optim::AdamW<T> opt_cpu(cpu.named_parameters(), adamw);
+  optim::AdamW<T> opt_gpu(gpu.named_parameters(), adamw);
+  Generator data(11);
+  for (int step = 0; step < steps; ++step) {
+    CAPTURE(step);
+    const auto tokens = randint<std::int64_t>({batch, seq + 1}, 0, options.vocab_size, data);
+    const auto inputs = tokens.narrow(1, 0, seq).contiguous();
+    const auto targets = tokens.narrow(1, 1, seq).contiguous().reshape({batch * seq});
+    opt_cpu.zero_grad();
+    opt_gpu.zero_grad();
+    const auto loss_cpu =
+        cross_entropy(cpu.forward(inputs).reshape({batch * seq, options.vocab_size}), targets);
+    const auto loss_gpu = cross_entropy(gpu.forward(inputs.to(Device::cuda())).reshape({batch * seq, options.vocab_size}),
+                                        targets.to(Device::cuda()));
+    REQUIRE(loss_gpu.device() == Device::cuda());
+    CHECK(loss_gpu.item() == doctest::Approx(loss_cpu.item()).epsilon(model_rtol<T>));
+    loss_cpu.backward();
+    loss_gpu.backward();
+    check_parameters_match<T>(cpu, gpu, true);
+    const double norm_cpu = optim::clip_grad_norm(cpu.named_parameters(), 1.0);
+    const double norm_gpu = optim::clip_grad_norm(gpu.named_parameters(), 1.0);
+    CHECK(norm_gpu == doctest::Approx(norm_cpu).epsilon(model_rtol<T>));
+    opt_cpu.step();
+    opt_gpu.step();
+    check_parameters_match<T>(cpu, gpu, false);
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cuda parity: GPT-2-style DecoderLM training steps", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // Learned positions, LayerNorm, GELU (tanh), biases, tied embeddings, causal attention.
+  const auto options = nn::DecoderLMOptions::gpt2_style(67, 64, 2, 4, 32);
+  check_training_parity<T, mask::Causal>(options, 3, 29, 3);
+}
+
+TEST_CASE_TEMPLATE("cuda parity: LLaMA-style DecoderLM training steps", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // Rotary positions, RMSNorm, SwiGLU, grouped-query attention (4 heads, 2 KV heads), untied head.
+  const auto options = nn::DecoderLMOptions::llama_style(53, 64, 2, 4, 2, 32);
+  check_training_parity<T, mask::Causal>(options, 2, 31, 3);
+}
+
+TEST_CASE("cuda: Module::to moves parameters and keeps shared storage shared") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(5);
+  nn::DecoderLM<float> model(nn::DecoderLMOptions::gpt2_style(31, 32, 1, 2, 8), gen);
+  const auto before = model.named_parameters();
+  model.to(Device::cuda());
+  const auto after = model.named_parameters();
+  REQUIRE(before.size() == after.size());
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    CAPTURE(before[i].first);
+    CHECK(after[i].second.device() == Device::cuda());
+    CHECK(after[i].second.requires_grad());
+    CHECK(testing::values(after[i].second.cpu()) == testing::values(before[i].second));
+  }
+  model.to(Device::cpu());
+  CHECK(model.device() == Device::cpu());
+  for (std::size_t i = 0; i < before.size(); ++i)
+    CHECK(testing::values(model.named_parameters()[i].second) == testing::values(before[i].second));
+}
+
+namespace {
+
+using Rows = std::vector<std::vector<std::int64_t>>;
+
+/// Rows right-padded with 0 into a [B, max length] id tensor on the CPU.
+Tensor<std::int64_t> pad_right(const Rows& rows) {
+  std::size_t n = 0;
+  for (const auto& r : rows) n = std::max(n, r.size());
+  std::vector<std::int64_t> flat(rows.size() * n, 0);
+  for (std::size_t b = 0; b < rows.size(); ++b)
+    std::copy(rows[b].begin(), rows[b].end(), flat.begin() + static_cast<std::ptrdiff_t>(b * n));
+  return from_vector<std::int64_t>(flat, {static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(n)});
+}
+
+/// Gist spans (g0, g1) of prefixes that end with `k` gist tokens.
+std::vector<std::int32_t> spans_of(const Rows& prefixes, std::int64_t k) {
+  std::vector<std::int32_t> s;
+  for (const auto& p : prefixes) {
+    s.push_back(static_cast<std::int32_t>(static_cast<std::int64_t>(p.size()) - k));
+    s.push_back(static_cast<std::int32_t>(p.size()));
+  }
+  return s;
+}
+
+/// The decoder-only presets the generation tests run (double: argmax ties cannot flip).
+std::vector<nn::DecoderLMOptions> generation_presets() {
+  return {nn::DecoderLMOptions::gpt2_style(61, 32, 2, 4, 64), nn::DecoderLMOptions::llama_style(61, 32, 2, 4, 2, 64)};
+}
+
+}  // namespace
+
+TEST_CASE("cuda parity: greedy and sampled generation with a KV cache") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const Rows prompts = {{1, 2, 3, 4, 5}, {6, 7}, {8, 9, 10, 11}};
+  for (const auto& options : generation_presets()) {
+    Generator gen_cpu(4), gen_gpu(4);
+    nn::DecoderLM<double> cpu(options, gen_cpu);
+    nn::DecoderLM<double> gpu(options, gen_gpu);
+    gpu.to(Device::cuda());
+    nn::GenerateOptions greedy;
+    greedy.max_new_tokens = 6;
+    Generator draws_cpu(9), draws_gpu(9);
+    CHECK(nn::generate(gpu, prompts, greedy, draws_gpu) == nn::generate(cpu, prompts, greedy, draws_cpu));
+    nn::GenerateOptions sampled = greedy;
+    sampled.do_sample = true;
+    sampled.top_k = 8;
+    sampled.temperature = 0.8;
+    CHECK(nn::generate(gpu, prompts, sampled, draws_gpu) == nn::generate(cpu, prompts, sampled, draws_cpu));
+  }
+}
+
+TEST_CASE("cuda parity: gist compression, a cache moved to the GPU, and generation from it") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  constexpr std::int64_t k = 3, gist = 60;
+  const Rows prefixes = {{1, 5, 6, gist, gist, gist}, {1, 7, 8, 9, 10, gist, gist, gist}, {1, 4, gist, gist, gist}};
+  const Rows inputs = {{11, 12, 13}, {14}, {15, 16}};
+  const auto spans = spans_of(prefixes, k);
+  NoGradGuard no_grad;
+  for (const auto& options : generation_presets()) {
+    Generator gen_cpu(5), gen_gpu(5);
+    nn::DecoderLM<double> cpu(options, gen_cpu);
+    nn::DecoderLM<double> gpu(options, gen_gpu);
+    gpu.to(Device::cuda());
+    const nn::GistCache<double> cache_cpu = nn::compress_instructions(cpu, pad_right(prefixes), spans);
+    const nn::GistCache<double> cache_gpu = nn::compress_instructions(gpu, pad_right(prefixes), spans);
+    for (std::int64_t i = 0; i < cache_cpu.num_layers(); ++i) {
+      CHECK(allclose(cache_gpu.kv.layer(i).keys().cpu(), cache_cpu.kv.layer(i).keys(), 1e-9, 1e-11));
+      CHECK(allclose(cache_gpu.kv.layer(i).values().cpu(), cache_cpu.kv.layer(i).values(), 1e-9, 1e-11));
+    }
+    const auto expected = nn::generate_from_gist(cpu, cache_cpu, inputs, 5);
+    CHECK(nn::generate_from_gist(gpu, cache_gpu, inputs, 5) == expected);
+    // A CPU cache (e.g. loaded from a file) moved to the GPU, and one row answering several inputs.
+    CHECK(nn::generate_from_gist(gpu, cache_cpu.to(Device::cuda()), inputs, 5) == expected);
+    CHECK(nn::generate_from_gist(gpu, cache_gpu.select_rows({2, 2, 2}), inputs, 3) ==
+          nn::generate_from_gist(cpu, cache_cpu.select_rows({2, 2, 2}), inputs, 3));
+  }
+}
+
+TEST_CASE("cuda parity: encoder-decoder gist encoding and decoding from the cache") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  constexpr std::int64_t k = 3, gist = 60;
+  const Rows prefixes = {{1, 5, 6, gist, gist, gist}, {1, 7, 8, 9, 10, gist, gist, gist}};
+  const Rows inputs = {{11, 12, 13}, {14}};
+  const std::vector<std::int64_t> input_lengths = {3, 1};
+  const auto spans = spans_of(prefixes, k);
+  const auto targets = pad_right(Rows{{3, 7, 9}, {5, 2, 0}});
+  NoGradGuard no_grad;
+  const auto options = nn::EncoderDecoderOptions::t5_style(61, 32, 2, 4, 32);
+  Generator gen_cpu(6), gen_gpu(6);
+  nn::EncoderDecoder<double> cpu(options, gen_cpu);
+  nn::EncoderDecoder<double> gpu(options, gen_gpu);
+  gpu.to(Device::cuda());
+  const auto cache_cpu = nn::compress_instructions(cpu, pad_right(prefixes), spans);
+  const auto cache_gpu = nn::compress_instructions(gpu, pad_right(prefixes), spans);
+  CHECK(allclose(cache_gpu.states.cpu(), cache_cpu.states, 1e-9, 1e-11));
+  const auto enc_cpu = nn::encode_from_gist(cpu, cache_cpu, pad_right(inputs), input_lengths);
+  const auto enc_gpu = nn::encode_from_gist(gpu, cache_gpu, pad_right(inputs), input_lengths);
+  CHECK(allclose(enc_gpu.states.cpu(), enc_cpu.states, 1e-9, 1e-11));
+  const auto logits_cpu = nn::decode_from_gist(cpu, enc_cpu, targets);
+  const auto logits_gpu = nn::decode_from_gist(gpu, enc_gpu, targets.to(Device::cuda()));
+  CHECK(allclose(logits_gpu.cpu(), logits_cpu, 1e-9, 1e-11));
+  nn::GenerateOptions greedy;
+  greedy.max_new_tokens = 4;
+  Generator draws_cpu(1), draws_gpu(1);
+  CHECK(nn::generate_from_gist(gpu, cache_gpu, inputs, 1, greedy, draws_gpu) ==
+        nn::generate_from_gist(cpu, cache_cpu, inputs, 1, greedy, draws_cpu));
+}
