@@ -1,5 +1,5 @@
-// CUDA parity of the joining and indexing ops that run on the GPU: cat and stack along every
-// dim (contiguous and strided pieces) and index_select along every dim (repeated indices,
+// CUDA parity of the joining and indexing ops: cat and stack along every dim (contiguous and
+// strided pieces), index_select, gather and scatter_add along every dim (repeated indices,
 // indices on the CPU or on the device), values and gradients against the CPU path; KV
 // caches that grow, clone, select rows and move between devices. Skips without a device.
 #include <doctest/doctest.h>
@@ -55,6 +55,39 @@ TEST_CASE_TEMPLATE("cuda parity: index_select along every dim", T, float, double
   const auto ints = arange<std::int64_t>(12).reshape({3, 4});
   CHECK(values(index_select(ints.to(Device::cuda()), 1, tensor<std::int64_t>({3, 3, 0})).cpu()) ==
         values(index_select(ints, 1, tensor<std::int64_t>({3, 3, 0}))));
+}
+
+TEST_CASE_TEMPLATE("cuda parity: gather and scatter_add along every dim", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(34);
+  const auto x = randn<T>({4, 5, 6}, gen);
+  const auto x_transposed = randn<T>({6, 5, 4}, gen);  // transposed back: a strided [4, 5, 6] base
+  for (std::int64_t dim : {0, 1, 2, -1}) {
+    CAPTURE(dim);
+    const auto d = static_cast<std::size_t>(dim < 0 ? dim + 3 : dim);
+    // An index shorter than x outside `dim` and longer along it, with repeated values.
+    Shape shape{3, 4, 5};
+    shape[d] = 7;
+    const auto index = randint<std::int64_t>(shape, 0, x.shape()[d], gen);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return gather(v[0], dim, index.to(v[0].device())); }, {x}, 1e-12, 1e-12);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return gather(v[0], dim, index); }, {x}, 1e-12, 1e-12);
+    const auto src = randn<T>(shape, gen);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return scatter_add(v[0], dim, index, v[1]); }, {x, src}, 1e-12, 1e-12);
+    // A transposed (strided) base and an index narrower than src.
+    check_cpu_cuda_parity<T>(
+        [&](const auto& v) { return scatter_add(v[0].transpose(0, 2), dim, index.narrow(2, 0, 2), v[1]); },
+        {x_transposed, src}, 1e-12, 1e-12);
+  }
+  const auto bad = full<std::int64_t>({1, 1, 1}, 9);
+  CHECK_THROWS_WITH_AS(gather(x.to(Device::cuda()), 1, bad), doctest::Contains("out of range"), Error);
+  CHECK_THROWS_WITH_AS(scatter_add(x.to(Device::cuda()), 1, bad, x.to(Device::cuda())), doctest::Contains("out of range"),
+                       Error);
+  // Integer scatter_add.
+  const auto ints = zeros<std::int64_t>({2, 3});
+  const auto where_to = tensor<std::int64_t>({2, 2, 0, 1, 1, 1}).reshape({2, 3});
+  const auto ones_src = ones<std::int64_t>({2, 3});
+  CHECK(values(scatter_add(ints.to(Device::cuda()), 1, where_to, ones_src.to(Device::cuda())).cpu()) ==
+        values(scatter_add(ints, 1, where_to, ones_src)));
 }
 
 TEST_CASE("cuda: KV caches grow, clone, select rows and move between devices") {

@@ -1,11 +1,11 @@
-// Joining and indexing ops on the CPU: cat and stack (every element type), index_select,
+// Joining and indexing ops: cat and stack (every element type), index_select,
 // gather and scatter_add (int32 or int64 indices), all differentiable for float/double.
 // The indexed ops share two kernels over an [O, K, I] walk of the index positions (O: the
 // dims before `dim`, K: `dim`, I: the dims after it); each tensor is reached through its
 // own strides, so non-contiguous inputs are read in place. Scatter-add never splits the
 // indexed dim across threads, so it needs no atomics. On CUDA: cat and stack (device copies
-// into slices of the output) and index_select (the embedding kernels); gather and
-// scatter_add are CPU only for now.
+// into slices of the output), index_select (the embedding kernels), gather and scatter_add
+// (kernels/gather.cu, split the same way; indices checked on the host).
 #pragma once
 
 #include <algorithm>
@@ -443,6 +443,39 @@ Tensor<T> cuda_index_select(const Tensor<T>& t, std::size_t d, const Tensor<I>& 
   return picked.reshape(moved).permute(inverse).contiguous();
 }
 
+/// Launcher operand for `t` walked over `shape` (the index's shape) with t's own strides;
+/// every dim is kept (the indexed one must stay).
+template <Element T>
+cuda::StridedArg cuda_indexing_arg(std::string_view op, const Tensor<T>& t, const Shape& shape) {
+  CONDENSE_CHECK(shape.size() <= static_cast<std::size_t>(cuda::max_dims), op, "CUDA indexing takes at most ",
+                 cuda::max_dims, " dims, got shape ", shape);
+  cuda::StridedArg a;
+  a.data = const_cast<void*>(static_cast<const void*>(t.data()));
+  a.dtype = dtype_of<T>;
+  a.device = t.device().index;
+  a.ndim = static_cast<int>(shape.size());
+  for (std::size_t e = 0; e < shape.size(); ++e) {
+    a.sizes[e] = shape[e];
+    a.strides[e] = t.strides()[e];
+  }
+  return a;
+}
+
+/// The index of a CUDA gather / scatter_add on `device`: on the CPU or that device, every
+/// value checked on the host (the first bad one in row-major order is named, as on the
+/// CPU), uploaded when it lives on the CPU. `what` names the indexed tensor in the message.
+template <IndexElement I>
+Tensor<I> checked_cuda_index(std::string_view op, const Tensor<I>& index, Device device, std::size_t d,
+                             std::int64_t extent, std::string_view what, const Shape& indexed_shape) {
+  CONDENSE_CHECK(index.device().is_cpu() || index.device() == device, op, "index ", index.describe(),
+                 " must be on the CPU or on ", device);
+  const Tensor<I> host = index.cpu().contiguous();
+  for (std::int64_t i = 0; i < host.numel(); ++i)
+    CONDENSE_CHECK(indexing_in_range(host.data()[i], extent), op, "index ", host.data()[i], " out of range for dim ", d,
+                   " of extent ", extent, " (", what, " shape ", indexed_shape, ")");
+  return index.device().is_cuda() ? index : host.to(device);
+}
+
 }  // namespace detail
 
 /// Concatenates tensors along an existing dim (PyTorch's torch.cat). All tensors must have
@@ -580,8 +613,7 @@ Tensor<T> index_select(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& in
 // t: [..., n, ...], index: [..., k, ...] (<= t outside dim) -> index.shape
 template <Element T, IndexElement I>
 Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
-  detail::check_cpu("gather", t);
-  detail::check_cpu("gather", index);
+  CONDENSE_CHECK(t.defined() && index.defined(), "gather", "undefined tensor argument");
   const Shape& ts = t.shape();
   const Shape& is = index.shape();
   CONDENSE_CHECK(is.size() == ts.size(), "gather", "index of shape ", is, " must have the same rank as the input of shape ", ts);
@@ -589,6 +621,26 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
   for (std::size_t e = 0; e < ts.size(); ++e)
     CONDENSE_CHECK(e == d || is[e] <= ts[e], "gather", "index of shape ", is, " is larger than the input of shape ", ts,
                    " in dim ", e, " (only dim ", d, " may be larger)");
+  if (t.device().is_cuda()) {
+    constexpr std::string_view op = "gather";
+    const Tensor<I> idx = detail::checked_cuda_index(op, index, t.device(), d, ts[d], "input", ts);
+    Tensor<T> out = Tensor<T>::empty(is, t.device());
+    cuda::gather(detail::cuda_indexing_arg(op, out, is), detail::cuda_indexing_arg(op, t, is),
+                 detail::cuda_indexing_arg(op, idx, is), static_cast<int>(d), op);
+    if constexpr (FloatingElement<T>) {
+      record<T>(op, out, {t}, [in_shape = ts, d, idx](const Tensor<T>& grad, GradSink& s) {
+        Tensor<T> result = detail::zeros_on<T>(in_shape, grad.device());
+        const Shape& is = idx.shape();
+        constexpr std::string_view backward_op = "gather backward";
+        cuda::scatter_add(detail::cuda_indexing_arg(backward_op, result, is), detail::cuda_indexing_arg(backward_op, grad, is),
+                          detail::cuda_indexing_arg(backward_op, idx, is), static_cast<int>(d), backward_op);
+        s.add(0, result);
+      });
+    }
+    return out;
+  }
+  detail::check_cpu("gather", t);
+  detail::check_cpu("gather", index);
   Tensor<T> out = Tensor<T>::empty(is, t.device());
   const detail::IndexingDims g = detail::indexing_dims(is, d);
   const detail::IndexingAccess ia = detail::indexing_access(is, index.strides(), d);
@@ -615,9 +667,8 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
 // base: [..., n, ...], index: [..., k, ...], src: >= index -> base.shape
 template <ArithmeticElement T, IndexElement I>
 Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t dim, const Tensor<I>& index, const Tensor<T>& src) {
-  detail::check_cpu("scatter_add", base);
-  detail::check_cpu("scatter_add", index);
-  detail::check_cpu("scatter_add", src);
+  CONDENSE_CHECK(base.defined() && index.defined() && src.defined(), "scatter_add", "undefined tensor argument");
+  detail::check_same_device("scatter_add", base, src);
   const Shape& bs = base.shape();
   const Shape& is = index.shape();
   const Shape& ss = src.shape();
@@ -629,15 +680,27 @@ Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t dim, const Tensor<I>& 
     CONDENSE_CHECK(e == d || is[e] <= bs[e], "scatter_add", "index of shape ", is, " is larger than base of shape ", bs,
                    " in dim ", e, " (only dim ", d, " may be larger)");
   }
-  Tensor<T> out = detail::indexing_copy(base);
-  const detail::IndexingDims g = detail::indexing_dims(is, d);
-  const detail::IndexingAccess ia = detail::indexing_access(is, index.strides(), d);
-  const std::int64_t extent = bs[d];
-  if (numel_of(is) > 0 &&
-      !detail::scatter_add_kernel(out.data(), detail::indexing_access(is, out.strides(), d), extent, index.data(), ia,
-                                  src.data(), detail::indexing_access(is, src.strides(), d), g)) {
-    fail("scatter_add", "index ", detail::indexing_first_bad(index.data(), ia, g, extent), " out of range for dim ", d,
-         " of extent ", extent, " (base shape ", bs, ")");
+  Tensor<T> out;
+  if (base.device().is_cuda()) {
+    constexpr std::string_view op = "scatter_add";
+    const Tensor<I> idx = detail::checked_cuda_index(op, index, base.device(), d, bs[d], "base", bs);
+    out = Tensor<T>::empty(bs, base.device());
+    detail::copy_into(out, base.detach(), op);
+    cuda::scatter_add(detail::cuda_indexing_arg(op, out, is), detail::cuda_indexing_arg(op, src, is),
+                      detail::cuda_indexing_arg(op, idx, is), static_cast<int>(d), op);
+  } else {
+    detail::check_cpu("scatter_add", base);
+    detail::check_cpu("scatter_add", index);
+    out = detail::indexing_copy(base);
+    const detail::IndexingDims g = detail::indexing_dims(is, d);
+    const detail::IndexingAccess ia = detail::indexing_access(is, index.strides(), d);
+    const std::int64_t extent = bs[d];
+    if (numel_of(is) > 0 &&
+        !detail::scatter_add_kernel(out.data(), detail::indexing_access(is, out.strides(), d), extent, index.data(), ia,
+                                    src.data(), detail::indexing_access(is, src.strides(), d), g)) {
+      fail("scatter_add", "index ", detail::indexing_first_bad(index.data(), ia, g, extent), " out of range for dim ", d,
+           " of extent ", extent, " (base shape ", bs, ")");
+    }
   }
   if constexpr (FloatingElement<T>) {
     record<T>("scatter_add", out, {base, src}, [d, index = index.detach(), ss](const Tensor<T>& grad, GradSink& s) {

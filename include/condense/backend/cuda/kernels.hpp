@@ -1,12 +1,12 @@
 // The CUDA kernel launchers the header-only ops call: elementwise maps (unary, binary, with
 // an op code and up to two scalar parameters), comparisons and where, strided copies with
-// element-type conversion, fills, reductions over trailing dims, scans and arg reductions
-// along one dim, row softmax and logsumexp, and batched GEMM through cuBLAS. Plain C++
-// declarations on raw device pointers described by StridedArg: no CUDA header reaches a CPU
-// translation unit. The definitions live in the compiled condense::cuda library
-// (kernels/*.cu); in a build without CUDA each launcher throws condense::Error naming the
-// op. StridedArg's host-side helpers (dim coalescing) are defined here and are tested on
-// the CPU.
+// element-type conversion, fills, reductions over trailing dims, scans, arg reductions,
+// gather and scatter_add along one dim, row softmax and logsumexp, and batched GEMM through
+// cuBLAS. Plain C++ declarations on raw device pointers described by StridedArg: no CUDA
+// header reaches a CPU translation unit. The definitions live in the compiled condense::cuda
+// library (kernels/*.cu); in a build without CUDA each launcher throws condense::Error
+// naming the op. StridedArg's host-side helpers (dim coalescing) are defined here and are
+// tested on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -206,6 +206,16 @@ void row_backward(RowBackward rule, const StridedArg& grad_in, const StridedArg&
 /// grad (contiguous [outer, n, inner]) = g[o, i] where the middle index equals indices[o, i],
 /// 0 elsewhere (g and indices contiguous [outer, inner]): the backward of max(t, dim).
 void place_at_indices(void* grad, const void* g, const std::int64_t* indices, const LineGeometry& geo, std::string_view op);
+/// gather along dim `dim`: out[p] = in[p with its `dim` coordinate replaced by index[p]] for
+/// every position p of `index` (int32 or int64 values, already checked in range). `in` is
+/// described over index's shape (its own strides, extent index's along every dim); out is
+/// contiguous in index's shape.
+void gather(const StridedArg& out, const StridedArg& in, const StridedArg& index, int dim, std::string_view op);
+/// scatter_add along dim `dim`: out[p with its `dim` coordinate replaced by index[p]] +=
+/// src[p] for every position p of `index` (values already checked in range); `out` and `src`
+/// are described over index's shape with their own strides. One thread per line along `dim`
+/// adds in index order: no atomics, deterministic.
+void scatter_add(const StridedArg& out, const StridedArg& src, const StridedArg& index, int dim, std::string_view op);
 /// Batched GEMM through cuBLAS (float: FP32, or TF32 when allow_tf32(); double; bfloat16
 /// and float16 with FP32 accumulation).
 void gemm(const GemmArgs& args, std::string_view op);
@@ -238,6 +248,10 @@ inline void row_backward(RowBackward, const StridedArg&, const StridedArg&, cons
   throw_no_cuda(op);
 }
 inline void place_at_indices(void*, const void*, const std::int64_t*, const LineGeometry&, std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void gather(const StridedArg&, const StridedArg&, const StridedArg&, int, std::string_view op) { throw_no_cuda(op); }
+inline void scatter_add(const StridedArg&, const StridedArg&, const StridedArg&, int, std::string_view op) {
   throw_no_cuda(op);
 }
 inline void scan(ScanOp, bool, void*, const void*, const LineGeometry&, std::string_view op) { throw_no_cuda(op); }
