@@ -111,6 +111,14 @@ struct IntUnaryFn {
       case UnaryOp::Clamp: return x < s0 ? s0 : (x > s1 ? s1 : x);
       case UnaryOp::ClampMin: return x < s0 ? s0 : x;
       case UnaryOp::ClampMax: return x > s0 ? s0 : x;
+      case UnaryOp::PowScalar: {  // s0 >= 0 (the op checks); wraps on overflow like the CPU
+        U base = static_cast<U>(x), result = 1;
+        for (auto k = static_cast<U>(s0); k != 0; k >>= 1) {
+          if (k & 1u) result = static_cast<U>(result * base);
+          base = static_cast<U>(base * base);
+        }
+        return static_cast<C>(result);
+      }
       default: return x;
     }
   }

@@ -2,7 +2,8 @@
 # The checks that need a GPU, as one script for a machine with an NVIDIA device (sm_90 by
 # default): builds the CUDA backend, its parity tests, the custom-policy example and the
 # GPU benchmarks; runs the parity tests; runs compute-sanitizer (memcheck, racecheck) on the
-# attention and op tests; runs the GPU benchmarks and writes their JSON under $OUT_DIR.
+# attention and op tests; runs the GPU benchmarks (attention, GEMM, a GPT-2-small training
+# step) and writes their output and JSON under $OUT_DIR.
 # Usage: bash tests/run_gpu_checks.sh [build-dir]   (ARCH=90 JOBS=n OUT_DIR=... to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,18 +17,35 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 start=$(date +%s)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONDENSE_CUDA=ON -DCONDENSE_CUDA_ARCHITECTURES="$arch" \
   -DCONDENSE_HEADER_CHECK=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target condense_cuda_tests custom_policy_cuda bench_cuda_attention bench_cuda_matmul
+cmake --build "$build" -j "$jobs" --target condense_cuda_tests custom_policy_cuda bench_cuda_attention bench_cuda_matmul \
+  bench_cuda_train_lm
 echo "=== build took $(( $(date +%s) - start ))s ==="
-"$build/tests/condense_cuda_tests" | tee "$out/parity.txt"
-"$build/examples/custom_policy_cuda" | tee "$out/custom_policy.txt"
+# Every step runs even when an earlier one fails (one device session has to collect them
+# all); the failures are listed at the end and make the exit status non-zero.
+failed=()
+run() {
+  local name="$1"
+  shift
+  echo "=== $name ==="
+  "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
+}
+run parity "$build/tests/condense_cuda_tests"
+run custom_policy "$build/examples/custom_policy_cuda"
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
-    echo "=== compute-sanitizer --tool $tool ==="
-    compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/condense_cuda_tests" \
-      --test-case='cuda attention*,cuda parity: softmax*,cuda parity: reductions*' | tail -5 | tee "$out/sanitizer_$tool.txt"
+    run "sanitizer_$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/condense_cuda_tests" \
+      --test-case='cuda attention*,cuda parity: softmax*,cuda parity: reductions*,*norm*,*rope*,*embedding*,*cross_entropy*,*AdamW*,*dropout*,*cumsum*,*argmax*,*index_select*'
   done
 fi
-"$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" --benchmark_min_time=0.2
-"$build/bench/bench_cuda_attention" --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/(1024|4096)}" \
+run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
+  --benchmark_min_time=0.2
+run bench_attention "$build/bench/bench_cuda_attention" \
+  --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/(1024|4096)}" \
   --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
+run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
+  --benchmark_min_time=3
 echo "=== all GPU checks done in $(( $(date +%s) - start ))s; results in $out ==="
+if ((${#failed[@]})); then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi

@@ -104,6 +104,8 @@ TEST_CASE("cuda parity: integer elementwise maps and division by zero") {
   CHECK(values((da / db).cpu()) == values(a / b));
   CHECK(values(abs(da).cpu()) == values(abs(a)));
   CHECK(values(clamp(da, std::int64_t(-5), std::int64_t(8)).cpu()) == values(clamp(a, std::int64_t(-5), std::int64_t(8))));
+  for (std::int64_t e : {0, 1, 3, 7, 40})  // 40 wraps around, as on the CPU
+    CHECK(values(pow(da, e).cpu()) == values(pow(a, e)));
   CHECK_THROWS_WITH_AS(da / zeros<std::int64_t>({4}, Device::cuda()), doctest::Contains("integer division by zero"), Error);
 }
 

@@ -477,7 +477,8 @@ Tensor<T> pow(const Tensor<T>& t, std::type_identity_t<T> exponent) {
   if constexpr (detail::is_integer_element<T>) {
     CONDENSE_CHECK(e >= 0, "pow", "integer tensors cannot be raised to a negative power, got exponent ", e, " for ",
                    t.describe());
-    return detail::unary_map("pow", t, [e](T x) { return detail::int_pow(x, e); });
+    return detail::unary_map("pow", t, [e](T x) { return detail::int_pow(x, e); },
+                             {cuda::UnaryOp::PowScalar, static_cast<double>(e)});
   } else {
     Tensor<T> out;
     if (t.defined() && t.device().is_cuda()) {
