@@ -8,15 +8,17 @@ CPU (default): condense's bench_train_lm against PyTorch with the same thread co
 form), LayerNorm pre-norm, learned positions, tied embeddings, causal attention (PyTorch:
 scaled_dot_product_attention(is_causal=True)); batch 8 x 256 tokens; AdamW.
 
-GPU (--device cuda): condense's bench_cuda_train_lm against PyTorch on the same GPU, both
-with float parameters and TF32 GEMMs, the GPT-2-small size (vocabulary 50257, 12 layers,
-d_model 768, 12 heads, batch 8 x 1024 tokens) and gradient clipping at 1.0 before AdamW.
+GPU (--device cuda): condense's bench_cuda_train_lm against PyTorch on the same GPU, the
+GPT-2-small size (vocabulary 50257, 12 layers, d_model 768, 12 heads, batch 8 x 1024 tokens)
+with gradient clipping at 1.0 before AdamW, float parameters, and either TF32 GEMMs on both
+sides (default) or --bf16: condense's bfloat16 GEMMs against torch.autocast(bfloat16).
 
-Usage: python3 bench/torch_train_lm.py [--device cpu|cuda] [--bench PATH] [--threads 2]
+Usage: python3 bench/torch_train_lm.py [--device cpu|cuda] [--bf16] [--bench PATH] [--threads 2]
        [--layers N] [--d-model N] [--heads N] [--seq N] [--batch N] [--vocab N] [--steps 10]
 Installs PyTorch with pip when it is missing.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -70,7 +72,9 @@ def torch_tokens_per_second(torch, args):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, args.vocab), y.reshape(-1))
+        with torch.autocast("cuda", dtype=torch.bfloat16) if gpu and args.bf16 else contextlib.nullcontext():
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, args.vocab), y.reshape(-1))
         loss.backward()
         if gpu:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -98,6 +102,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--bf16", action="store_true", help="GPU: bfloat16 GEMMs (condense) against autocast (PyTorch)")
     args = ap.parse_args()
     gpu = args.device == "cuda"
     # Defaults per device: the sizes the condense benchmark of that device uses.
@@ -114,13 +119,14 @@ def main():
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    bench_name = "BM_cuda_train_step_gpt2_small" if gpu else "BM_train_step_gpt2_small"
+    bench_name = (f"BM_cuda_train_step_gpt2_small/{1 if args.bf16 else 0}$" if gpu else "BM_train_step_gpt2_small")
     ours = [b for b in run_condense_bench(args.bench, args.threads, bench_name, 5.0 if gpu else 2.0)
             if b.get("run_type", "iteration") == "iteration"]
     ours_tps = ours[0]["tokens/s"]
     theirs_tps = torch_tokens_per_second(torch, args)
     where = torch.cuda.get_device_name() if gpu else f"threads={torch.get_num_threads()}"
-    print(f"torch {torch.__version__}, {where}; model: vocab {args.vocab}, {args.layers} layers, "
+    precision = ("bf16 GEMMs / autocast bf16" if args.bf16 else "tf32 GEMMs") if gpu else "float32"
+    print(f"torch {torch.__version__}, {where}, {precision}; model: vocab {args.vocab}, {args.layers} layers, "
           f"d={args.d_model}, {args.heads} heads, T={args.seq}, batch {args.batch}")
     print(f"condense      {ours_tps:10.0f} tokens/s")
     print(f"torch eager   {theirs_tps:10.0f} tokens/s")

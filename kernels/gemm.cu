@@ -1,6 +1,7 @@
 // Batched GEMM through cuBLAS (cublasGemmStridedBatchedEx): one handle per device and
 // thread, bound to the current stream before each call. float runs in FP32 (or TF32 when
-// allow_tf32()), double in FP64, bfloat16 and float16 with FP32 accumulation.
+// allow_tf32()), double in FP64, bfloat16 and float16 with FP32 accumulation, and float
+// outputs from bfloat16 operands (allow_bf16_matmul()) with FP32 accumulation.
 #include <cublas_v2.h>
 
 #include <array>
@@ -79,8 +80,16 @@ void gemm(const GemmArgs& g, std::string_view op) {
     case DType::Float16: type = CUDA_R_16F; break;
     default: fail(op, "no CUDA GEMM for element type ", dtype_name(g.dtype));
   }
-  check_cublas(cublasGemmStridedBatchedEx(handle, ta, tb, m, n, k, alpha, g.a, type, lda, g.stride_a, g.b, type, ldb,
-                                          g.stride_b, beta, g.c, type, ldc, g.stride_c, batch, compute, CUBLAS_GEMM_DEFAULT),
+  cudaDataType_t input_type = type;
+  if (g.bf16_inputs) {
+    CONDENSE_CHECK(g.dtype == DType::Float32, op, "bfloat16 GEMM operands need a float32 output, got ",
+                   dtype_name(g.dtype));
+    input_type = CUDA_R_16BF;
+    compute = CUBLAS_COMPUTE_32F;
+  }
+  check_cublas(cublasGemmStridedBatchedEx(handle, ta, tb, m, n, k, alpha, g.a, input_type, lda, g.stride_a, g.b,
+                                          input_type, ldb, g.stride_b, beta, g.c, type, ldc, g.stride_c, batch, compute,
+                                          CUBLAS_GEMM_DEFAULT),
                op, "cublasGemmStridedBatchedEx");
 }
 

@@ -239,3 +239,48 @@ TEST_CASE("cuda parity: an MLP training step (linear, gelu, log_softmax, mean)")
       },
       {x, w1, b1, w2, onehot + 0.1f}, 1e-4, 1e-5);
 }
+
+namespace {
+/// Turns cuda::allow_bf16_matmul on for a scope.
+struct Bf16MatmulScope {
+  Bf16MatmulScope() { cuda::set_allow_bf16_matmul(true); }
+  ~Bf16MatmulScope() { cuda::set_allow_bf16_matmul(false); }
+  Bf16MatmulScope(const Bf16MatmulScope&) = delete;
+  Bf16MatmulScope& operator=(const Bf16MatmulScope&) = delete;
+};
+
+/// t with every element rounded to bfloat16 (and back to float).
+Tensor<float> rounded_to_bf16(const Tensor<float>& t) { return t.cast<bfloat16>().cast<float>(); }
+}  // namespace
+
+TEST_CASE("cuda: the bf16 GEMM mode rounds float operands to bfloat16 and accumulates in float") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(6);
+  const auto a = randn<float>({3, 17, 64}, gen);
+  const auto b = randn<float>({64, 24}, gen);
+  const auto w = randn<float>({24, 64}, gen);
+  const auto g = randn<float>({3, 17, 24}, gen);
+  Tensor<float> product, projected, grad_a, grad_w;
+  {
+    const Bf16MatmulScope bf16;
+    CHECK(cuda::allow_bf16_matmul());
+    product = matmul(a.to(Device::cuda()), b.to(Device::cuda())).cpu();
+    auto da = testing::leaf_on(a, Device::cuda());
+    auto dw = testing::leaf_on(w, Device::cuda());
+    const auto y = linear(da, dw);
+    projected = y.cpu();
+    sum(y * g.to(Device::cuda())).backward();
+    grad_a = da.grad().cpu();
+    grad_w = dw.grad().cpu();
+  }
+  CHECK_FALSE(cuda::allow_bf16_matmul());
+  // The CPU reference rounds the same operands, then multiplies in float: only the order of
+  // the float sums differs.
+  const auto ra = rounded_to_bf16(a), rb = rounded_to_bf16(b), rw = rounded_to_bf16(w), rg = rounded_to_bf16(g);
+  CHECK(allclose(product, matmul(ra, rb), 1e-5, 1e-4));
+  CHECK(allclose(projected, linear(ra, rw), 1e-5, 1e-4));
+  CHECK(allclose(grad_a, matmul(rg, rw), 1e-5, 1e-4));  // g W
+  CHECK(allclose(grad_w, matmul(rg.reshape({51, 24}).transpose(0, 1), ra.reshape({51, 64})), 1e-5, 1e-4));  // g^T a
+  // The mode is really on: the float product differs by far more than the tolerance.
+  CHECK(max_abs_diff(product, matmul(a, b)) > 1e-3);
+}

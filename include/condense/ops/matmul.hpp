@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/gemm.hpp"
 #include "condense/backend/cpu/parallel.hpp"
+#include "condense/backend/cuda/runtime.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -89,10 +91,78 @@ inline bool split_batch_across_threads(std::int64_t count, double work) {
   return balanced || work < double(1 << 21);
 }
 
-/// The CUDA form of matmul_into (same contract): one cuBLAS strided-batched GEMM. Operands
-/// whose last two dims are neither row- nor column-major, or whose batch dims do not
-/// collapse to one uniform stride, are copied contiguous first; batch dims c is broadcast
-/// over are computed in full and summed down.
+/// One cuBLAS strided-batched GEMM c (+)= a @ b with c's batch dims not reduced and K > 0.
+/// Operands whose last two dims are neither row- nor column-major, or whose batch dims do
+/// not collapse to one uniform stride, are copied contiguous first. U is the operands'
+/// element type: T, or bfloat16 for a float c (allow_bf16_matmul()).
+template <Element U, FloatingElement T>
+void cuda_gemm_into(const Tensor<U>& a_in, const Tensor<U>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
+  constexpr std::string_view op = "matmul";
+  const std::int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
+  const auto sc = aligned_batch_strides(c, batch);
+  // Last two dims that cuBLAS can read (row- or column-major with a leading dimension).
+  const auto ready = [&](const Tensor<U>& t) {
+    const std::size_t r = t.shape().size();
+    std::int64_t ld = 0;
+    return cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], &ld) !=
+                   cpu::GemmLayout::Unsupported
+               ? t
+               : contiguous(t.detach());
+  };
+  // The batch stride of t when its batch dims collapse to one, else a copy that does.
+  const auto batched = [&](Tensor<U> t, std::int64_t rows, std::int64_t cols, std::int64_t* stride) {
+    const auto strides = aligned_batch_strides(t, batch);
+    std::vector<std::pair<std::int64_t, std::int64_t>> dims;
+    for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], strides[d]);
+    std::int64_t extent = 0;
+    if (collapse_dims(dims, &extent, stride)) return t;
+    Shape full = batch;
+    full.push_back(rows);
+    full.push_back(cols);
+    Tensor<U> dense = contiguous(t.detach().reshape(t.shape()).expand(full));
+    *stride = rows * cols;
+    return dense;
+  };
+  std::int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  const Tensor<U> a = batched(ready(a_in), M, K, &stride_a);
+  const Tensor<U> b = batched(ready(b_in), K, N, &stride_b);
+  {
+    std::vector<std::pair<std::int64_t, std::int64_t>> dims;
+    for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], sc[d]);
+    std::int64_t extent = 0;
+    CONDENSE_CHECK(collapse_dims(dims, &extent, &stride_c), op, "output of shape ", c.shape(), " is not contiguous");
+  }
+  // Row-major C = A B is column-major C^T = B^T A^T: cuBLAS's A is our b, its B our a.
+  const auto describe = [](const Tensor<U>& t, bool* transpose, std::int64_t* ld) {
+    const std::size_t r = t.shape().size();
+    const auto layout = cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], ld);
+    *transpose = layout == cpu::GemmLayout::ColMajor;
+  };
+  cuda::GemmArgs g;
+  g.dtype = dtype_of<T>;
+  g.bf16_inputs = !std::is_same_v<U, T>;
+  g.device = c.device().index;
+  g.m = N;
+  g.n = M;
+  g.k = K;
+  g.batch = numel_of(batch);
+  g.a = b.data();
+  describe(b, &g.transpose_a, &g.lda);
+  g.stride_a = stride_b;
+  g.b = a.data();
+  describe(a, &g.transpose_b, &g.ldb);
+  g.stride_b = stride_a;
+  g.c = c.data();
+  g.ldc = std::max<std::int64_t>(N, 1);
+  g.stride_c = stride_c;
+  g.beta = accumulate ? 1.0 : 0.0;
+  cuda::gemm(g, op);
+}
+
+/// The CUDA form of matmul_into (same contract): one cuBLAS strided-batched GEMM
+/// (cuda_gemm_into), with float operands rounded to bfloat16 first when
+/// cuda::allow_bf16_matmul(). Batch dims c is broadcast over are computed in full and
+/// summed down.
 template <ArithmeticElement T>
 void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   constexpr std::string_view op = "matmul";
@@ -121,62 +191,14 @@ void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor
       if (!accumulate) cuda_fill(op, c, 0.0);
       return;
     }
-    // Last two dims that cuBLAS can read (row- or column-major with a leading dimension).
-    const auto ready = [&](const Tensor<T>& t) {
-      const std::size_t r = t.shape().size();
-      std::int64_t ld = 0;
-      return cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], &ld) !=
-                     cpu::GemmLayout::Unsupported
-                 ? t
-                 : contiguous(t.detach());
-    };
-    // The batch stride of t when its batch dims collapse to one, else a copy that does.
-    const auto batched = [&](Tensor<T> t, std::int64_t rows, std::int64_t cols, std::int64_t* stride) {
-      const auto strides = aligned_batch_strides(t, batch);
-      std::vector<std::pair<std::int64_t, std::int64_t>> dims;
-      for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], strides[d]);
-      std::int64_t extent = 0;
-      if (collapse_dims(dims, &extent, stride)) return t;
-      Shape full = batch;
-      full.push_back(rows);
-      full.push_back(cols);
-      Tensor<T> dense = contiguous(t.detach().reshape(t.shape()).expand(full));
-      *stride = rows * cols;
-      return dense;
-    };
-    std::int64_t stride_a = 0, stride_b = 0, stride_c = 0;
-    const Tensor<T> a = batched(ready(a_in), M, K, &stride_a);
-    const Tensor<T> b = batched(ready(b_in), K, N, &stride_b);
-    {
-      std::vector<std::pair<std::int64_t, std::int64_t>> dims;
-      for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], sc[d]);
-      std::int64_t extent = 0;
-      CONDENSE_CHECK(collapse_dims(dims, &extent, &stride_c), op, "output of shape ", c.shape(), " is not contiguous");
+    if constexpr (std::is_same_v<T, float>) {
+      if (cuda::allow_bf16_matmul()) {
+        cuda_gemm_into(a_in.detach().template cast<bfloat16>(), b_in.detach().template cast<bfloat16>(), c, batch,
+                       accumulate);
+        return;
+      }
     }
-    // Row-major C = A B is column-major C^T = B^T A^T: cuBLAS's A is our b, its B our a.
-    const auto describe = [](const Tensor<T>& t, bool* transpose, std::int64_t* ld) {
-      const std::size_t r = t.shape().size();
-      const auto layout = cpu::gemm_layout(t.shape()[r - 2], t.shape()[r - 1], t.strides()[r - 2], t.strides()[r - 1], ld);
-      *transpose = layout == cpu::GemmLayout::ColMajor;
-    };
-    cuda::GemmArgs g;
-    g.dtype = dtype_of<T>;
-    g.device = c.device().index;
-    g.m = N;
-    g.n = M;
-    g.k = K;
-    g.batch = numel_of(batch);
-    g.a = b.data();
-    describe(b, &g.transpose_a, &g.lda);
-    g.stride_a = stride_b;
-    g.b = a.data();
-    describe(a, &g.transpose_b, &g.ldb);
-    g.stride_b = stride_a;
-    g.c = c.data();
-    g.ldc = std::max<std::int64_t>(N, 1);
-    g.stride_c = stride_c;
-    g.beta = accumulate ? 1.0 : 0.0;
-    cuda::gemm(g, op);
+    cuda_gemm_into(a_in, b_in, c, batch, accumulate);
   }
 }
 

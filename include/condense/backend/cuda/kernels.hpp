@@ -147,7 +147,8 @@ struct LineGeometry {
 /// for i < batch, C m x n with leading dimension ldc; op(A) m x k, op(B) k x n. A batch
 /// stride of 0 shares an operand across the batch.
 struct GemmArgs {
-  DType dtype = DType::Float32;  ///< of A, B and C
+  DType dtype = DType::Float32;  ///< of C, and of A and B unless bf16_inputs
+  bool bf16_inputs = false;      ///< A and B are bfloat16 (C float32; fp32 accumulation)
   int device = 0;
   bool transpose_a = false, transpose_b = false;
   std::int64_t m = 0, n = 0, k = 0, batch = 1;

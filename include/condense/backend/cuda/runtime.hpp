@@ -53,6 +53,12 @@ void memset_zero(void* ptr, std::size_t bytes, int device, std::string_view op);
 void set_allow_tf32(bool allow) noexcept;
 /// Whether float GEMMs may use TF32.
 bool allow_tf32() noexcept;
+/// Lets float GEMMs (matmul, bmm, linear and their backward products) read their operands
+/// rounded to bfloat16: bf16 tensor cores with fp32 accumulation and fp32 outputs, the
+/// GEMM part of mixed-precision training (off by default; takes precedence over TF32).
+void set_allow_bf16_matmul(bool allow) noexcept;
+/// Whether float GEMMs round their operands to bfloat16.
+bool allow_bf16_matmul() noexcept;
 inline constexpr bool built_with_cuda = true;
 #else
 inline constexpr bool built_with_cuda = false;
@@ -75,6 +81,8 @@ inline void copy(void*, const void*, std::size_t, CopyKind, int, std::string_vie
 inline void memset_zero(void*, std::size_t, int, std::string_view op) { throw_no_cuda(op); }
 inline void set_allow_tf32(bool) noexcept {}
 inline bool allow_tf32() noexcept { return false; }
+inline void set_allow_bf16_matmul(bool) noexcept {}
+inline bool allow_bf16_matmul() noexcept { return false; }
 #endif
 
 /// True when this build has the CUDA backend and at least one device is present.
