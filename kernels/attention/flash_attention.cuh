@@ -9,7 +9,9 @@
 // per lane, with K and V tiles in shared memory (rows padded by one element so that lanes
 // reading one column of consecutive rows hit different banks). The backward runs one
 // kernel for dq (and dbias) per query tile and one for dk and dv per tile of 16 keys, which
-// loops over the group's query heads, so no gradient needs atomics.
+// loops over the group's query heads, so no gradient needs atomics. The kernels run every
+// policy P as (QueryOffset<P> & KeyPadding) with the offset and the key lengths from
+// AttentionArgs, so the models' cached decoding and padded batches reach P's kernels.
 //
 // Include this file in a .cu file and write CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) to
 // build the launchers of backend/cuda/attention.hpp for a policy of your own.
@@ -454,6 +456,16 @@ void allow_shared_memory(Kernel kernel, std::size_t bytes, std::string_view op) 
           "cudaFuncSetAttribute (shared memory)");
 }
 
+/// The policy the kernels run for `Policy`: shifted by AttentionArgs::query_offset and
+/// intersected with AttentionArgs::key_padding.
+template <class Policy>
+using KernelPolicy = mask::Intersect<mask::QueryOffset<Policy>, mask::KeyPadding>;
+
+template <class Policy>
+KernelPolicy<Policy> kernel_policy(const Policy& policy, const AttentionArgs& a) {
+  return KernelPolicy<Policy>(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
+}
+
 }  // namespace condense::cuda::attention_detail
 
 namespace condense::cuda {
@@ -463,9 +475,10 @@ void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
   if (!check_args(a, op)) return;
-  // The kernels see the policy shifted by the query offset (0 unless a QueryOffset was unwrapped).
-  using Shifted = mask::QueryOffset<Policy>;
-  const Shifted policy(inner, a.query_offset);
+  // The kernels see the policy shifted by the query offset and intersected with the key
+  // padding (no-ops unless attention() took a QueryOffset or a KeyPadding out of the policy).
+  using Kernel = KernelPolicy<Policy>;
+  const Kernel policy = kernel_policy(inner, a);
   use_device(a.device, op);
   const cudaStream_t stream = stream_of(a.device);
   unsigned long long* stats = nullptr;
@@ -478,9 +491,9 @@ void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_
     using A = compute_t<T>;
     constexpr int DMax = decltype(dmax)::value;
     const std::size_t bytes = static_cast<std::size_t>(block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_forward<T, Shifted, DMax>, bytes, op);
+    allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, op);
     const dim3 grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_forward<T, Shifted, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
+    flash_forward<T, Kernel, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
   });
   check_launch(op);
   if (stats) {
@@ -497,8 +510,8 @@ template <class Policy>
 void attention_backward(const AttentionArgs& a, const Policy& inner, std::string_view op) {
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
-  using Shifted = mask::QueryOffset<Policy>;
-  const Shifted policy(inner, a.query_offset);
+  using Kernel = KernelPolicy<Policy>;
+  const Kernel policy = kernel_policy(inner, a);
   if (!check_args(a, op)) {
     // No queries: the key and value gradients are zero.
     const std::size_t kv_bytes = static_cast<std::size_t>(a.batch * a.kv_heads * a.tk * a.dim) * dtype_size(a.dtype);
@@ -523,15 +536,15 @@ void attention_backward(const AttentionArgs& a, const Policy& inner, std::string
     attention_delta<T><<<delta_blocks, threads, 0, stream>>>(static_cast<const T*>(a.out), static_cast<const T*>(a.dout),
                                                              delta, rows, static_cast<int>(a.dim));
     const std::size_t dq_bytes = static_cast<std::size_t>(2 * block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_backward_dq<T, Shifted, DMax>, dq_bytes, op);
+    allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_bytes, op);
     const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_backward_dq<T, Shifted, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
+    flash_backward_dq<T, Kernel, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
     if (a.tk > 0) {
       const std::size_t kv_bytes =
           (static_cast<std::size_t>(2 * dkdv_keys + 2 * block_k) * padded<DMax> + 2 * block_k) * sizeof(A);
-      allow_shared_memory(flash_backward_dkdv<T, Shifted, DMax>, kv_bytes, op);
+      allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, kv_bytes, op);
       const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
-      flash_backward_dkdv<T, Shifted, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
+      flash_backward_dkdv<T, Kernel, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
     }
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream

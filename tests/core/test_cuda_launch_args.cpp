@@ -1,12 +1,17 @@
 // The host-side part of the CUDA launch path, which runs without a GPU: dim coalescing of
 // launcher operands, operand descriptions with broadcast strides, which policies have CUDA
-// attention kernels, and the errors a CPU-only build gives for CUDA tensors.
+// attention kernels and how attention() takes query offsets and key padding out of the
+// combinators around a policy, and the errors a CPU-only build gives for CUDA tensors.
 #include <doctest/doctest.h>
+
+#include <type_traits>
 
 #include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/kernels.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/factories.hpp"
+#include "condense/mask/policies.hpp"
+#include "condense/ops/attention.hpp"
 #include "test_util.hpp"
 
 using namespace condense;
@@ -84,3 +89,47 @@ TEST_CASE("cuda launch args: a CPU-only build names the op when asked for CUDA")
   CHECK(cuda::memory_stats().active_bytes == 0);
 }
 #endif
+
+namespace {
+/// A policy without CUDA kernels.
+struct AllKeys {
+  CONDENSE_HD bool allowed(int, int, int) const { return true; }
+  CONDENSE_HD TileKind classify(int, int, int, int, int) const { return TileKind::Full; }
+};
+
+template <class Plan>
+constexpr bool has_plan = !std::is_same_v<std::decay_t<Plan>, detail::NoCudaAttentionPlan>;
+}  // namespace
+
+TEST_CASE("cuda attention plan: query offsets and key padding come out of the combinators") {
+  const auto plain = detail::cuda_attention_plan(mask::Causal{});
+  static_assert(std::is_same_v<decltype(plain.base), mask::Causal>);
+  CHECK(plain.query_offset == 0);
+  CHECK_FALSE(plain.padded);
+
+  const auto shifted = detail::cuda_attention_plan(mask::QueryOffset(mask::QueryOffset(mask::Causal{}, 7), 3));
+  static_assert(std::is_same_v<decltype(shifted.base), mask::Causal>);
+  CHECK(shifted.query_offset == 10);
+
+  const auto padded = detail::cuda_attention_plan(mask::Causal{} & mask::KeyPadding(5));
+  static_assert(std::is_same_v<decltype(padded.base), mask::Causal>);
+  CHECK(padded.padded);
+  CHECK(padded.padding.len(0) == 5);
+
+  const auto both = detail::cuda_attention_plan(mask::KeyPadding(4) & mask::QueryOffset(mask::Gist(10, 13), 3));
+  static_assert(std::is_same_v<decltype(both.base), mask::Gist>);
+  CHECK(both.query_offset == 3);
+  CHECK(both.padding.len(1) == 4);
+
+  const auto outer_shift = detail::cuda_attention_plan(mask::QueryOffset(mask::Causal{} & mask::KeyPadding(6), 2));
+  static_assert(std::is_same_v<decltype(outer_shift.base), mask::Causal>);
+  CHECK(outer_shift.query_offset == 2);
+  CHECK(outer_shift.padding.len(0) == 6);
+
+  // No kernels: a policy of the user's, an intersection of two built-in policies.
+  static_assert(!has_plan<decltype(detail::cuda_attention_plan(AllKeys{}))>);
+  static_assert(!has_plan<decltype(detail::cuda_attention_plan(mask::Causal{} & mask::SlidingWindow(4, 0)))>);
+  static_assert(!has_plan<decltype(detail::cuda_attention_plan(mask::QueryOffset(AllKeys{}, 1)))>);
+  // Two paddings in one intersection are refused.
+  CHECK_THROWS_AS(detail::cuda_attention_plan((mask::Causal{} & mask::KeyPadding(3)) & mask::KeyPadding(4)), Error);
+}

@@ -164,6 +164,26 @@ TEST_CASE("cuda attention: QueryOffset runs the inner policy's kernels with shif
   check_attention_parity(whole, mask::Causal{}, mask::QueryOffset(mask::Causal{}, 0));
 }
 
+TEST_CASE("cuda attention: key padding intersected with a policy runs that policy's kernels") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // Per-row lengths (on the device for the GPU side), a continuation after a cache, and
+  // uniform lengths on either side of the intersection.
+  Case step;
+  step.tq = 20;
+  step.tk = 77;
+  const std::vector<std::int32_t> lengths{50, 77};
+  const auto d_lengths = from_vector<std::int32_t>(lengths, {2}, Device::cuda());
+  check_attention_parity(step, mask::QueryOffset(mask::Causal{}, 57) & mask::KeyPadding(lengths.data(), 2),
+                         mask::QueryOffset(mask::Causal{}, 57) & mask::KeyPadding(d_lengths.data(), 2));
+  check_attention_parity(step, mask::QueryOffset(mask::Causal{} & mask::KeyPadding(lengths.data(), 2), 57),
+                         mask::QueryOffset(mask::Causal{} & mask::KeyPadding(d_lengths.data(), 2), 57));
+  Case whole;
+  check_attention_parity(whole, mask::KeyPadding(33) & mask::Gist(10, 13), mask::KeyPadding(33) & mask::Gist(10, 13));
+  // The encoder-decoder gist training mask over right-padded sources.
+  check_attention_parity(whole, mask::GistBidirectional(10, 13) & mask::KeyPadding(60),
+                         mask::GistBidirectional(10, 13) & mask::KeyPadding(60));
+}
+
 TEST_CASE("cuda attention: the tile counters follow the policy's classification") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::int64_t B = 1, H = 2, T = 100, D = 64;

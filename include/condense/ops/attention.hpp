@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <type_traits>
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cuda/attention.hpp"
@@ -109,24 +111,82 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   return a;
 }
 
-/// The policy a mask::QueryOffset<P> wraps (void for other policies): attention() on CUDA
-/// runs QueryOffset<P> with P's kernels and the offset as a kernel argument.
-template <class Policy>
-struct query_offset_inner {
-  using type = void;
+/// A policy attention() cannot run on CUDA (no kernels for it or for what it wraps).
+struct NoCudaAttentionPlan {};
+
+/// How attention() runs a policy on CUDA: the policy whose kernels are built, plus the query
+/// offset and key padding the kernels apply themselves (AttentionArgs), taken out of the
+/// combinators around it: QueryOffset<P>, P & KeyPadding, KeyPadding & P, and nestings.
+template <class Base>
+struct CudaAttentionPlan {
+  Base base;
+  int query_offset = 0;
+  mask::KeyPadding padding = mask::KeyPadding(std::numeric_limits<int>::max());
+  bool padded = false;
 };
+
 template <class P>
-struct query_offset_inner<mask::QueryOffset<P>> {
-  using type = P;
-};
+constexpr bool cuda_kernels_built = cuda::attention_kernels_built<P>::value;
+
+// The overloads call each other for nested combinators: all are declared first.
+template <class P>
+auto cuda_attention_plan(const P& policy);
+template <class P>
+auto cuda_attention_plan(const mask::QueryOffset<P>& policy);
+template <class A, class B>
+auto cuda_attention_plan(const mask::Intersect<A, B>& policy);
+
+template <class P>
+auto cuda_attention_plan(const P& policy) {
+  if constexpr (cuda_kernels_built<P>) return CudaAttentionPlan<P>{policy};
+  else return NoCudaAttentionPlan{};
+}
+
+template <class P>
+auto cuda_attention_plan(const mask::QueryOffset<P>& policy) {
+  if constexpr (cuda_kernels_built<mask::QueryOffset<P>>) {
+    return CudaAttentionPlan<mask::QueryOffset<P>>{policy};
+  } else {
+    auto plan = cuda_attention_plan(policy.inner);
+    if constexpr (!std::is_same_v<decltype(plan), NoCudaAttentionPlan>) plan.query_offset += policy.offset;
+    return plan;
+  }
+}
+
+/// The plan of `other` intersected with the key padding `padding` (one padding at most).
+template <class P>
+auto cuda_attention_plan_padded(const P& other, const mask::KeyPadding& padding) {
+  auto plan = cuda_attention_plan(other);
+  if constexpr (std::is_same_v<decltype(plan), NoCudaAttentionPlan>) {
+    return plan;
+  } else {
+    CONDENSE_CHECK(!plan.padded, "attention", "CUDA attention takes one KeyPadding in an intersection, got two");
+    plan.padding = padding;
+    plan.padded = true;
+    return plan;
+  }
+}
+
+template <class A, class B>
+auto cuda_attention_plan(const mask::Intersect<A, B>& policy) {
+  if constexpr (cuda_kernels_built<mask::Intersect<A, B>>) {
+    return CudaAttentionPlan<mask::Intersect<A, B>>{policy};
+  } else if constexpr (std::is_same_v<B, mask::KeyPadding>) {
+    return cuda_attention_plan_padded(policy.first, policy.second);
+  } else if constexpr (std::is_same_v<A, mask::KeyPadding>) {
+    return cuda_attention_plan_padded(policy.second, policy.first);
+  } else {
+    return NoCudaAttentionPlan{};
+  }
+}
 
 /// attention_forward on CUDA tensors: the flash kernels of kernels/attention/ for `Policy`
 /// with queries shifted by `query_offset` (the policy's per-row arrays must be device
 /// memory). Same contract as the CPU path.
 template <FloatingElement T, class Policy>
 AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
-                                          int query_offset, const Tensor<T>& bias, const cpu::AttentionGeometry& g,
-                                          bool count_tiles) {
+                                          int query_offset, const mask::KeyPadding& padding, const Tensor<T>& bias,
+                                          const cpu::AttentionGeometry& g, bool count_tiles) {
   const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
@@ -134,6 +194,7 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
   cuda::AttentionArgs a = cuda_attention_args(g, qc, kc, vc, bc);
   a.query_offset = query_offset;
+  a.key_padding = padding;
   a.out = r.out.data();
   a.lse = r.lse.data();
   std::int64_t counts[3] = {0, 0, 0};
@@ -141,10 +202,11 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   cuda::attention_forward(a, policy, "attention");
   r.tiles = {counts[0], counts[1], counts[2]};
   record<T>("attention", r.out, {q, k, v, bias},
-            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy, query_offset](const Tensor<T>& grad,
-                                                                                         GradSink& s) {
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy, query_offset, padding](const Tensor<T>& grad,
+                                                                                                  GradSink& s) {
               cuda::AttentionArgs b = cuda_attention_args(g, qc, kc, vc, bc);
               b.query_offset = query_offset;
+              b.key_padding = padding;
               const Tensor<T> dout = grad.contiguous();
               const Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
               const Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
@@ -182,11 +244,10 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
   const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
   validate_mask(policy, "attention", g.batch, g.tq, g.tk);
   if (q.device().is_cuda()) {
-    using Inner = typename detail::query_offset_inner<Policy>::type;
-    if constexpr (cuda::attention_kernels_built<Policy>::value) {
-      return detail::cuda_attention_forward(q, k, v, policy, 0, bias, g, options.count_cuda_tiles);
-    } else if constexpr (cuda::attention_kernels_built<Inner>::value) {
-      return detail::cuda_attention_forward(q, k, v, policy.inner, policy.offset, bias, g, options.count_cuda_tiles);
+    const auto plan = detail::cuda_attention_plan(policy);
+    if constexpr (!std::is_same_v<std::decay_t<decltype(plan)>, detail::NoCudaAttentionPlan>) {
+      return detail::cuda_attention_forward(q, k, v, plan.base, plan.query_offset, plan.padding, bias, g,
+                                            options.count_cuda_tiles);
     } else {
       fail("attention", "no CUDA attention kernels are built for this mask policy: instantiate them with "
                         "CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) in a .cu file and declare them with "

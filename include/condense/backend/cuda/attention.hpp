@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string_view>
 #include <type_traits>
 
@@ -30,6 +31,9 @@ struct AttentionArgs {
   /// Query i is position query_offset + i of the policy (how attention() runs a
   /// mask::QueryOffset<P>: with P's kernels, shifted).
   int query_offset = 0;
+  /// Keys the policy is intersected with (how attention() runs P & mask::KeyPadding with
+  /// P's kernels); per-row lengths must be device memory. Default: every key.
+  mask::KeyPadding key_padding = mask::KeyPadding(std::numeric_limits<int>::max());
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
