@@ -1,18 +1,22 @@
-// CUDA attention benchmarks (fp32, the portable flash kernel): B*T = 16k tokens, hidden
-// 2048 (H = 2048 / D heads), head dims 64 and 128, T in {512, ..., 16384}, causal and every
-// policy of bench_attention, forward and forward+backward. Counters: useful TFLOP/s (allowed
+// CUDA attention benchmarks: B*T = 16k tokens, hidden 2048 (H = 2048 / D heads), head dims
+// 64 and 128, T in {512, ..., 16384}, causal and every policy of bench_attention, forward
+// and forward+backward, in two precisions: fp32 (float tensors through attention(), the
+// portable flash kernel) and bf16 (bfloat16 device buffers through the launchers of
+// backend/cuda/attention.hpp, the tensor-core kernels). Counters: useful TFLOP/s (allowed
 // pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and density. Each iteration waits
 // for the device. Without a CUDA device every benchmark is skipped with a message.
 // bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/mask/materialize.hpp"
@@ -66,20 +70,71 @@ void run_attention(benchmark::State& state, const HostPolicy& host_policy, const
   state.counters["density"] = pairs / static_cast<double>(tq * tk);
 }
 
+/// The tensor-core kernels on bfloat16 buffers, called through the launchers (no autograd).
+template <class HostPolicy, class DevicePolicy>
+void run_attention_bf16(benchmark::State& state, const HostPolicy& host_policy, const DevicePolicy& policy,
+                        std::int64_t tq, std::int64_t tk, std::int64_t dim, bool backward) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const std::int64_t batch = std::max<std::int64_t>(1, kTokens / tk), heads = kHidden / dim;
+  Generator gen(1);
+  const auto input = [&](Shape shape) { return randn<float>(shape, gen).cast<bfloat16>().to(Device::cuda()); };
+  const auto q = input({batch, heads, tq, dim}), k = input({batch, heads, tk, dim}), v = input({batch, heads, tk, dim});
+  const auto dout = input({batch, heads, tq, dim});
+  auto out = Tensor<bfloat16>::empty(q.shape(), Device::cuda()), dq = Tensor<bfloat16>::empty(q.shape(), Device::cuda());
+  auto dk = Tensor<bfloat16>::empty(k.shape(), Device::cuda()), dv = Tensor<bfloat16>::empty(v.shape(), Device::cuda());
+  auto lse = Tensor<float>::empty({batch, heads, tq}, Device::cuda());
+  cuda::AttentionArgs a;
+  a.dtype = DType::BFloat16;
+  a.batch = batch;
+  a.heads = a.kv_heads = heads;
+  a.tq = tq;
+  a.tk = tk;
+  a.dim = dim;
+  a.scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.out = out.data();
+  a.lse = lse.data();
+  cuda::AttentionArgs b = a;
+  b.dout = dout.data();
+  b.dq = dq.data();
+  b.dk = dk.data();
+  b.dv = dv.data();
+  const double pairs = static_cast<double>(count_allowed(host_policy, 0, tq, tk));
+  for (auto _ : state) {
+    cuda::attention_forward(a, policy, "bench attention bf16");
+    if (backward) cuda::attention_backward(b, policy, "bench attention bf16 backward");
+    cuda::synchronize(0);
+  }
+  const double flops = 4.0 * batch * heads * dim * pairs * (backward ? 3.5 : 1.0);
+  state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["density"] = pairs / static_cast<double>(tq * tk);
+}
+
 /// make(T, data) -> (host policy, device policy, Tq, Tk).
 template <class Make>
 void register_policy(const std::string& name, Make make) {
-  for (bool backward : {false, true}) {
-    for (std::int64_t dim : {64, 128}) {
-      const std::string full =
-          "BM_cuda_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") + name + "/d" + std::to_string(dim);
-      auto* b = benchmark::RegisterBenchmark(full.c_str(), [make, backward, dim](benchmark::State& state) {
-        auto data = std::make_shared<PolicyData>();
-        auto [host, device, tq, tk] = make(state.range(0), *data);
-        run_attention(state, host, device, tq, tk, dim, backward);
-      });
-      for (std::int64_t t = 512; t <= 16384; t *= 2) b->Arg(t);
-      b->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (bool bf16 : {false, true}) {
+    for (bool backward : {false, true}) {
+      for (std::int64_t dim : {64, 128}) {
+        const std::string full = "BM_cuda_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") +
+                                 (bf16 ? "bf16/" : "fp32/") + name + "/d" + std::to_string(dim);
+        auto* b = benchmark::RegisterBenchmark(full.c_str(), [make, backward, dim, bf16](benchmark::State& state) {
+          auto data = std::make_shared<PolicyData>();
+          auto [host, device, tq, tk] = make(state.range(0), *data);
+          if (bf16) {
+            run_attention_bf16(state, host, device, tq, tk, dim, backward);
+          } else {
+            run_attention(state, host, device, tq, tk, dim, backward);
+          }
+        });
+        for (std::int64_t t = 512; t <= 16384; t *= 2) b->Arg(t);
+        b->Unit(benchmark::kMillisecond)->UseRealTime();
+      }
     }
   }
 }

@@ -3,8 +3,9 @@
 // bench/torch_train_lm.py --device cuda runs the same model in PyTorch eager side by side.
 // Model: vocabulary 50257, 12 layers, d_model 768, 12 heads, GELU (tanh) MLP of 3072,
 // LayerNorm, learned positions, tied embeddings; batch 8 x 1024 tokens; float parameters,
-// with TF32 GEMMs (cuda::set_allow_tf32; argument 0) or bfloat16 GEMMs with fp32
-// accumulation (cuda::set_allow_bf16_matmul, the GEMM half of mixed precision; argument 1).
+// with TF32 GEMMs (cuda::set_allow_tf32; argument 0) or bfloat16 GEMMs and attention with
+// fp32 accumulation (cuda::set_allow_bf16_matmul and cuda::set_allow_bf16_attention: the
+// tensor-core half of mixed precision; argument 1).
 // Without a CUDA device the benchmark is skipped.
 #include <benchmark/benchmark.h>
 
@@ -28,10 +29,11 @@ void BM_cuda_train_step_gpt2_small(benchmark::State& state) {
     return;
   }
   constexpr std::int64_t vocab = 50257, d_model = 768, layers = 12, heads = 12, seq = 1024, batch = 8;
-  const bool bf16_gemms = state.range(0) == 1;
+  const bool bf16 = state.range(0) == 1;
   cuda::set_allow_tf32(true);
-  cuda::set_allow_bf16_matmul(bf16_gemms);
-  state.SetLabel(bf16_gemms ? "bf16 GEMMs" : "tf32 GEMMs");
+  cuda::set_allow_bf16_matmul(bf16);
+  cuda::set_allow_bf16_attention(bf16);
+  state.SetLabel(bf16 ? "bf16 GEMMs + attention" : "tf32 GEMMs");
   Generator gen(0);
   nn::DecoderLM<float, mask::Causal> model(nn::DecoderLMOptions::gpt2_style(vocab, d_model, layers, heads, seq), gen);
   model.to(Device::cuda());
@@ -58,6 +60,7 @@ void BM_cuda_train_step_gpt2_small(benchmark::State& state) {
   state.counters["peak GiB"] = static_cast<double>(cuda::memory_stats(0).peak_bytes) / (1 << 30);
   cuda::set_allow_tf32(false);
   cuda::set_allow_bf16_matmul(false);
+  cuda::set_allow_bf16_attention(false);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side GPU attention benchmark: condense (bench_cuda_attention) against PyTorch on
 the same GPU: scaled_dot_product_attention (is_causal for causal, the policy's boolean mask
-otherwise) and flex_attention with the equivalent block mask, fp32 like the condense
-kernel (and bf16 SDPA / flex for reference). B*T = 16k tokens, hidden 2048, head dims 64
-and 128. Prints times, TFLOP/s over allowed pairs, and ratios (PyTorch time / condense time).
+otherwise) and flex_attention with the equivalent block mask, each in fp32 (against the
+condense portable kernel) and bf16 (against the condense tensor-core kernels). B*T = 16k
+tokens, hidden 2048, head dims 64 and 128. Prints times, TFLOP/s over allowed pairs, and
+ratios (PyTorch time / condense time) per precision.
 
 Usage: python3 bench/torch_cuda_attention.py [--bench build/release/bench/bench_cuda_attention]
        [--sizes 512,1024,...,16384] [--dims 64,128] [--policies causal,...] [--json out.json]
@@ -90,17 +91,18 @@ def main():
         sys.exit("no CUDA device: nothing to compare")
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = [int(d) for d in args.dims.split(",")]
-    filt = ("BM_cuda_attention_.*/(" + (args.policies.replace(",", "|") or ".*") + ")/d(" + "|".join(map(str, dims)) +
-            ")/(" + "|".join(map(str, sizes)) + ")(/|$)")
+    filt = ("BM_cuda_attention_.*/(fp32|bf16)/(" + (args.policies.replace(",", "|") or ".*") + ")/d(" +
+            "|".join(map(str, dims)) + ")/(" + "|".join(map(str, sizes)) + ")(/|$)")
     ours = {}
     for b in run_condense_bench(args.bench, 1, filt):
-        parts = b["name"].split("/")  # BM_cuda_attention_<mode>/<policy>/d<D>/<T>[/real_time]
-        mode, policy, dim, size = parts[0].rsplit("_", 1)[1], parts[1], int(parts[2][1:]), int(parts[3])
-        ours[(policy, dim, size, mode)] = {"ms": to_ms(b), "tflops": b["TFLOP/s"], "density": b["density"]}
-    policies = sorted({p for p, _, _, _ in ours}, key=lambda p: (p != "causal", p))
+        parts = b["name"].split("/")  # BM_cuda_attention_<mode>/<precision>/<policy>/d<D>/<T>[/real_time]
+        mode, prec, policy = parts[0].rsplit("_", 1)[1], parts[1], parts[2]
+        dim, size = int(parts[3][1:]), int(parts[4])
+        ours[(policy, dim, size, mode, prec)] = {"ms": to_ms(b), "tflops": b["TFLOP/s"], "density": b["density"]}
+    policies = sorted({key[0] for key in ours}, key=lambda p: (p != "causal", p))
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print(f"{'policy':22s} {'D':>4s} {'T':>6s} {'mode':6s} {'dens':>5s} {'condense':>9s} {'TF/s':>6s} "
-          f"{'sdpa32':>8s} {'flex32':>8s} {'sdpa16':>8s} {'flex16':>8s} {'x sdpa32':>8s} {'x flex32':>8s}")
+    print(f"{'policy':22s} {'D':>4s} {'T':>6s} {'mode':6s} {'prec':4s} {'dens':>5s} {'condense':>9s} {'TF/s':>6s} "
+          f"{'sdpa':>8s} {'flex':>8s} {'x sdpa':>8s} {'x flex':>8s}")
     rows = []
     for dim in dims:
         for t in sizes:
@@ -108,19 +110,18 @@ def main():
                 fp32 = torch_cases(torch, policy, t, dim, torch.float32)
                 bf16 = torch_cases(torch, policy, t, dim, torch.bfloat16)
                 for mode in ("fwd", "fwdbwd"):
-                    o = ours.get((policy, dim, t, mode))
-                    if not o:
-                        continue
-                    fmt = lambda x: f"{x:8.2f}" if x else f"{'-':>8s}"
-                    ratio = lambda x: f"{x / o['ms']:8.2f}" if x else f"{'-':>8s}"
-                    g32 = lambda k: fp32.get(f"{k}_{mode}")
-                    g16 = lambda k: bf16.get(f"{k}_{mode}")
-                    print(f"{policy:22s} {dim:4d} {t:6d} {mode:6s} {o['density']:5.2f} {o['ms']:9.2f} {o['tflops']:6.1f} "
-                          f"{fmt(g32('sdpa'))} {fmt(g32('flex'))} {fmt(g16('sdpa'))} {fmt(g16('flex'))} "
-                          f"{ratio(g32('sdpa'))} {ratio(g32('flex'))}", flush=True)
-                    rows.append({"policy": policy, "D": dim, "T": t, "mode": mode, "condense": o, "torch_fp32": fp32,
-                                 "torch_bf16": bf16})
-    print("x ...: PyTorch time / condense time (above 1: condense faster); 16: bf16 PyTorch for reference.")
+                    for prec, theirs in (("fp32", fp32), ("bf16", bf16)):
+                        o = ours.get((policy, dim, t, mode, prec))
+                        if not o:
+                            continue
+                        fmt = lambda x: f"{x:8.2f}" if x else f"{'-':>8s}"
+                        ratio = lambda x: f"{x / o['ms']:8.2f}" if x else f"{'-':>8s}"
+                        sdpa, flex = theirs.get(f"sdpa_{mode}"), theirs.get(f"flex_{mode}")
+                        print(f"{policy:22s} {dim:4d} {t:6d} {mode:6s} {prec:4s} {o['density']:5.2f} {o['ms']:9.2f} "
+                              f"{o['tflops']:6.1f} {fmt(sdpa)} {fmt(flex)} {ratio(sdpa)} {ratio(flex)}", flush=True)
+                        rows.append({"policy": policy, "D": dim, "T": t, "mode": mode, "precision": prec,
+                                     "condense": o, "torch": theirs})
+    print("x ...: PyTorch time / condense time in the same precision (above 1: condense faster).")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

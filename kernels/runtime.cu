@@ -121,6 +121,7 @@ thread_local std::array<StreamHandle, Allocator::max_devices> current_streams{};
 
 std::atomic<bool> tf32_allowed{false};
 std::atomic<bool> bf16_matmul_allowed{false};
+std::atomic<bool> bf16_attention_allowed{false};
 
 cudaMemcpyKind to_cuda(CopyKind kind) {
   switch (kind) {
@@ -211,5 +212,7 @@ void set_allow_tf32(bool allow) noexcept { tf32_allowed.store(allow); }
 bool allow_tf32() noexcept { return tf32_allowed.load(); }
 void set_allow_bf16_matmul(bool allow) noexcept { bf16_matmul_allowed.store(allow); }
 bool allow_bf16_matmul() noexcept { return bf16_matmul_allowed.load(); }
+void set_allow_bf16_attention(bool allow) noexcept { bf16_attention_allowed.store(allow); }
+bool allow_bf16_attention() noexcept { return bf16_attention_allowed.load(); }
 
 }  // namespace condense::cuda

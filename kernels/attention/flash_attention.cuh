@@ -23,16 +23,18 @@
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/mask/combinators.hpp"
 #include "condense/mask/policy.hpp"
+#include "attention/flash_attention_mma.cuh"
 #include "detail/common.cuh"
 
-/// 1: build the launchers for bfloat16, float16 and double too, and for head dims up to
-/// 256 (CMake option CONDENSE_CUDA_ATTENTION_ALL); 0: float with head dims up to 128, which
-/// bounds the build time (the ops reach float and double tensors today).
+/// 1: build the launchers for float16 and double too, and for head dims up to 256 (CMake
+/// option CONDENSE_CUDA_ATTENTION_ALL); 0: float (portable kernels) and bfloat16 (tensor
+/// cores) with head dims up to 128, which bounds the build time.
 #ifndef CONDENSE_CUDA_ATTENTION_ALL
 #define CONDENSE_CUDA_ATTENTION_ALL 0
 #endif
@@ -427,7 +429,9 @@ inline bool check_args(const AttentionArgs& a, std::string_view op) {
   return a.batch > 0 && a.tq > 0;
 }
 
-/// Calls f(T{}, DMax) for the element type and the smallest compiled head-dim bound >= dim.
+/// Calls f(T{}, DMax) for the element type and the smallest compiled head-dim bound >= dim
+/// of the portable kernels: float (and, with CONDENSE_CUDA_ATTENTION_ALL, double, and the
+/// 16-bit types above head dim 128, where the tensor-core kernels stop).
 template <class F>
 void dispatch(const AttentionArgs& a, std::string_view op, F&& f) {
 #if CONDENSE_CUDA_ATTENTION_ALL
@@ -436,7 +440,11 @@ void dispatch(const AttentionArgs& a, std::string_view op, F&& f) {
   dispatch_dtype<float>(a.dtype, op, [&](auto tag) {
 #endif
     using T = decltype(tag);
-    if (a.dim <= 64) {
+    if constexpr (attention_mma::is_16bit<T>) {
+#if CONDENSE_CUDA_ATTENTION_ALL
+      f(tag, std::integral_constant<int, 256>{});  // head dims up to 128 took the tensor cores
+#endif
+    } else if (a.dim <= 64) {
       f(tag, std::integral_constant<int, 64>{});
     } else if (a.dim <= 128) {
       f(tag, std::integral_constant<int, 128>{});
@@ -446,6 +454,79 @@ void dispatch(const AttentionArgs& a, std::string_view op, F&& f) {
 #endif
     }
   });
+}
+
+/// Calls f(T{}, D) for the tensor-core kernels when they take this call (a 16-bit element
+/// type built in and head dim <= 128) and returns true; false otherwise.
+template <class F>
+bool dispatch_mma(const AttentionArgs& a, F&& f) {
+  if (a.dim > 128) return false;
+  const auto with_dims = [&](auto tag) {
+    if (a.dim <= 64) {
+      f(tag, std::integral_constant<int, 64>{});
+    } else {
+      f(tag, std::integral_constant<int, 128>{});
+    }
+  };
+  if (a.dtype == DType::BFloat16) {
+    with_dims(bfloat16{});
+    return true;
+  }
+#if CONDENSE_CUDA_ATTENTION_ALL
+  if (a.dtype == DType::Float16) {
+    with_dims(float16{});
+    return true;
+  }
+#endif
+  return false;
+}
+
+/// out[i] = in[i] converted (float <-> bfloat16), contiguous.
+template <class From, class To>
+__global__ void convert_elements(const From* in, To* out, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = to_element<To>(load(in + i));
+}
+
+/// Device buffers of one bf16 tensor-core call on float tensors: bfloat16 copies of the
+/// float operands and bfloat16 results converted back; freed (stream-ordered) at the end.
+class Bf16Staging {
+ public:
+  Bf16Staging(int device, std::string_view op) : device_(device), op_(op) {}
+  Bf16Staging(const Bf16Staging&) = delete;
+  Bf16Staging& operator=(const Bf16Staging&) = delete;
+  ~Bf16Staging() {
+    for (void* p : buffers_) deallocate(p, device_);
+  }
+  /// A bfloat16 buffer of n elements, uninitialised.
+  bfloat16* empty(std::int64_t n) {
+    buffers_.push_back(allocate(static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(bfloat16), device_, op_));
+    return static_cast<bfloat16*>(buffers_.back());
+  }
+  /// A bfloat16 copy of n floats at src (nullptr stays nullptr).
+  const bfloat16* rounded(const void* src, std::int64_t n) {
+    if (!src) return nullptr;
+    bfloat16* dst = empty(n);
+    if (n > 0)
+      convert_elements<<<grid_for(n, threads), threads, 0, stream_of(device_)>>>(static_cast<const float*>(src), dst, n);
+    return dst;
+  }
+  /// Writes n bfloat16 values of src to the floats at dst.
+  void widen(void* dst, const bfloat16* src, std::int64_t n) const {
+    if (dst && n > 0)
+      convert_elements<<<grid_for(n, threads), threads, 0, stream_of(device_)>>>(src, static_cast<float*>(dst), n);
+  }
+
+ private:
+  int device_;
+  std::string_view op_;
+  std::vector<void*> buffers_;
+};
+
+/// Whether a float call runs on the bf16 tensor cores (AttentionArgs::bf16_tensor_cores).
+inline bool staged_in_bf16(const AttentionArgs& a) {
+  return a.bf16_tensor_cores && a.dtype == DType::Float32 && a.dim <= 128;
 }
 
 /// Allows `bytes` of dynamic shared memory for `kernel` (needed above 48 KiB).
@@ -464,6 +545,86 @@ using KernelPolicy = mask::Intersect<mask::QueryOffset<Policy>, mask::KeyPadding
 template <class Policy>
 KernelPolicy<Policy> kernel_policy(const Policy& policy, const AttentionArgs& a) {
   return KernelPolicy<Policy>(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
+}
+
+/// Queues the forward kernels for `a` (tensor cores for 16-bit types up to head dim 128,
+/// the portable kernels otherwise).
+template <class Kernel>
+void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long long* stats, std::string_view op) {
+  const cudaStream_t stream = stream_of(a.device);
+  const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
+    using T = decltype(tag);
+    constexpr int D = decltype(dims)::value;
+    constexpr std::size_t bytes = attention_mma::forward_smem<D>;
+    allow_shared_memory(attention_mma::flash_forward_mma<T, Kernel, D>, bytes, op);
+    const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
+                    static_cast<unsigned>((a.tq + attention_mma::block_m - 1) / attention_mma::block_m));
+    attention_mma::flash_forward_mma<T, Kernel, D><<<grid, attention_mma::threads, bytes, stream>>>(a, policy, stats);
+  });
+  if (on_tensor_cores) return;
+  dispatch(a, op, [&](auto tag, auto dmax) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    constexpr int DMax = decltype(dmax)::value;
+    const std::size_t bytes = static_cast<std::size_t>(block_q + 2 * block_k) * padded<DMax> * sizeof(A);
+    allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, op);
+    const dim3 grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
+    flash_forward<T, Kernel, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
+  });
+}
+
+/// Queues the backward kernels for `a` (dbias already zeroed when wanted).
+template <class Kernel>
+void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_view op) {
+  const cudaStream_t stream = stream_of(a.device);
+  const std::int64_t rows = a.batch * a.heads * a.tq;
+  const auto launch_delta = [&](auto tag, auto* delta) {
+    using T = decltype(tag);
+    const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + threads - 1) / threads);
+    attention_delta<T><<<delta_blocks, threads, 0, stream>>>(static_cast<const T*>(a.out), static_cast<const T*>(a.dout),
+                                                             delta, rows, static_cast<int>(a.dim));
+  };
+  const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
+    using T = decltype(tag);
+    constexpr int D = decltype(dims)::value;
+    namespace tc = attention_mma;
+    float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
+    launch_delta(tag, delta);
+    allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
+    const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + tc::block_m - 1) / tc::block_m));
+    tc::flash_backward_dq_mma<T, Kernel, D><<<dq_grid, tc::threads, tc::dq_smem<D>, stream>>>(a, policy, delta);
+    if (a.tk > 0) {
+      allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_smem<D>, op);
+      const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads),
+                         static_cast<unsigned>((a.tk + tc::dkdv_keys - 1) / tc::dkdv_keys));
+      tc::flash_backward_dkdv_mma<T, Kernel, D><<<kv_grid, tc::threads, tc::dkdv_smem<D>, stream>>>(a, policy, delta);
+    }
+    const cudaError_t launched = cudaGetLastError();
+    deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
+    check(launched, op, "kernel launch");
+  });
+  if (on_tensor_cores) return;
+  dispatch(a, op, [&](auto tag, auto dmax) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    constexpr int DMax = decltype(dmax)::value;
+    A* delta = static_cast<A*>(allocate(static_cast<std::size_t>(rows) * sizeof(A), a.device, op));
+    launch_delta(tag, delta);
+    const std::size_t dq_bytes = static_cast<std::size_t>(2 * block_q + 2 * block_k) * padded<DMax> * sizeof(A);
+    allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_bytes, op);
+    const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
+    flash_backward_dq<T, Kernel, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
+    if (a.tk > 0) {
+      const std::size_t kv_bytes =
+          (static_cast<std::size_t>(2 * dkdv_keys + 2 * block_k) * padded<DMax> + 2 * block_k) * sizeof(A);
+      allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, kv_bytes, op);
+      const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
+      flash_backward_dkdv<T, Kernel, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
+    }
+    const cudaError_t launched = cudaGetLastError();
+    deallocate(delta, a.device);
+    check(launched, op, "kernel launch");
+  });
 }
 
 }  // namespace condense::cuda::attention_detail
@@ -486,15 +647,22 @@ void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_
     stats = static_cast<unsigned long long*>(allocate(3 * sizeof(unsigned long long), a.device, op));
     check(cudaMemsetAsync(stats, 0, 3 * sizeof(unsigned long long), stream), op, "cudaMemsetAsync");
   }
-  dispatch(a, op, [&](auto tag, auto dmax) {
-    using T = decltype(tag);
-    using A = compute_t<T>;
-    constexpr int DMax = decltype(dmax)::value;
-    const std::size_t bytes = static_cast<std::size_t>(block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, op);
-    const dim3 grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_forward<T, Kernel, DMax><<<grid, threads, bytes, stream>>>(a, policy, stats);
-  });
+  if (staged_in_bf16(a)) {
+    // float tensors on the bf16 tensor cores: bf16 copies in, the output widened back.
+    Bf16Staging staging(a.device, op);
+    AttentionArgs c = a;
+    c.dtype = DType::BFloat16;
+    c.q = staging.rounded(a.q, a.batch * a.heads * a.tq * a.dim);
+    c.k = staging.rounded(a.k, a.batch * a.kv_heads * a.tk * a.dim);
+    c.v = staging.rounded(a.v, a.batch * a.kv_heads * a.tk * a.dim);
+    c.bias = staging.rounded(a.bias, a.batch * a.bias_heads * a.tq * a.tk);
+    bfloat16* out = staging.empty(a.batch * a.heads * a.tq * a.dim);
+    c.out = out;
+    launch_forward(c, policy, stats, op);
+    staging.widen(a.out, out, a.batch * a.heads * a.tq * a.dim);
+  } else {
+    launch_forward(a, policy, stats, op);
+  }
   check_launch(op);
   if (stats) {
     unsigned long long counts[3] = {0, 0, 0};
@@ -527,29 +695,36 @@ void attention_backward(const AttentionArgs& a, const Policy& inner, std::string
   if (a.dbias)
     check(cudaMemsetAsync(a.dbias, 0, static_cast<std::size_t>(rows * a.tk) * dtype_size(a.dtype), stream), op,
           "cudaMemsetAsync");
-  dispatch(a, op, [&](auto tag, auto dmax) {
-    using T = decltype(tag);
-    using A = compute_t<T>;
-    constexpr int DMax = decltype(dmax)::value;
-    A* delta = static_cast<A*>(allocate(static_cast<std::size_t>(rows) * sizeof(A), a.device, op));
-    const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + threads - 1) / threads);
-    attention_delta<T><<<delta_blocks, threads, 0, stream>>>(static_cast<const T*>(a.out), static_cast<const T*>(a.dout),
-                                                             delta, rows, static_cast<int>(a.dim));
-    const std::size_t dq_bytes = static_cast<std::size_t>(2 * block_q + 2 * block_k) * padded<DMax> * sizeof(A);
-    allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_bytes, op);
-    const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_q - 1) / block_q));
-    flash_backward_dq<T, Kernel, DMax><<<dq_grid, threads, dq_bytes, stream>>>(a, policy, delta);
-    if (a.tk > 0) {
-      const std::size_t kv_bytes =
-          (static_cast<std::size_t>(2 * dkdv_keys + 2 * block_k) * padded<DMax> + 2 * block_k) * sizeof(A);
-      allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, kv_bytes, op);
-      const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
-      flash_backward_dkdv<T, Kernel, DMax><<<kv_grid, threads, kv_bytes, stream>>>(a, policy, delta);
-    }
-    const cudaError_t launched = cudaGetLastError();
-    deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
-    check(launched, op, "kernel launch");
-  });
+  if (!staged_in_bf16(a)) {
+    launch_backward(a, policy, op);
+    return;
+  }
+  // float tensors on the bf16 tensor cores: bf16 copies in, the gradients widened back.
+  Bf16Staging staging(a.device, op);
+  const std::int64_t q_elems = rows * a.dim, kv_elems = a.batch * a.kv_heads * a.tk * a.dim;
+  AttentionArgs c = a;
+  c.dtype = DType::BFloat16;
+  c.q = staging.rounded(a.q, q_elems);
+  c.k = staging.rounded(a.k, kv_elems);
+  c.v = staging.rounded(a.v, kv_elems);
+  c.bias = staging.rounded(a.bias, a.batch * a.bias_heads * a.tq * a.tk);
+  c.out = const_cast<bfloat16*>(staging.rounded(a.out, q_elems));
+  c.dout = staging.rounded(a.dout, q_elems);
+  bfloat16* dq = staging.empty(q_elems);
+  bfloat16* dk = staging.empty(kv_elems);
+  bfloat16* dv = staging.empty(kv_elems);
+  bfloat16* dbias = a.dbias ? staging.empty(rows * a.tk) : nullptr;
+  if (dbias) check(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(rows * a.tk) * sizeof(bfloat16), stream), op, "cudaMemsetAsync");
+  c.dq = dq;
+  c.dk = dk;
+  c.dv = dv;
+  c.dbias = dbias;
+  launch_backward(c, policy, op);
+  staging.widen(a.dq, dq, q_elems);
+  staging.widen(a.dk, dk, kv_elems);
+  staging.widen(a.dv, dv, kv_elems);
+  if (dbias) staging.widen(a.dbias, dbias, rows * a.tk);
+  check_launch(op);
 }
 
 }  // namespace condense::cuda

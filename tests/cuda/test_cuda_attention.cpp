@@ -2,8 +2,10 @@
 // primitive ops in tests/attention): outputs, log-sum-exp and the gradients of q, k, v and
 // the bias, for every built-in policy (per-row arrays copied to the device), grouped-query
 // heads, head dims 64 and 128 and a ragged one, Tq != Tk, and tile skipping on and off; the
-// tile counters against the policy's own classification on the host. Every test skips with
-// a message when no CUDA device is present.
+// tile counters against the policy's own classification on the host; the tensor-core
+// kernels (bf16: float tensors through cuda::set_allow_bf16_attention, and bfloat16 tensors
+// through the launcher) against the CPU kernel on the same bf16-rounded inputs. Every test
+// skips with a message when no CUDA device is present.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -26,6 +28,19 @@ struct Case {
   std::int64_t batch = 2, heads = 4, kv_heads = 2, tq = 70, tk = 70, dim = 64;
   bool bias = false;
   bool skip_tiles = true;
+  /// Inputs rounded to bfloat16 on both sides; the GPU runs the bf16 tensor-core kernels.
+  bool bf16 = false;
+};
+
+/// t with every element rounded to bfloat16 (and back to float).
+Tensor<float> rounded_to_bf16(const Tensor<float>& t) { return t.cast<bfloat16>().cast<float>(); }
+
+/// Turns the bf16 attention mode on for a scope.
+struct Bf16AttentionScope {
+  explicit Bf16AttentionScope(bool on) { cuda::set_allow_bf16_attention(on); }
+  ~Bf16AttentionScope() { cuda::set_allow_bf16_attention(false); }
+  Bf16AttentionScope(const Bf16AttentionScope&) = delete;
+  Bf16AttentionScope& operator=(const Bf16AttentionScope&) = delete;
 };
 
 /// Runs attention with `cpu_policy` on the CPU and `gpu_policy` (the same mask, arrays on
@@ -36,12 +51,17 @@ void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const Gp
   CAPTURE(c.tk);
   CAPTURE(c.dim);
   CAPTURE(c.bias);
+  CAPTURE(c.bf16);
   Generator gen(seed);
-  const auto q = randn<float>({c.batch, c.heads, c.tq, c.dim}, gen);
-  const auto k = randn<float>({c.batch, c.kv_heads, c.tk, c.dim}, gen);
-  const auto v = randn<float>({c.batch, c.kv_heads, c.tk, c.dim}, gen);
-  const auto bias = c.bias ? randn<float>({c.batch, 1, c.tq, c.tk}, gen) : Tensor<float>();
-  const auto dout = randn<float>({c.batch, c.heads, c.tq, c.dim}, gen);
+  const auto input = [&](Shape shape) {
+    const auto t = randn<float>(shape, gen);
+    return c.bf16 ? rounded_to_bf16(t) : t;
+  };
+  const auto q = input({c.batch, c.heads, c.tq, c.dim});
+  const auto k = input({c.batch, c.kv_heads, c.tk, c.dim});
+  const auto v = input({c.batch, c.kv_heads, c.tk, c.dim});
+  const auto bias = c.bias ? input({c.batch, 1, c.tq, c.tk}) : Tensor<float>();
+  const auto dout = input({c.batch, c.heads, c.tq, c.dim});
   AttentionOptions options;
   options.skip_tiles = c.skip_tiles;
 
@@ -56,7 +76,13 @@ void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const Gp
     return results;
   };
   const auto expected = run(Device::cpu(), cpu_policy);
-  const auto got = run(Device::cuda(), gpu_policy);
+  const auto got = [&] {
+    const Bf16AttentionScope mode(c.bf16);
+    return run(Device::cuda(), gpu_policy);
+  }();
+  // bf16: the kernels round P and dS to bfloat16 (8 significant bits) before their second
+  // products; the CPU keeps them in float.
+  const double lse_tol = c.bf16 ? 1e-3 : 1e-4, rtol = c.bf16 ? 3e-2 : 1e-3, atol = c.bf16 ? 3e-2 : 1e-4;
   const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
   for (std::size_t i = 0; i < expected.size(); ++i) {
     CAPTURE(names[i]);
@@ -71,10 +97,10 @@ void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const Gp
           worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / (1.0 + std::abs(double(e[j]))));
         }
       }
-      CHECK_MESSAGE(worst < 1e-4, "lse differs by ", worst);
+      CHECK_MESSAGE(worst < lse_tol, "lse differs by ", worst);
       continue;
     }
-    CHECK_MESSAGE(allclose(got[i], expected[i], 1e-3, 1e-4), names[i], " differs by ", max_abs_diff(got[i], expected[i]));
+    CHECK_MESSAGE(allclose(got[i], expected[i], rtol, atol), names[i], " differs by ", max_abs_diff(got[i], expected[i]));
   }
 }
 
@@ -221,4 +247,90 @@ TEST_CASE("cuda attention: bad arguments name the op") {
   const auto gpu_q = zeros<float>({1, 2, 4, 8}, Device::cuda());
   CHECK_THROWS_WITH_AS(attention(gpu_q, cpu_k, cpu_k, mask::Causal{}), doctest::Contains("different devices"), Error);
   CHECK_THROWS_WITH_AS(attention(gpu_q, gpu_q, gpu_q, EveryKeyPolicy{}), doctest::Contains("no CUDA attention kernels"), Error);
+}
+
+TEST_CASE("cuda attention: bf16 tensor cores (float tensors) match the CPU kernel on rounded inputs") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Case c;
+  c.bf16 = true;
+  c.tq = c.tk = 150;  // three 64-row query tiles and key tiles, the last ones partial
+  check_attention_parity(c, mask::None{}, mask::None{});
+  check_attention_parity(c, mask::Causal{}, mask::Causal{});
+  check_attention_parity(c, mask::SlidingWindow(20, 0), mask::SlidingWindow(20, 0));
+  check_attention_parity(c, mask::ChunkedLocal(40, 3), mask::ChunkedLocal(40, 3));
+  check_attention_parity(c, mask::Gist(30, 35), mask::Gist(30, 35));
+  const std::vector<std::int32_t> lengths = {150, 70};
+  const auto d_lengths = on_device(lengths);
+  check_attention_parity(c, mask::Causal{} & mask::KeyPadding(lengths.data(), 2),
+                         mask::Causal{} & mask::KeyPadding(d_lengths.data(), 2));
+  for (std::int64_t dim : {128, 40, 100}) {  // zero-padded head dims; 100: element-wise tile loads
+    Case d = c;
+    d.dim = dim;
+    check_attention_parity(d, mask::Causal{}, mask::Causal{});
+  }
+  Case gqa = c;
+  gqa.heads = 8;
+  gqa.kv_heads = 2;
+  gqa.bias = true;
+  check_attention_parity(gqa, mask::Causal{}, mask::Causal{});
+  Case step = c;  // decoding after a cache, and more queries than keys
+  step.tq = 5;
+  step.tk = 133;
+  check_attention_parity(step, mask::QueryOffset(mask::Causal{}, 128), mask::QueryOffset(mask::Causal{}, 128));
+  step.tq = 130;
+  step.tk = 9;
+  check_attention_parity(step, mask::None{}, mask::None{});
+  Case no_skip = c;
+  no_skip.skip_tiles = false;
+  check_attention_parity(no_skip, mask::Gist(30, 35), mask::Gist(30, 35));
+}
+
+TEST_CASE("cuda attention: bfloat16 tensors run the tensor-core launchers directly") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const std::int64_t B = 2, H = 4, T = 100, D = 64;
+  Generator gen(5);
+  const auto q = rounded_to_bf16(randn<float>({B, H, T, D}, gen));
+  const auto k = rounded_to_bf16(randn<float>({B, H, T, D}, gen));
+  const auto v = rounded_to_bf16(randn<float>({B, H, T, D}, gen));
+  const auto expected = attention_forward(q, k, v, mask::Causal{});
+  const auto qb = q.cast<bfloat16>().to(Device::cuda()), kb = k.cast<bfloat16>().to(Device::cuda()),
+             vb = v.cast<bfloat16>().to(Device::cuda());
+  auto out = Tensor<bfloat16>::empty({B, H, T, D}, Device::cuda());
+  auto lse = Tensor<float>::empty({B, H, T}, Device::cuda());
+  cuda::AttentionArgs a;
+  a.dtype = DType::BFloat16;
+  a.batch = B;
+  a.heads = a.kv_heads = H;
+  a.tq = a.tk = T;
+  a.dim = D;
+  a.scale = 1.0 / std::sqrt(double(D));
+  a.q = qb.data();
+  a.k = kb.data();
+  a.v = vb.data();
+  a.out = out.data();
+  a.lse = lse.data();
+  cuda::attention_forward(a, mask::Causal{}, "attention (bf16 test)");
+  CHECK_MESSAGE(allclose(out.cast<float>().cpu(), expected.out, 3e-2, 3e-2), "out differs by ",
+                max_abs_diff(out.cast<float>().cpu(), expected.out));
+  CHECK(allclose(lse.cpu(), expected.lse, 1e-3, 1e-3));
+}
+
+TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 classification") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const std::int64_t B = 1, H = 2, T = 300, D = 64;
+  Generator gen(9);
+  const auto q = randn<float>({B, H, T, D}, gen).to(Device::cuda());
+  AttentionOptions options;
+  options.count_cuda_tiles = true;
+  const mask::ChunkedLocal policy(64, 4);
+  const Bf16AttentionScope mode(true);
+  const auto r = attention_forward(q, q, q, policy, options);
+  std::int64_t expected[3] = {0, 0, 0};
+  for (int q0 = 0; q0 < T; q0 += 64)
+    for (int k0 = 0; k0 < T; k0 += 64)
+      ++expected[static_cast<int>(policy.classify(0, q0, std::min<int>(T, q0 + 64), k0, std::min<int>(T, k0 + 64)))];
+  CHECK(r.tiles.empty == H * expected[0]);
+  CHECK(r.tiles.partial == H * expected[1]);
+  CHECK(r.tiles.full == H * expected[2]);
+  CHECK(r.tiles.empty > 0);
 }

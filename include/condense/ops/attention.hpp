@@ -104,6 +104,7 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   a.bias_heads = g.bias_heads;
   a.scale = g.scale;
   a.skip_tiles = g.skip_tiles;
+  a.bf16_tensor_cores = std::is_same_v<T, float> && cuda::allow_bf16_attention();
   a.q = q.data();
   a.k = k.data();
   a.v = v.data();
@@ -202,9 +203,10 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   cuda::attention_forward(a, policy, "attention");
   r.tiles = {counts[0], counts[1], counts[2]};
   record<T>("attention", r.out, {q, k, v, bias},
-            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy, query_offset, padding](const Tensor<T>& grad,
-                                                                                                  GradSink& s) {
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy, query_offset, padding,
+             bf16 = a.bf16_tensor_cores](const Tensor<T>& grad, GradSink& s) {
               cuda::AttentionArgs b = cuda_attention_args(g, qc, kc, vc, bc);
+              b.bf16_tensor_cores = bf16;
               b.query_offset = query_offset;
               b.key_padding = padding;
               const Tensor<T> dout = grad.contiguous();

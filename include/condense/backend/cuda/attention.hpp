@@ -21,13 +21,17 @@ namespace condense::cuda {
 /// One attention call on contiguous row-major device tensors. q, out, dout, dq:
 /// [B, H, Tq, D]; k, v, dk, dv: [B, Hkv, Tk, D]; bias, dbias: [B, bias_heads, Tq, Tk]
 /// (bias_heads 0: none; dbias always [B, H, Tq, Tk]); lse: [B, H, Tq] in the compute type
-/// (float, or double for double tensors).
+/// (float, or double for double tensors), natural log.
 struct AttentionArgs {
   DType dtype = DType::Float32;  ///< of q, k, v, bias, out and the gradients
   int device = 0;
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0, bias_heads = 0;
   double scale = 1.0;
   bool skip_tiles = true;  ///< false: every tile is treated as Partial (debug / tests)
+  /// Float calls with head dim <= 128: round q, k, v, the bias (and out, dout) to bfloat16
+  /// and run the tensor-core kernels, widening the results back to float (what attention()
+  /// sets from cuda::allow_bf16_attention()). Ignored for other element types.
+  bool bf16_tensor_cores = false;
   /// Query i is position query_offset + i of the policy (how attention() runs a
   /// mask::QueryOffset<P>: with P's kernels, shifted).
   int query_offset = 0;
@@ -52,9 +56,10 @@ struct AttentionArgs {
 };
 
 #if CONDENSE_WITH_CUDA
-/// Forward: out and lse. Element type float with head dims up to 128; bfloat16, float16,
-/// double and head dims up to 256 when condense::cuda is configured with
-/// CONDENSE_CUDA_ATTENTION_ALL=ON (other combinations throw naming the op). Rows with no allowed key give zeros and lse = -inf.
+/// Forward: out and lse. Element types float (portable kernels) and bfloat16 (tensor cores)
+/// with head dims up to 128; float16 (tensor cores), double and head dims up to 256 too
+/// when condense::cuda is configured with CONDENSE_CUDA_ATTENTION_ALL=ON (other
+/// combinations throw naming the op). Rows with no allowed key give zeros and lse = -inf.
 template <class Policy>
 void attention_forward(const AttentionArgs& args, const Policy& policy, std::string_view op);
 /// Backward from out, lse and dout: dq, dk, dv (and dbias when non-null).

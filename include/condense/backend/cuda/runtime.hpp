@@ -59,6 +59,12 @@ bool allow_tf32() noexcept;
 void set_allow_bf16_matmul(bool allow) noexcept;
 /// Whether float GEMMs round their operands to bfloat16.
 bool allow_bf16_matmul() noexcept;
+/// Lets attention() on float CUDA tensors with head dim <= 128 round q, k, v and the bias
+/// to bfloat16 and run the tensor-core flash kernels (fp32 accumulation, fp32 outputs and
+/// gradients); off by default. A backward pass uses the setting of its forward call.
+void set_allow_bf16_attention(bool allow) noexcept;
+/// Whether float attention runs on the bf16 tensor cores.
+bool allow_bf16_attention() noexcept;
 inline constexpr bool built_with_cuda = true;
 #else
 inline constexpr bool built_with_cuda = false;
@@ -83,6 +89,8 @@ inline void set_allow_tf32(bool) noexcept {}
 inline bool allow_tf32() noexcept { return false; }
 inline void set_allow_bf16_matmul(bool) noexcept {}
 inline bool allow_bf16_matmul() noexcept { return false; }
+inline void set_allow_bf16_attention(bool) noexcept {}
+inline bool allow_bf16_attention() noexcept { return false; }
 #endif
 
 /// True when this build has the CUDA backend and at least one device is present.
