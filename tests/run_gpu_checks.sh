@@ -23,11 +23,13 @@ echo "=== build took $(( $(date +%s) - start ))s ==="
 # Every step runs even when an earlier one fails (one device session has to collect them
 # all); the failures are listed at the end and make the exit status non-zero.
 failed=()
+# Each step is cut off after STEP_TIMEOUT seconds (default 240) so that one slow step (a
+# sanitizer run) cannot use up a short device session.
 run() {
   local name="$1"
   shift
   echo "=== $name ==="
-  "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
+  timeout "${STEP_TIMEOUT:-240}" "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
 }
 run parity "$build/tests/condense_cuda_tests"
 run custom_policy "$build/examples/custom_policy_cuda"

@@ -8,7 +8,9 @@
 // (64 per block) and walk key tiles of 64 keys; the dk/dv kernel gives each warp 16 keys
 // (64 per block) and walks query tiles of 32 rows over every query head of its group, so no
 // gradient needs atomics. Tiles live in shared memory as 16-bit rows padded by 8 elements
-// (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts. Scores stay in
+// (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
+// block walks over come in two stages, the next non-empty one copied with cp.async while
+// the current one is used. Scores stay in
 // registers: the accumulator of S = Q K^T (or of dS) is reused as the left operand of the
 // next product (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2
 // on scores pre-multiplied by log2(e); the saved log-sum-exp is in natural units, like the
@@ -227,6 +229,20 @@ __device__ __forceinline__ bool pair_allowed(const Policy& policy, TileKind kind
   return row < row_end && key < key_end && (kind == TileKind::Full || policy.allowed(b, row, key));
 }
 
+/// The first key tile of block_n keys at or after k0 that is not Empty for the query rows
+/// [q0, q1) (tk when none), its kind in *kind; every tile classified on the way is counted
+/// in stats (Empty, Partial, Full) when given. The same for the whole block.
+template <class Policy>
+__device__ __forceinline__ int next_key_tile(const Policy& policy, bool skip, int b, int q0, int q1, int k0, int tk,
+                                             TileKind* kind, unsigned long long* stats) {
+  for (; k0 < tk; k0 += block_n) {
+    *kind = tile_kind(policy, skip, b, q0, q1, k0, min(tk, k0 + block_n));
+    if (stats && threadIdx.x == 0) atomicAdd(stats + static_cast<int>(*kind), 1ull);
+    if (*kind != TileKind::Empty) return k0;
+  }
+  return tk;
+}
+
 /// True when every operand that load_tile copies in 16-byte chunks allows it.
 __device__ __forceinline__ bool chunks_aligned(const AttentionArgs& a, const void* extra0 = nullptr, const void* extra1 = nullptr) {
   const auto bits = reinterpret_cast<std::uintptr_t>(a.q) | reinterpret_cast<std::uintptr_t>(a.k) |
@@ -284,15 +300,8 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   const bool vectorized = chunks_aligned(a);
   const float scale_log2 = static_cast<float>(a.scale) * log2e;
 
-  // The first non-empty key tile at or after k0 (tk when none), counting every tile it
-  // classifies; the kind of the one it returns in *kind.
   const auto next_tile = [&](int k0, TileKind* kind) {
-    for (; k0 < tk; k0 += block_n) {
-      *kind = tile_kind(policy, a.skip_tiles, b, q0, q1, k0, min(tk, k0 + block_n));
-      if (stats && threadIdx.x == 0) atomicAdd(stats + static_cast<int>(*kind), 1ull);
-      if (*kind != TileKind::Empty) return k0;  // the same for the whole block
-    }
-    return tk;
+    return next_key_tile(policy, a.skip_tiles, b, q0, q1, k0, tk, kind, stats);
   };
   const auto load_stage = [&](int stage, int k0) {
     std::uint16_t* sk = stage_base + stage * stage_elements;
@@ -431,8 +440,9 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   extern __shared__ __align__(16) unsigned char smem[];
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sdo = sq + block_m * stride<D>;
-  std::uint16_t* sk = sdo + block_m * stride<D>;
-  std::uint16_t* sv = sk + block_n * stride<D>;
+  // Two stages of (K tile, V tile), as in the forward kernel.
+  std::uint16_t* const stage_base = sdo + block_m * stride<D>;
+  constexpr int stage_elements = 2 * block_n * stride<D>;
 
   const QueryBlock<T> blk(a);
   const int tq = blk.tq, tk = blk.tk, b = blk.b, q0 = blk.q0, q1 = blk.q1;
@@ -441,6 +451,16 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   const bool vectorized = chunks_aligned(a, a.dout);
   const float scale = static_cast<float>(a.scale), scale_log2 = scale * log2e;
   T* dbias = a.dbias ? static_cast<T*>(a.dbias) + blk.bh * a.tq * a.tk : nullptr;
+
+  const auto load_stage = [&](int stage, int k0) {
+    std::uint16_t* sk = stage_base + stage * stage_elements;
+    load_tile_async<D>(sk, blk.k, k0, block_n, tk, blk.dim, vectorized);
+    load_tile_async<D>(sk + block_n * stride<D>, blk.v, k0, block_n, tk, blk.dim, vectorized);
+  };
+  TileKind kind = TileKind::Empty;  // dbias stays zero on Empty tiles
+  int k0 = next_key_tile(policy, a.skip_tiles, b, q0, q1, 0, tk, &kind, nullptr);
+  if (k0 < tk) load_stage(0, k0);
+  commit_async();
 
   load_tile<D>(sq, blk.q, q0, block_m, tq, blk.dim, vectorized);
   load_tile<D>(sdo, bits_of<T>(a.dout) + blk.bh * a.tq * a.dim, q0, block_m, tq, blk.dim, vectorized);
@@ -456,14 +476,16 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
 #pragma unroll
   for (int t = 0; t < dim_tiles; ++t) dq[t][0] = dq[t][1] = dq[t][2] = dq[t][3] = 0.f;
 
-  for (int k0 = 0; k0 < tk; k0 += block_n) {
+  for (int stage = 0; k0 < tk; stage ^= 1) {
     const int k1 = min(tk, k0 + block_n);
-    const TileKind kind = tile_kind(policy, a.skip_tiles, b, q0, q1, k0, k1);
-    if (kind == TileKind::Empty) continue;  // dbias stays zero there
-    __syncthreads();                        // also orders the first tile after the q / dout loads
-    load_tile<D>(sk, blk.k, k0, block_n, tk, blk.dim, vectorized);
-    load_tile<D>(sv, blk.v, k0, block_n, tk, blk.dim, vectorized);
-    __syncthreads();
+    TileKind next_kind = TileKind::Empty;
+    const int next_k0 = next_key_tile(policy, a.skip_tiles, b, q0, q1, k0 + block_n, tk, &next_kind, nullptr);
+    if (next_k0 < tk) load_stage(stage ^ 1, next_k0);
+    commit_async();
+    wait_async<1>();
+    __syncthreads();  // also orders the first tile after the q / dout loads
+    const std::uint16_t* sk = stage_base + stage * stage_elements;
+    const std::uint16_t* sv = sk + block_n * stride<D>;
 
     // S = Q K^T and dP = dO V^T.
     float s[key_tiles][4], dp[key_tiles][4];
@@ -514,6 +536,9 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
         mma_pair<T>(dq, t, dsa, kb);
       }
     }
+    __syncthreads();  // this stage is read by every warp before the next copy into it
+    k0 = next_k0;
+    kind = next_kind;
   }
 
   T* dq_out = static_cast<T*>(a.dq) + blk.bh * a.tq * a.dim;
@@ -537,10 +562,10 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
   extern __shared__ __align__(16) unsigned char smem[];
   std::uint16_t* sk = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sv = sk + dkdv_keys * stride<D>;
-  std::uint16_t* sq = sv + dkdv_keys * stride<D>;
-  std::uint16_t* sdo = sq + dkdv_queries * stride<D>;
-  float* slse = reinterpret_cast<float*>(sdo + dkdv_queries * stride<D>);  // base-2 units
-  float* sdelta = slse + dkdv_queries;
+  // Two stages of (Q tile, dO tile) and of (lse in base 2, delta) for those rows.
+  std::uint16_t* const stage_base = sv + dkdv_keys * stride<D>;
+  constexpr int stage_elements = 2 * dkdv_queries * stride<D>;
+  float* const stage_rows = reinterpret_cast<float*>(stage_base + 2 * stage_elements);
 
   const int dim = static_cast<int>(a.dim), tq = static_cast<int>(a.tq), tk = static_cast<int>(a.tk);
   const std::int64_t bkv = blockIdx.x;
@@ -552,6 +577,38 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
   const bool vectorized = chunks_aligned(a, a.dout);
   const float scale = static_cast<float>(a.scale), scale_log2 = scale * log2e;
 
+  // The work items: (query head of the group, query tile), flattened; Empty ones skipped.
+  const int query_blocks = (tq + dkdv_queries - 1) / dkdv_queries;
+  const int items = static_cast<int>(group) * query_blocks;
+  const auto next_item = [&](int i, TileKind* kind) {
+    for (; i < items; ++i) {
+      const int q0 = (i % query_blocks) * dkdv_queries;
+      *kind = tile_kind(policy, a.skip_tiles, b, q0, min(tq, q0 + dkdv_queries), key0, key1);
+      if (*kind != TileKind::Empty) return i;  // the same for the whole block
+    }
+    return items;
+  };
+  const auto head_of = [&](int i) { return b * a.heads + kvh * group + i / query_blocks; };
+  const auto load_stage = [&](int stage, int i) {
+    const std::int64_t bh = head_of(i);
+    const int q0 = (i % query_blocks) * dkdv_queries;
+    std::uint16_t* sq = stage_base + stage * stage_elements;
+    load_tile_async<D>(sq, bits_of<T>(a.q) + bh * a.tq * a.dim, q0, dkdv_queries, tq, dim, vectorized);
+    load_tile_async<D>(sq + dkdv_queries * stride<D>, bits_of<T>(a.dout) + bh * a.tq * a.dim, q0, dkdv_queries, tq, dim,
+                       vectorized);
+    if (threadIdx.x < dkdv_queries) {
+      const int row = q0 + threadIdx.x;
+      const std::int64_t at = bh * a.tq + row;
+      float* rows_of_stage = stage_rows + stage * 2 * dkdv_queries;
+      rows_of_stage[threadIdx.x] = row < tq ? static_cast<const float*>(a.lse)[at] * log2e : -INFINITY;
+      rows_of_stage[dkdv_queries + threadIdx.x] = row < tq ? delta[at] : 0.f;
+    }
+  };
+  TileKind kind = TileKind::Empty;
+  int item = next_item(0, &kind);
+  if (item < items) load_stage(0, item);
+  commit_async();
+
   load_tile<D>(sk, bits_of<T>(a.k) + bkv * a.tk * a.dim, key0, dkdv_keys, tk, dim, vectorized);
   load_tile<D>(sv, bits_of<T>(a.v) + bkv * a.tk * a.dim, key0, dkdv_keys, tk, dim, vectorized);
   const int keys[2] = {key0 + wrow + mma::c_coord(lane, 0).row, key0 + wrow + mma::c_coord(lane, 2).row};
@@ -561,79 +618,74 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[t][e] = dv[t][e] = 0.f;
 
-  for (std::int64_t hg = 0; hg < group; ++hg) {
-    const std::int64_t h = kvh * group + hg, bh = b * a.heads + h;
-    const std::uint16_t* q = bits_of<T>(a.q) + bh * a.tq * a.dim;
-    const std::uint16_t* dout = bits_of<T>(a.dout) + bh * a.tq * a.dim;
+  for (int stage = 0; item < items; stage ^= 1) {
+    TileKind next_kind = TileKind::Empty;
+    const int next = next_item(item + 1, &next_kind);
+    if (next < items) load_stage(stage ^ 1, next);
+    commit_async();
+    wait_async<1>();
+    __syncthreads();  // also orders the first item after the K and V loads
+    const std::int64_t bh = head_of(item), h = bh - static_cast<std::int64_t>(b) * a.heads;
+    const int q0 = (item % query_blocks) * dkdv_queries, q1 = min(tq, q0 + dkdv_queries);
     const T* bias = a.bias ? static_cast<const T*>(a.bias) + (b * a.bias_heads + (a.bias_heads == 1 ? 0 : h)) * a.tq * a.tk : nullptr;
-    const float* lse = static_cast<const float*>(a.lse) + bh * a.tq;
-    const float* row_delta = delta + bh * a.tq;
-    for (int q0 = 0; q0 < tq; q0 += dkdv_queries) {
-      const int q1 = min(tq, q0 + dkdv_queries);
-      const TileKind kind = tile_kind(policy, a.skip_tiles, b, q0, q1, key0, key1);
-      if (kind == TileKind::Empty) continue;
-      __syncthreads();  // the previous query tile is no longer read (and K, V are in place)
-      load_tile<D>(sq, q, q0, dkdv_queries, tq, dim, vectorized);
-      load_tile<D>(sdo, dout, q0, dkdv_queries, tq, dim, vectorized);
-      if (threadIdx.x < dkdv_queries) {
-        const int row = q0 + threadIdx.x;
-        slse[threadIdx.x] = row < tq ? lse[row] * log2e : -INFINITY;
-        sdelta[threadIdx.x] = row < tq ? row_delta[row] : 0.f;
-      }
-      __syncthreads();
-
-      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 32 queries.
-      float st[query_tiles][4], dpt[query_tiles][4];
+    const std::uint16_t* sq = stage_base + stage * stage_elements;
+    const std::uint16_t* sdo = sq + dkdv_queries * stride<D>;
+    const float* slse = stage_rows + stage * 2 * dkdv_queries;
+    const float* sdelta = slse + dkdv_queries;
+    // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 32 queries.
+    float st[query_tiles][4], dpt[query_tiles][4];
 #pragma unroll
-      for (int t = 0; t < query_tiles; ++t)
+    for (int t = 0; t < query_tiles; ++t)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) st[t][e] = dpt[t][e] = 0.f;
+      for (int e = 0; e < 4; ++e) st[t][e] = dpt[t][e] = 0.f;
 #pragma unroll
-      for (int s = 0; s < k_steps; ++s) {
-        std::uint32_t ka[4], va[4];
-        load_a<D>(ka, sk, wrow, s * 16, lane);
-        load_a<D>(va, sv, wrow, s * 16, lane);
+    for (int s = 0; s < k_steps; ++s) {
+      std::uint32_t ka[4], va[4];
+      load_a<D>(ka, sk, wrow, s * 16, lane);
+      load_a<D>(va, sv, wrow, s * 16, lane);
 #pragma unroll
-        for (int t = 0; t < query_tiles; t += 2) {
-          std::uint32_t qb[4], dob[4];
-          load_b_transposed<D>(qb, sq, t * 8, s * 16, lane);
-          load_b_transposed<D>(dob, sdo, t * 8, s * 16, lane);
-          mma_pair<T>(st, t, ka, qb);
-          mma_pair<T>(dpt, t, va, dob);
-        }
-      }
-      // P^T and dS^T = P^T * (dP^T - delta).
-#pragma unroll
-      for (int t = 0; t < query_tiles; ++t) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = keys[e / 2], qi = t * 8 + mma::c_coord(lane, e).col, row = q0 + qi;
-          float p = 0.f;
-          if (slse[qi] != -INFINITY && pair_allowed(policy, kind, b, row, q1, key, tk)) {
-            float x = st[t][e] * scale_log2;
-            if (bias) x += load(bias + static_cast<std::int64_t>(row) * tk + key) * log2e;
-            p = exp2f(x - slse[qi]);
-          }
-          st[t][e] = p;
-          dpt[t][e] = p * (dpt[t][e] - sdelta[qi]);
-        }
-      }
-      // dV += P^T dO and dK += dS^T Q (scaled at the end).
-#pragma unroll
-      for (int s = 0; s < dkdv_queries / 16; ++s) {
-        std::uint32_t pa[4], dsa[4];
-        a_from_accumulators<T>(pa, st, s);
-        a_from_accumulators<T>(dsa, dpt, s);
-#pragma unroll
-        for (int t = 0; t < dim_tiles; t += 2) {
-          std::uint32_t dob[4], qb[4];
-          load_b<D>(dob, sdo, s * 16, t * 8, lane);
-          load_b<D>(qb, sq, s * 16, t * 8, lane);
-          mma_pair<T>(dv, t, pa, dob);
-          mma_pair<T>(dk, t, dsa, qb);
-        }
+      for (int t = 0; t < query_tiles; t += 2) {
+        std::uint32_t qb[4], dob[4];
+        load_b_transposed<D>(qb, sq, t * 8, s * 16, lane);
+        load_b_transposed<D>(dob, sdo, t * 8, s * 16, lane);
+        mma_pair<T>(st, t, ka, qb);
+        mma_pair<T>(dpt, t, va, dob);
       }
     }
+    // P^T and dS^T = P^T * (dP^T - delta).
+#pragma unroll
+    for (int t = 0; t < query_tiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = keys[e / 2], qi = t * 8 + mma::c_coord(lane, e).col, row = q0 + qi;
+        float p = 0.f;
+        if (slse[qi] != -INFINITY && pair_allowed(policy, kind, b, row, q1, key, tk)) {
+          float x = st[t][e] * scale_log2;
+          if (bias) x += load(bias + static_cast<std::int64_t>(row) * tk + key) * log2e;
+          p = exp2f(x - slse[qi]);
+        }
+        st[t][e] = p;
+        dpt[t][e] = p * (dpt[t][e] - sdelta[qi]);
+      }
+    }
+    // dV += P^T dO and dK += dS^T Q (scaled at the end).
+#pragma unroll
+    for (int s = 0; s < dkdv_queries / 16; ++s) {
+      std::uint32_t pa[4], dsa[4];
+      a_from_accumulators<T>(pa, st, s);
+      a_from_accumulators<T>(dsa, dpt, s);
+#pragma unroll
+      for (int t = 0; t < dim_tiles; t += 2) {
+        std::uint32_t dob[4], qb[4];
+        load_b<D>(dob, sdo, s * 16, t * 8, lane);
+        load_b<D>(qb, sq, s * 16, t * 8, lane);
+        mma_pair<T>(dv, t, pa, dob);
+        mma_pair<T>(dk, t, dsa, qb);
+      }
+    }
+    __syncthreads();  // this stage is read by every warp before the next copy into it
+    item = next;
+    kind = next_kind;
   }
 
   T* dk_out = static_cast<T*>(a.dk) + bkv * a.tk * a.dim;
@@ -657,9 +709,9 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
 template <int D>
 constexpr std::size_t forward_smem = static_cast<std::size_t>(block_m + 4 * block_n) * stride<D> * 2;
 template <int D>
-constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + 2 * block_n) * stride<D> * 2;
+constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + 4 * block_n) * stride<D> * 2;
 template <int D>
 constexpr std::size_t dkdv_smem =
-    static_cast<std::size_t>(2 * dkdv_keys + 2 * dkdv_queries) * stride<D> * 2 + 2 * dkdv_queries * sizeof(float);
+    static_cast<std::size_t>(2 * dkdv_keys + 4 * dkdv_queries) * stride<D> * 2 + 4 * dkdv_queries * sizeof(float);
 
 }  // namespace condense::cuda::attention_mma
