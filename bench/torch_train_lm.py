@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--bf16", action="store_true", help="GPU: bfloat16 GEMMs (condense) against autocast (PyTorch)")
+    ap.add_argument("--bf16", action="store_true", help="GPU: bfloat16 GEMMs and attention (condense) against autocast (PyTorch)")
     args = ap.parse_args()
     gpu = args.device == "cuda"
     # Defaults per device: the sizes the condense benchmark of that device uses.
@@ -125,7 +125,7 @@ def main():
     ours_tps = ours[0]["tokens/s"]
     theirs_tps = torch_tokens_per_second(torch, args)
     where = torch.cuda.get_device_name() if gpu else f"threads={torch.get_num_threads()}"
-    precision = ("bf16 GEMMs / autocast bf16" if args.bf16 else "tf32 GEMMs") if gpu else "float32"
+    precision = ("bf16 GEMMs and attention / autocast bf16" if args.bf16 else "tf32 GEMMs") if gpu else "float32"
     print(f"torch {torch.__version__}, {where}, {precision}; model: vocab {args.vocab}, {args.layers} layers, "
           f"d={args.d_model}, {args.heads} heads, T={args.seq}, batch {args.batch}")
     print(f"condense      {ours_tps:10.0f} tokens/s")

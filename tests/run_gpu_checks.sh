@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, as one script for a machine with an NVIDIA device (sm_90 by
 # default): builds the CUDA backend, its parity tests, the custom-policy example and the
-# GPU benchmarks; runs the parity tests; runs compute-sanitizer (memcheck, racecheck) on the
-# attention and op tests; runs the GPU benchmarks (attention, GEMM, a GPT-2-small training
-# step) and writes their output and JSON under $OUT_DIR.
+# GPU benchmarks; runs the parity tests, the GPU benchmarks (attention, GEMM, a GPT-2-small
+# training step), PyTorch side by side when python3 has torch, and last compute-sanitizer
+# (memcheck, racecheck) on the attention and op tests; writes their output and JSON under
+# $OUT_DIR.
 # Usage: bash tests/run_gpu_checks.sh [build-dir]   (ARCH=90 JOBS=n OUT_DIR=... to change)
+# On a machine without a package mirror: run third_party/download_offline_debs.sh where
+# apt-get works and bring .debs/ along; the .deb files are unpacked into a private prefix
+# that CMake searches first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build/gpu}"
@@ -15,8 +19,17 @@ export PATH="$PATH:/usr/local/cuda/bin"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
 start=$(date +%s)
+config=()
+if compgen -G ".debs/*.deb" >/dev/null; then
+  prefix="${TMPDIR:-/tmp}/condense-debroot"
+  mkdir -p "$prefix"
+  for f in .debs/*.deb; do dpkg -x "$f" "$prefix"; done
+  config+=(-DCMAKE_PREFIX_PATH="$prefix/usr")
+  export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && config+=(-G Ninja)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONDENSE_CUDA=ON -DCONDENSE_CUDA_ARCHITECTURES="$arch" \
-  -DCONDENSE_HEADER_CHECK=OFF >/dev/null
+  -DCONDENSE_HEADER_CHECK=OFF "${config[@]}" >/dev/null
 cmake --build "$build" -j "$jobs" --target condense_cuda_tests custom_policy_cuda bench_cuda_attention bench_cuda_matmul \
   bench_cuda_train_lm
 echo "=== build took $(( $(date +%s) - start ))s ==="
@@ -33,19 +46,28 @@ run() {
 }
 run parity "$build/tests/condense_cuda_tests"
 run custom_policy "$build/examples/custom_policy_cuda"
+attention_sizes="${ATTENTION_SIZES:-1024|4096}"
+run bench_attention "$build/bench/bench_cuda_attention" \
+  --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/($attention_sizes)}" \
+  --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
+run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
+  --benchmark_min_time=0.2
+run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
+  --benchmark_min_time=3
+# PyTorch side by side (when python3 has torch; the scripts rerun the condense benchmarks).
+if python3 -c "import torch" 2>/dev/null; then
+  run torch_attention python3 bench/torch_cuda_attention.py --bench "$build/bench/bench_cuda_attention" \
+    --sizes "${attention_sizes//|/,}" --policies causal,gist_prompt_75pct --json "$out/torch_attention.json"
+  run torch_train_tf32 python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5
+  run torch_train_bf16 python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5 --bf16
+fi
+# Last, as they are the slowest and need a runtime that lets the sanitizer at the device.
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     run "sanitizer_$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/condense_cuda_tests" \
       --test-case='cuda attention*,cuda parity: softmax*,cuda parity: reductions*,*norm*,*rope*,*embedding*,*cross_entropy*,*AdamW*,*dropout*,*cumsum*,*argmax*,*index_select*'
   done
 fi
-run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
-  --benchmark_min_time=0.2
-run bench_attention "$build/bench/bench_cuda_attention" \
-  --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/(1024|4096)}" \
-  --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
-run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
-  --benchmark_min_time=3
 echo "=== all GPU checks done in $(( $(date +%s) - start ))s; results in $out ==="
 if ((${#failed[@]})); then
   echo "FAILED: ${failed[*]}"
