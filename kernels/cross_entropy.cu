@@ -100,8 +100,9 @@ __device__ __forceinline__ RowStats<A> merge(const RowStats<A>& a, const RowStat
   const A m = a.max > b.max ? a.max : b.max;
   RowStats<A> r;
   r.max = m;
-  // Both parts empty or all -inf: nothing to rescale (and -inf - -inf would be NaN).
-  r.sum_exp = m == A(-INFINITY) ? a.sum_exp + b.sum_exp : a.sum_exp * d_exp(a.max - m) + b.sum_exp * d_exp(b.max - m);
+  // A part whose max is the merged max needs no rescaling: that also keeps -inf - -inf and
+  // +inf - +inf (NaN) out of the sum.
+  r.sum_exp = a.sum_exp * (a.max == m ? A(1) : d_exp(a.max - m)) + b.sum_exp * (b.max == m ? A(1) : d_exp(b.max - m));
   r.sum = a.sum + b.sum;
   return r;
 }
@@ -162,7 +163,9 @@ __global__ void __launch_bounds__(max_row_threads) cross_entropy_rows(const T* l
       if (v > stats.max) {
         stats.sum_exp = stats.sum_exp * d_exp(stats.max - v) + A(1);
         stats.max = v;
-      } else if (v != A(-INFINITY)) {  // NaN reaches the sum; -inf adds nothing
+      } else if (v == stats.max) {  // exp(0), also for a second +inf (inf - inf is NaN)
+        stats.sum_exp += A(1);
+      } else {  // NaN reaches the sum
         stats.sum_exp += d_exp(v - stats.max);
       }
       stats.sum += v;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -383,4 +384,33 @@ TEST_CASE("cuda: cross_entropy argument and device errors") {
   const auto gpu_targets = zeros<std::int64_t>({4}, cuda);
   CHECK_THROWS_WITH_AS(cross_entropy(x.cpu(), gpu_targets), doctest::Contains("targets int64 (4) cuda:0"), Error);
   CHECK_THROWS_WITH_AS(cross_entropy(x.cpu(), gpu_targets), doctest::Contains("logits float32 (4x10) cpu"), Error);
+}
+
+TEST_CASE("cuda parity: cross_entropy with infinite logits takes the CPU's limits") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const float inf = std::numeric_limits<float>::infinity();
+  // Wide rows so that the +inf logits land in different threads' parts of the row.
+  const std::int64_t classes = 700;
+  Generator gen(41);
+  Tensor<float> x = randn<float>({5, classes}, gen);
+  float* p = x.data();
+  p[3] = inf;                                          // row 0: one +inf
+  p[classes + 10] = p[classes + 650] = inf;            // row 1: two +inf, far apart
+  p[2 * classes + 0] = inf;                            // row 2: the target's logit is +inf
+  p[3 * classes + 4] = -inf;                           // row 3: a -inf logit
+  for (std::int64_t c = 0; c < classes; ++c) p[4 * classes + c] = -inf;  // row 4: no finite logit
+  const auto targets = tensor<std::int64_t>({1, 2, 0, 1, 0});
+  const auto cpu = values(cross_entropy(x, targets, {.reduction = Reduction::None}));
+  const auto gpu = values(cross_entropy(x.to(Device::cuda()), targets, {.reduction = Reduction::None}).cpu());
+  REQUIRE(cpu.size() == gpu.size());
+  for (std::size_t r = 0; r < cpu.size(); ++r) {
+    CAPTURE(r);
+    CHECK(std::isnan(gpu[r]) == std::isnan(cpu[r]));
+    if (std::isinf(cpu[r])) {
+      CHECK(gpu[r] == cpu[r]);
+    } else if (!std::isnan(cpu[r])) {
+      CHECK(gpu[r] == doctest::Approx(cpu[r]).epsilon(1e-5));
+    }
+  }
+  CHECK((std::isinf(cpu[1]) && cpu[1] > 0));
 }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "condense/core/factories.hpp"
@@ -131,6 +132,22 @@ TEST_CASE("cross_entropy is stable for large logits") {
   auto xg = tensor<double>({1000.0, 0.0, -1000.0, 500.0}, {2, 2}).requires_grad_();
   cross_entropy(xg, tensor<std::int64_t>({1, 0})).backward();
   CHECK(values(xg.grad()) == std::vector<double>{0.5, -0.5, -0.5, 0.5});
+}
+
+TEST_CASE("cross_entropy with infinite logits follows the log-sum-exp limits") {
+  const float inf = std::numeric_limits<float>::infinity();
+  const auto x = tensor<float>({inf, 0, 1,       // one +inf, another target: +inf
+                                inf, inf, 0,     // two +inf: still +inf, not NaN
+                                inf, 0, 0,       // the target is the +inf class: inf - inf
+                                -inf, 2, 3,      // a -inf logit adds nothing
+                                -inf, -inf, -inf},  // no finite logit at all
+                               {5, 3});
+  const auto v = values(cross_entropy(x, tensor<std::int64_t>({1, 2, 0, 1, 0}), {.reduction = Reduction::None}));
+  CHECK((std::isinf(v[0]) && v[0] > 0));
+  CHECK((std::isinf(v[1]) && v[1] > 0));
+  CHECK(std::isnan(v[2]));
+  CHECK(v[3] == doctest::Approx(std::log(std::exp(2.0) + std::exp(3.0)) - 2.0));
+  CHECK(std::isnan(v[4]));  // -inf - -inf
 }
 
 TEST_CASE("cross_entropy with every target ignored") {

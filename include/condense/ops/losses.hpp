@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string_view>
 
 #include <Eigen/Core>
@@ -185,7 +186,10 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const
         }
         const Row x(px + r * classes, classes);
         const T m = x.maxCoeff();
-        const T l = m + std::log((x - m).exp().sum());
+        // A row holding +inf has lse +inf (the loss is +inf, or NaN where the target's
+        // logit is +inf, as in PyTorch); all -inf gives -inf; NaN anywhere gives NaN.
+        const T l = std::isfinite(m) ? m + std::log((x - m).exp().sum())
+                                     : (x.isNaN().any() ? std::numeric_limits<T>::quiet_NaN() : m);
         plse[r] = l;
         T loss = keep * (l - x[t]);
         if (smoothing > 0.0) loss += spread * (l - x.sum() * inv_c);
