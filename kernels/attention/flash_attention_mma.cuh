@@ -142,6 +142,34 @@ __device__ __forceinline__ void mma_pair(float (&acc)[Tiles][4], int t, const st
   mma_16816<T>(acc[t + 1], a, b[2], b[3]);
 }
 
+/// The two score products of the backward kernels, over the head dim: first = A1 B1^T and
+/// second = A2 B2^T, with A1, A2 the warp's 16 rows (from row0) of shared tiles a1, a2 and
+/// B1, B2 the first Tiles * 8 rows of shared tiles b1, b2 (S = Q K^T and dP = dO V^T in the
+/// dq kernel, S^T = K Q^T and dP^T = V dO^T in the dk/dv kernel).
+template <class T, int D, int Tiles>
+__device__ __forceinline__ void score_products(float (&first)[Tiles][4], float (&second)[Tiles][4], const std::uint16_t* a1,
+                                               const std::uint16_t* a2, int row0, const std::uint16_t* b1,
+                                               const std::uint16_t* b2, int lane) {
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) first[t][e] = second[t][e] = 0.f;
+#pragma unroll
+  for (int step = 0; step < D / 16; ++step) {
+    std::uint32_t fa[4], sa[4];
+    load_a<D>(fa, a1, row0, step * 16, lane);
+    load_a<D>(sa, a2, row0, step * 16, lane);
+#pragma unroll
+    for (int t = 0; t < Tiles; t += 2) {
+      std::uint32_t fb[4], sb[4];
+      load_b_transposed<D>(fb, b1, t * 8, step * 16, lane);
+      load_b_transposed<D>(sb, b2, t * 8, step * 16, lane);
+      mma_pair<T>(first, t, fa, fb);
+      mma_pair<T>(second, t, sa, sb);
+    }
+  }
+}
+
 /// The A fragment of k-step `step` made of accumulator tiles (rounded to T): scores or
 /// score gradients of 16 rows become the left operand of the next product.
 template <class T, int Tiles>
@@ -434,7 +462,6 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
 /// dq (and dbias) for one 64-row query tile of one (batch, head).
 template <class T, class Policy, int D>
 __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a, Policy policy, const float* delta) {
-  constexpr int k_steps = D / 16;
   constexpr int key_tiles = block_n / 8;
   constexpr int dim_tiles = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -489,25 +516,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
 
     // S = Q K^T and dP = dO V^T.
     float s[key_tiles][4], dp[key_tiles][4];
-#pragma unroll
-    for (int t = 0; t < key_tiles; ++t) {
-      s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.f;
-      dp[t][0] = dp[t][1] = dp[t][2] = dp[t][3] = 0.f;
-    }
-#pragma unroll
-    for (int st = 0; st < k_steps; ++st) {
-      std::uint32_t qa[4], da[4];
-      load_a<D>(qa, sq, wrow, st * 16, lane);
-      load_a<D>(da, sdo, wrow, st * 16, lane);
-#pragma unroll
-      for (int t = 0; t < key_tiles; t += 2) {
-        std::uint32_t kb[4], vb[4];
-        load_b_transposed<D>(kb, sk, t * 8, st * 16, lane);
-        load_b_transposed<D>(vb, sv, t * 8, st * 16, lane);
-        mma_pair<T>(s, t, qa, kb);
-        mma_pair<T>(dp, t, da, vb);
-      }
-    }
+    score_products<T, D>(s, dp, sq, sdo, wrow, sk, sv, lane);
     // dS = P * (dP - delta), P = exp(S - lse); dbias = dS.
 #pragma unroll
     for (int t = 0; t < key_tiles; ++t) {
@@ -556,7 +565,6 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
 /// its group and every 32-row query tile.
 template <class T, class Policy, int D>
 __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta) {
-  constexpr int k_steps = D / 16;
   constexpr int query_tiles = dkdv_queries / 8;  // n-tiles of S^T
   constexpr int dim_tiles = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -634,24 +642,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
     const float* sdelta = slse + dkdv_queries;
     // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 32 queries.
     float st[query_tiles][4], dpt[query_tiles][4];
-#pragma unroll
-    for (int t = 0; t < query_tiles; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) st[t][e] = dpt[t][e] = 0.f;
-#pragma unroll
-    for (int s = 0; s < k_steps; ++s) {
-      std::uint32_t ka[4], va[4];
-      load_a<D>(ka, sk, wrow, s * 16, lane);
-      load_a<D>(va, sv, wrow, s * 16, lane);
-#pragma unroll
-      for (int t = 0; t < query_tiles; t += 2) {
-        std::uint32_t qb[4], dob[4];
-        load_b_transposed<D>(qb, sq, t * 8, s * 16, lane);
-        load_b_transposed<D>(dob, sdo, t * 8, s * 16, lane);
-        mma_pair<T>(st, t, ka, qb);
-        mma_pair<T>(dpt, t, va, dob);
-      }
-    }
+    score_products<T, D>(st, dpt, sk, sv, wrow, sq, sdo, lane);
     // P^T and dS^T = P^T * (dP^T - delta).
 #pragma unroll
     for (int t = 0; t < query_tiles; ++t) {
