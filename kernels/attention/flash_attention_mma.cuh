@@ -181,6 +181,25 @@ __device__ __forceinline__ void a_from_accumulators(std::uint32_t (&a)[4], const
   }
 }
 
+/// acc += S B: S the warp's scores (or score gradients) over Tiles * 8 columns, rounded to
+/// T and reused as A operands, and B the first Tiles * 8 rows of a shared tile (O += P V in
+/// the forward, dQ += dS K in dq, dV += P^T dO and dK += dS^T Q in dk/dv).
+template <class T, int D, int Tiles>
+__device__ __forceinline__ void scores_times_tile(float (&acc)[D / 8][4], const float (&scores)[Tiles][4],
+                                                  const std::uint16_t* tile, int lane) {
+#pragma unroll
+  for (int step = 0; step < Tiles / 2; ++step) {
+    std::uint32_t sa[4];
+    a_from_accumulators<T>(sa, scores, step);
+#pragma unroll
+    for (int t = 0; t < D / 8; t += 2) {
+      std::uint32_t b[4];
+      load_b<D>(b, tile, step * 16, t * 8, lane);
+      mma_pair<T>(acc, t, sa, b);
+    }
+  }
+}
+
 /// Copies rows [r0, r0 + rows) of a [*, dim] tensor of 16-bit elements into a shared tile
 /// of `rows` rows of stride<D>, zero-filling rows past `limit` and columns past dim (so the
 /// products over the padded head dim add nothing). `vectorized`: dim is a multiple of 8 and
@@ -422,17 +441,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
       o[t][3] *= alpha[1];
     }
     // O += P V, P rounded to T.
-#pragma unroll
-    for (int st = 0; st < block_n / 16; ++st) {
-      std::uint32_t pa[4];
-      a_from_accumulators<T>(pa, s, st);
-#pragma unroll
-      for (int t = 0; t < dim_tiles; t += 2) {
-        std::uint32_t vb[4];
-        load_b<D>(vb, sv, st * 16, t * 8, lane);
-        mma_pair<T>(o, t, pa, vb);
-      }
-    }
+    scores_times_tile<T, D>(o, s, sv, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
@@ -534,17 +543,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
       }
     }
     // dQ += dS K (scaled at the end).
-#pragma unroll
-    for (int st = 0; st < block_n / 16; ++st) {
-      std::uint32_t dsa[4];
-      a_from_accumulators<T>(dsa, s, st);
-#pragma unroll
-      for (int t = 0; t < dim_tiles; t += 2) {
-        std::uint32_t kb[4];
-        load_b<D>(kb, sk, st * 16, t * 8, lane);
-        mma_pair<T>(dq, t, dsa, kb);
-      }
-    }
+    scores_times_tile<T, D>(dq, s, sk, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
@@ -660,20 +659,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
       }
     }
     // dV += P^T dO and dK += dS^T Q (scaled at the end).
-#pragma unroll
-    for (int s = 0; s < dkdv_queries / 16; ++s) {
-      std::uint32_t pa[4], dsa[4];
-      a_from_accumulators<T>(pa, st, s);
-      a_from_accumulators<T>(dsa, dpt, s);
-#pragma unroll
-      for (int t = 0; t < dim_tiles; t += 2) {
-        std::uint32_t dob[4], qb[4];
-        load_b<D>(dob, sdo, s * 16, t * 8, lane);
-        load_b<D>(qb, sq, s * 16, t * 8, lane);
-        mma_pair<T>(dv, t, pa, dob);
-        mma_pair<T>(dk, t, dsa, qb);
-      }
-    }
+    scores_times_tile<T, D>(dv, st, sdo, lane);
+    scores_times_tile<T, D>(dk, dpt, sq, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     item = next;
     kind = next_kind;
