@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,35 @@ std::vector<double> values(const Tensor<T>& t) {
   return out;
 }
 
+/// Number of elements where `got` differs from ref(x): NaN must match NaN, infinities must
+/// match exactly, the rest within atol + rtol * |ref|. Describes the first few mismatches
+/// in `report`.
+template <Element T>
+int mismatches(const Tensor<T>& got, const std::vector<double>& x, const std::function<double(double)>& ref, double rtol,
+               double atol, std::string& report) {
+  const auto g = values(got);
+  REQUIRE(g.size() == x.size());
+  int bad = 0;
+  std::ostringstream out;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double r = ref(x[i]);
+    bool ok;
+    if (std::isnan(r)) ok = std::isnan(g[i]);
+    else if (std::isinf(r)) ok = g[i] == r;
+    else ok = std::abs(g[i] - r) <= atol + rtol * std::abs(r);
+    if (!ok && ++bad <= 5) out << "x=" << x[i] << " got " << g[i] << " expected " << r << "\n";
+  }
+  report = out.str();
+  return bad;
+}
+
+/// `n` evenly spaced values from lo to hi (n >= 2).
+inline std::vector<double> linspace(double lo, double hi, int n) {
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = lo + (hi - lo) * i / (n - 1);
+  return v;
+}
+
 }  // namespace condense::testing
 
 /// Runs gradcheck and fails the test with its report when the gradients disagree.
@@ -62,4 +93,15 @@ std::vector<double> values(const Tensor<T>& t) {
     const auto gradcheck_result_ = ::condense::gradcheck(__VA_ARGS__);                     \
     INFO(gradcheck_result_.report);                                                        \
     CHECK(gradcheck_result_.ok);                                                           \
+  } while (0)
+
+/// Checks that `got` equals ref(x) elementwise (see testing::mismatches) and prints the first
+/// mismatches on failure.
+#define CHECK_MATCHES(got, x, ref, rtol, atol)                                                   \
+  do {                                                                                           \
+    std::string check_matches_report_;                                                           \
+    const int check_matches_bad_ = ::condense::testing::mismatches(got, x, ref, rtol, atol,     \
+                                                                  check_matches_report_);      \
+    INFO(check_matches_report_);                                                                 \
+    CHECK(check_matches_bad_ == 0);                                                              \
   } while (0)

@@ -13,6 +13,8 @@
 #include "condense/ops/attention.hpp"
 #include "test_util.hpp"
 
+namespace test_attention {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::max_abs_diff;
@@ -211,3 +213,5 @@ TEST_CASE("attention: bad shapes throw with the op and the shapes") {
                                  mask::KeyPadding(lengths.data(), 1)),
                        doctest::Contains("KeyPadding holds lengths for 1 rows, but the batch has 2"), Error);
 }
+
+}  // namespace test_attention

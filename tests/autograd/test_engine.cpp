@@ -5,6 +5,8 @@
 #include "condense/core/factories.hpp"
 #include "test_util.hpp"
 
+namespace test_engine {
+
 using namespace condense;
 using condense::testing::values;
 
@@ -87,3 +89,5 @@ TEST_CASE("deep chains backpropagate without recursion limits") {
   y.backward();
   CHECK(x.grad().item() == 1.0);
 }
+
+}  // namespace test_engine

@@ -5,6 +5,8 @@
 #include "condense/core/cpu_allocator.hpp"
 #include "test_util.hpp"
 
+namespace test_cpu_allocator {
+
 using namespace condense;
 using detail::CpuBlockCache;
 
@@ -159,3 +161,5 @@ TEST_CASE("block cache: the limit bounds what is kept") {
   cache.set_limit(0);
   CHECK(counters.frees == 2);
 }
+
+}  // namespace test_cpu_allocator

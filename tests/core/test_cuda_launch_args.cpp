@@ -14,6 +14,8 @@
 #include "condense/ops/attention.hpp"
 #include "test_util.hpp"
 
+namespace test_cuda_launch_args {
+
 using namespace condense;
 
 namespace {
@@ -133,3 +135,5 @@ TEST_CASE("cuda attention plan: query offsets and key padding come out of the co
   // Two paddings in one intersection are refused.
   CHECK_THROWS_AS(detail::cuda_attention_plan((mask::Causal{} & mask::KeyPadding(3)) & mask::KeyPadding(4)), Error);
 }
+
+}  // namespace test_cuda_launch_args

@@ -14,6 +14,8 @@
 
 #include "condense/backend/cuda/mma_layout.hpp"
 
+namespace test_mma_layout {
+
 namespace mma = condense::cuda::mma;
 
 namespace {
@@ -205,3 +207,5 @@ TEST_CASE("mma layout: ldmatrix row addresses give the same fragments as the ele
     }
   }
 }
+
+}  // namespace test_mma_layout

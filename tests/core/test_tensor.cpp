@@ -6,6 +6,8 @@
 #include "condense/core/print.hpp"
 #include "test_util.hpp"
 
+namespace test_tensor {
+
 using namespace condense;
 using condense::testing::values;
 
@@ -138,3 +140,5 @@ TEST_CASE("CUDA tensors fail clearly without a device") {
                          doctest::Contains("[zeros] CUDA device requested but condense was built without CUDA"), Error);
   }
 }
+
+}  // namespace test_tensor

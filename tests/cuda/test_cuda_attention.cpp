@@ -18,6 +18,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_attention {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::max_abs_diff;
@@ -334,3 +336,5 @@ TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 cl
   CHECK(r.tiles.full == H * expected[2]);
   CHECK(r.tiles.empty > 0);
 }
+
+}  // namespace test_cuda_attention

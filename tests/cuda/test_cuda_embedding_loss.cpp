@@ -18,6 +18,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_embedding_loss {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -414,3 +416,5 @@ TEST_CASE("cuda parity: cross_entropy with infinite logits takes the CPU's limit
   }
   CHECK((std::isinf(cpu[1]) && cpu[1] > 0));
 }
+
+}  // namespace test_cuda_embedding_loss

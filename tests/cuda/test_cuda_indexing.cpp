@@ -10,6 +10,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_indexing {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -109,3 +111,5 @@ TEST_CASE("cuda: KV caches grow, clone, select rows and move between devices") {
   CHECK(values(gpu.to(Device::cpu()).values()) == values(cpu.values()));
   CHECK_THROWS_AS(gpu.append(k1, v1), Error);  // CPU keys into a GPU cache
 }
+
+}  // namespace test_cuda_indexing

@@ -14,6 +14,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_models {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::max_abs_diff;
@@ -231,3 +233,5 @@ TEST_CASE("cuda parity: encoder-decoder gist encoding and decoding from the cach
   CHECK(nn::generate_from_gist(gpu, cache_gpu, inputs, 1, greedy, draws_gpu) ==
         nn::generate_from_gist(cpu, cache_cpu, inputs, 1, greedy, draws_cpu));
 }
+
+}  // namespace test_cuda_models

@@ -14,6 +14,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_norms {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -230,3 +232,5 @@ TEST_CASE("cuda: rope tables across devices") {
   CHECK_THROWS_WITH_AS(rope(x.to(Device::cuda()), short_table), doctest::Contains("must both be"), Error);
   CHECK_THROWS_WITH_AS(rope(x.to(Device::cuda()), rope_table<float>(pos, 8)), doctest::Contains("head dim"), Error);
 }
+
+}  // namespace test_cuda_norms

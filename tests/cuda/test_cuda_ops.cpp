@@ -12,6 +12,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_ops {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -284,3 +286,5 @@ TEST_CASE("cuda: the bf16 GEMM mode rounds float operands to bfloat16 and accumu
   // The mode is really on: the float product differs by far more than the tolerance.
   CHECK(max_abs_diff(product, matmul(a, b)) > 1e-3);
 }
+
+}  // namespace test_cuda_ops

@@ -17,6 +17,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_optim {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -419,3 +421,5 @@ TEST_CASE("cuda dropout: p = 0 and evaluation return the input and draw nothing"
   CHECK(leaf.grad().device() == Device::cuda());
   for (double v : values(leaf.grad().cpu())) CHECK((v == 0.0 || v == 2.0));
 }
+
+}  // namespace test_cuda_optim

@@ -13,6 +13,8 @@
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_select_scan {
+
 using namespace condense;
 using condense::testing::allclose;
 using condense::testing::check_cpu_cuda_parity;
@@ -204,3 +206,5 @@ TEST_CASE_TEMPLATE("cuda parity: cumsum and cumprod along every dim", T, float, 
   CHECK(values(cumsum(ints.to(Device::cuda()), 1).cpu()) == values(cumsum(ints, 1)));
   CHECK(values(cumprod(ints.to(Device::cuda()), 1).cpu()) == values(cumprod(ints, 1)));
 }
+
+}  // namespace test_cuda_select_scan

@@ -8,6 +8,8 @@
 #include "condense/ops/norms.hpp"
 #include "cuda/cuda_test_util.hpp"
 
+namespace test_cuda_storage {
+
 using namespace condense;
 using condense::testing::values;
 
@@ -45,3 +47,5 @@ TEST_CASE("cuda: a bad device index and mixed devices throw") {
   auto d = ones<float>({2, 3}, Device::cuda());
   CHECK_THROWS_WITH_AS(d + ones<float>({2, 3}), doctest::Contains("different devices"), Error);
 }
+
+}  // namespace test_cuda_storage

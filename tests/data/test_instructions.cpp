@@ -19,6 +19,8 @@
 #include "condense/io/tokenizer.hpp"
 #include "test_util.hpp"
 
+namespace test_instructions {
+
 using namespace condense;
 using namespace condense::data;
 
@@ -947,3 +949,5 @@ TEST_CASE("instructions: a word tokenizer built from vocabulary_corpus() knows e
     }
   }
 }
+
+}  // namespace test_instructions

@@ -18,6 +18,8 @@
 #include "io/io_test_util.hpp"
 #include "test_util.hpp"
 
+namespace test_checkpoint {
+
 using namespace condense;
 using namespace condense::io;
 using condense::testing::temp_path;
@@ -252,3 +254,5 @@ TEST_CASE("checkpoint errors: nothing is restored when a check fails") {
                        Error);
   std::filesystem::remove(path);
 }
+
+}  // namespace test_checkpoint

@@ -9,6 +9,8 @@
 #include "condense/core/factories.hpp"
 #include "condense/io/model_options.hpp"
 
+namespace test_model_options {
+
 using namespace condense;
 using nlohmann::json;
 
@@ -94,3 +96,5 @@ TEST_CASE("DecoderLMOptions JSON errors") {
                        "[DecoderLMOptions] ckpt: invalid JSON", Error);
   CHECK(read(good).vocab_size == 10);
 }
+
+}  // namespace test_model_options

@@ -17,6 +17,8 @@
 #include "io/io_test_util.hpp"
 #include "test_util.hpp"
 
+namespace test_safetensors {
+
 using namespace condense;
 using namespace condense::io;
 using condense::testing::le64;
@@ -479,3 +481,5 @@ TEST_CASE("load_into copies in place, converting dtypes, and checks names and sh
   CHECK(w2.to_vector() == w.to_vector());
   CHECK(b2.to_vector() == b.to_vector());
 }
+
+}  // namespace test_safetensors

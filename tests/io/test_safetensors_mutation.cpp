@@ -16,6 +16,8 @@
 #include "fuzz/safetensors_seeds.hpp"
 #include "io/io_test_util.hpp"
 
+namespace test_safetensors_mutation {
+
 using namespace condense;
 using namespace condense::io;
 
@@ -134,3 +136,5 @@ TEST_CASE("safetensors mutation: seeded random multi-byte edits of every seed") 
   CHECK(outcome.accepted > 0);
   CHECK(outcome.rejected > 0);
 }
+
+}  // namespace test_safetensors_mutation

@@ -15,6 +15,8 @@
 #include "condense/io/tokenizer.hpp"
 #include "condense/train/metrics.hpp"
 
+namespace test_tokenizer {
+
 using namespace condense;
 using namespace condense::io;
 using Ids = std::vector<std::int64_t>;
@@ -278,3 +280,5 @@ TEST_CASE("malformed tokenizer files are rejected with the reason") {
   std::filesystem::remove(path);
   CHECK_THROWS_WITH_AS(load_tokenizer(path), ("[tokenizer] cannot open '" + path + "'").c_str(), Error);
 }
+
+}  // namespace test_tokenizer

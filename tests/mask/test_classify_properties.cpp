@@ -15,6 +15,8 @@
 #include "condense/mask/policies.hpp"
 #include "test_util.hpp"
 
+namespace test_classify_properties {
+
 using namespace condense;
 
 namespace {
@@ -284,3 +286,5 @@ TEST_CASE("every query row of the decoder policies keeps its own position") {
       for (int q = 0; q + gist.policy.offset < gist.nk; ++q) CHECK(gist.policy.allowed(b, q, q + gist.policy.offset));
   }
 }
+
+}  // namespace test_classify_properties

@@ -14,6 +14,8 @@
 #include "condense/mask/policies.hpp"
 #include "test_util.hpp"
 
+namespace test_materialize {
+
 using namespace condense;
 
 namespace {
@@ -179,3 +181,5 @@ TEST_CASE("size and validate errors") {
                        "[attention] Pruned keep rows hold 4 keys, but Tk = 6", Error);
   CHECK_NOTHROW(validate_mask(pruned, "attention", 2, 7, 4));
 }
+
+}  // namespace test_materialize

@@ -13,6 +13,8 @@
 #include "condense/mask/policies.hpp"
 #include "test_util.hpp"
 
+namespace test_policies {
+
 using namespace condense;
 using Rows = std::vector<std::string>;
 
@@ -255,3 +257,5 @@ TEST_CASE("constructor errors") {
   CHECK_THROWS_WITH_AS(mask::Gist(static_cast<const std::int32_t*>(nullptr), 2), "[Gist] spans pointer is null", Error);
   CHECK_THROWS_WITH_AS(mask::Dense(nullptr, 1, 2, 2), "[Dense] mask pointer is null", Error);
 }
+
+}  // namespace test_policies

@@ -13,6 +13,8 @@
 #include "nn_test_util.hpp"
 #include "test_util.hpp"
 
+namespace test_attention_modules {
+
 using namespace condense;
 using namespace condense::nn;
 using condense::testing::GradInputs;
@@ -114,3 +116,5 @@ TEST_CASE("attention module errors name the op") {
   CHECK_THROWS_WITH_AS(mha.forward_cross(randn<double>({2, 3, 8}, gen), randn<double>({1, 3, 8}, gen), mask::None{}),
                        "[MultiHeadAttention] memory (1x3x8) and x (2x3x8) differ in batch size", Error);
 }
+
+}  // namespace test_attention_modules

@@ -13,6 +13,8 @@
 #include "condense/nn/generate.hpp"
 #include "test_util.hpp"
 
+namespace test_generate {
+
 using namespace condense;
 using namespace condense::nn;
 using Rows = std::vector<std::vector<std::int64_t>>;
@@ -182,3 +184,5 @@ TEST_CASE("generation errors") {
   o.max_new_tokens = 20;
   CHECK_THROWS_WITH_AS(generate(m, Rows{{1}}, o, gen), "[LearnedPositions] position 8 out of range [0, 8)", Error);
 }
+
+}  // namespace test_generate

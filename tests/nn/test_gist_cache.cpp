@@ -19,6 +19,8 @@
 #include "condense/nn/gist_cache.hpp"
 #include "test_util.hpp"
 
+namespace test_gist_cache {
+
 using namespace condense;
 using namespace condense::nn;
 using condense::testing::max_abs_diff;
@@ -432,3 +434,5 @@ TEST_CASE("compress_instructions rejects bad gist spans") {
                        "[gist_cache] every row needs the same number of gist tokens: row 0 has 2, row 1 has 3", Error);
   CHECK_THROWS_WITH_AS(compress_instructions(m, ids, {1, 3, 5, 7}), doctest::Contains("row 1 has gist span [5, 7)"), Error);
 }
+
+}  // namespace test_gist_cache

@@ -15,6 +15,8 @@
 #include "condense/nn/kv_cache.hpp"
 #include "test_util.hpp"
 
+namespace test_kv_cache {
+
 using namespace condense;
 using namespace condense::nn;
 using condense::testing::max_abs_diff;
@@ -222,3 +224,5 @@ TEST_CASE("LayerKV: amortised growth, reserve, errors") {
       "[KVCache] layers.1.k (1x1x3x2) disagrees with layers.0.k (1x1x2x2) in batch size or length", Error);
   CHECK_THROWS_WITH_AS(c.select_rows({0}), "[KVCache] row 0 out of range for batch 0", Error);
 }
+
+}  // namespace test_kv_cache

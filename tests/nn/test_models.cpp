@@ -16,6 +16,8 @@
 #include "nn_test_util.hpp"
 #include "test_util.hpp"
 
+namespace test_models {
+
 using namespace condense;
 using namespace condense::nn;
 using condense::testing::max_abs_diff;
@@ -219,3 +221,5 @@ TEST_CASE("a one-layer DecoderLM overfits a fixed sequence with plain SGD") {
   const auto pred = argmax(m.forward(inputs), -1);
   CHECK(pred.to_vector() == targets.contiguous().to_vector());
 }
+
+}  // namespace test_models

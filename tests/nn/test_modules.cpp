@@ -17,6 +17,8 @@
 #include "nn_test_util.hpp"
 #include "test_util.hpp"
 
+namespace test_modules {
+
 using namespace condense;
 using namespace condense::nn;
 using condense::testing::GradInputs;
@@ -210,3 +212,5 @@ TEST_CASE("module errors name the op") {
                        Error);
   CHECK_THROWS_WITH_AS(Rotary<double>(5), "[Rotary] head dim must be positive and even, got 5", Error);
 }
+
+}  // namespace test_modules

@@ -11,6 +11,8 @@
 #include "condense/ops/attention.hpp"
 #include "test_util.hpp"
 
+namespace test_query_offset {
+
 using namespace condense;
 using condense::testing::max_abs_diff;
 
@@ -111,3 +113,5 @@ TEST_CASE("attention under QueryOffset equals the policy with its own offset") {
   CHECK(max_abs_diff(attention(q, k, v, mask::QueryOffset(mask::Gist(2, 4), 6)), attention(q, k, v, mask::Gist(2, 4, 6))) <
         1e-14);
 }
+
+}  // namespace test_query_offset

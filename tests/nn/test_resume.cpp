@@ -23,6 +23,8 @@
 #include "condense/optim/sgd.hpp"
 #include "io/io_test_util.hpp"
 
+namespace test_resume {
+
 using namespace condense;
 using condense::io::NamedTensors;
 using condense::testing::temp_path;
@@ -228,3 +230,5 @@ TEST_CASE("load_training_checkpoint errors change nothing") {
   std::filesystem::remove(path);
   std::filesystem::remove(sgd_path);
 }
+
+}  // namespace test_resume

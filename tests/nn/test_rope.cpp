@@ -9,6 +9,8 @@
 #include "condense/ops/rope.hpp"
 #include "test_util.hpp"
 
+namespace test_rope {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::max_abs_diff;
@@ -107,3 +109,5 @@ TEST_CASE("rope errors") {
                        Error);
   CHECK_THROWS_WITH_AS(rope(x, zeros<std::int64_t>({3}), -1.0), "[rope] theta must be positive, got -1", Error);
 }
+
+}  // namespace test_rope

@@ -20,6 +20,8 @@
 #include "condense/ops/reduce.hpp"
 #include "test_util.hpp"
 
+namespace test_special_tokens {
+
 using namespace condense;
 using Ids = std::vector<std::int64_t>;
 using condense::testing::max_abs_diff;
@@ -157,3 +159,5 @@ TEST_CASE("special token + EncoderDecoder::grow_vocab") {
   CHECK(logits.shape() == Shape{1, 3, gist + 1});
   CHECK(tok.decode(src) == "one <gist> two");
 }
+
+}  // namespace test_special_tokens

@@ -12,6 +12,8 @@
 #include "condense/ops/compare.hpp"
 #include "test_util.hpp"
 
+namespace test_compare {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -246,3 +248,5 @@ TEST_CASE("comparison and selection errors") {
   CHECK_THROWS_WITH_AS(any(Tensor<bool>()), "[any] undefined tensor argument", Error);
   CHECK_THROWS_WITH_AS(all(Tensor<bool>()), "[all] undefined tensor argument", Error);
 }
+
+}  // namespace test_compare

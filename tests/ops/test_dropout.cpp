@@ -10,6 +10,8 @@
 #include "condense/ops/dropout.hpp"
 #include "test_util.hpp"
 
+namespace test_dropout {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -118,3 +120,5 @@ TEST_CASE("dropout: argument errors") {
   CHECK_THROWS_WITH_AS(dropout(x, NAN, gen, false), "[dropout] probability p must be in [0, 1), got nan", Error);
   CHECK_THROWS_WITH_AS(dropout(Tensor<float>(), 0.5, gen), "[dropout] undefined tensor argument", Error);
 }
+
+}  // namespace test_dropout

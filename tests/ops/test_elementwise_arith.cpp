@@ -5,6 +5,8 @@
 #include "condense/core/factories.hpp"
 #include "test_util.hpp"
 
+namespace test_elementwise_arith {
+
 using namespace condense;
 using condense::testing::values;
 using condense::testing::GradInputs;
@@ -96,3 +98,5 @@ TEST_CASE("sum and mean values") {
   CHECK(values(sum(big, {0})) == std::vector<double>(500, 300.0));
   CHECK(values(sum(big, {1})) == std::vector<double>(300, 500.0));
 }
+
+}  // namespace test_elementwise_arith

@@ -10,6 +10,8 @@
 #include "condense/ops/embedding.hpp"
 #include "test_util.hpp"
 
+namespace test_embedding {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::max_abs_diff;
@@ -115,3 +117,5 @@ TEST_CASE("embedding: argument errors") {
   CHECK_THROWS_WITH_AS(embedding(zeros<float>({0, 4}), tensor<std::int64_t>({0})),
                        "[embedding] id 0 out of range for a table of 0 rows (weight (0x4))", Error);
 }
+
+}  // namespace test_embedding

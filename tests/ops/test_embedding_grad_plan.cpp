@@ -11,6 +11,8 @@
 #include "condense/condense.hpp"
 #include "test_util.hpp"
 
+namespace test_embedding_grad_plan {
+
 using namespace condense;
 
 namespace {
@@ -107,3 +109,5 @@ TEST_CASE("embedding grad plan applied as the kernels do matches the CPU scatter
     }
   }
 }
+
+}  // namespace test_embedding_grad_plan

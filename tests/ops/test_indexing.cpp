@@ -11,6 +11,8 @@
 #include "condense/ops/indexing.hpp"
 #include "test_util.hpp"
 
+namespace test_indexing {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -515,3 +517,5 @@ TEST_CASE("scatter_add errors") {
   CHECK_THROWS_WITH_AS(scatter_add(base, -3, idx({0}, {1, 1}), src), "[scatter_add] dim -3 out of range for a tensor of rank 2",
                        Error);
 }
+
+}  // namespace test_indexing

@@ -12,6 +12,8 @@
 #include "condense/ops/losses.hpp"
 #include "test_util.hpp"
 
+namespace test_losses {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -204,3 +206,5 @@ TEST_CASE("cross_entropy: argument errors") {
                        "[cross_entropy] logits of shape (4x0) have no classes", Error);
   CHECK_THROWS_WITH_AS(cross_entropy(Tensor<float>(), zeros<std::int64_t>({4})), "[cross_entropy] undefined tensor argument", Error);
 }
+
+}  // namespace test_losses

@@ -10,6 +10,8 @@
 #include "condense/ops/matmul.hpp"
 #include "test_util.hpp"
 
+namespace test_matmul {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::max_abs_diff;
@@ -346,3 +348,5 @@ TEST_CASE("size-0 dims") {
   sum(matmul(p, q)).backward();
   CHECK(values(q.grad()) == std::vector<double>(12, 0.0));
 }
+
+}  // namespace test_matmul

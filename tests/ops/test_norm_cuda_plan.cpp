@@ -13,6 +13,8 @@
 #include "condense/ops/rope.hpp"
 #include "test_util.hpp"
 
+namespace test_norm_cuda_plan {
+
 using namespace condense;
 
 TEST_CASE("cuda norm plan: every row lands in one non-empty chunk of enough rows") {
@@ -82,3 +84,5 @@ TEST_CASE("cpu norms and rope: argument errors that do not need a GPU") {
   CHECK_THROWS_WITH_AS(rope(ones<float>({1, 1, 3, 4}), table), doctest::Contains("must both be"), Error);
   CHECK_THROWS_WITH_AS(rope(ones<float>({1, 1, 3, 4}), RopeTable<float>{}), doctest::Contains("undefined"), Error);
 }
+
+}  // namespace test_norm_cuda_plan

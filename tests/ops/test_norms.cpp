@@ -10,6 +10,8 @@
 #include "condense/ops/norms.hpp"
 #include "test_util.hpp"
 
+namespace test_norms {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::max_abs_diff;
@@ -250,3 +252,5 @@ TEST_CASE("norms: argument errors") {
   CHECK_THROWS_WITH_AS(rms_norm(x, Tensor<float>(), NAN), "[rms_norm] eps must be finite and non-negative, got nan", Error);
   CHECK_THROWS_WITH_AS(rms_norm(scalar_tensor<double>(1.0)), "[rms_norm] x must have at least one dimension, got shape ()", Error);
 }
+
+}  // namespace test_norms

@@ -12,6 +12,8 @@
 #include "condense/ops/reduce.hpp"
 #include "test_util.hpp"
 
+namespace test_reduce {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -293,3 +295,5 @@ TEST_CASE("reduce: sum over contiguous rows matches a double loop") {
   const auto i = arange<std::int32_t>(1000).reshape({10, 100});
   CHECK(values(sum(i, {1}))[9] == 99 * 100 / 2 + 900 * 100);
 }
+
+}  // namespace test_reduce

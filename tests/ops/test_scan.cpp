@@ -10,6 +10,8 @@
 #include "condense/ops/scan.hpp"
 #include "test_util.hpp"
 
+namespace test_scan {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -186,3 +188,5 @@ TEST_CASE("scan: errors") {
   CHECK_THROWS_WITH_AS(cumsum(scalar_tensor<float>(1.0f), 1), "[cumsum] dim 1 out of range for a tensor of rank 1", Error);
   CHECK_THROWS_WITH_AS(cumprod(Tensor<double>(), 0), "[cumprod] undefined tensor argument", Error);
 }
+
+}  // namespace test_scan

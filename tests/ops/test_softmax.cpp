@@ -12,6 +12,8 @@
 #include "condense/ops/softmax.hpp"
 #include "test_util.hpp"
 
+namespace test_softmax {
+
 using namespace condense;
 using condense::testing::GradInputs;
 using condense::testing::values;
@@ -236,3 +238,5 @@ TEST_CASE("softmax: errors") {
   CHECK_THROWS_WITH_AS(softmax(scalar_tensor<float>(1.0f), 1), "[softmax] dim 1 out of range for a tensor of rank 1", Error);
   CHECK_THROWS_WITH_AS(softmax(Tensor<double>(), 0), "[softmax] undefined tensor argument", Error);
 }
+
+}  // namespace test_softmax

@@ -16,50 +16,17 @@
 #include "condense/ops/unary.hpp"
 #include "test_util.hpp"
 
+namespace test_unary {
+
 using namespace condense;
 using condense::testing::GradInputs;
+using condense::testing::linspace;
 using condense::testing::values;
 
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-/// `n` evenly spaced values from lo to hi.
-std::vector<double> linspace(double lo, double hi, int n) {
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = lo + (hi - lo) * i / (n - 1);
-  return v;
-}
-
-/// Number of elements where `got` differs from ref(x): NaN must match NaN, infinities must
-/// match exactly, the rest within atol + rtol * |ref|. Describes the first few mismatches.
-template <Element T>
-int mismatches(const Tensor<T>& got, const std::vector<double>& x, const std::function<double(double)>& ref, double rtol,
-               double atol, std::string& report) {
-  const auto g = values(got);
-  REQUIRE(g.size() == x.size());
-  int bad = 0;
-  std::ostringstream out;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double r = ref(x[i]);
-    bool ok;
-    if (std::isnan(r)) ok = std::isnan(g[i]);
-    else if (std::isinf(r)) ok = g[i] == r;
-    else ok = std::abs(g[i] - r) <= atol + rtol * std::abs(r);
-    if (!ok && ++bad <= 5) out << "x=" << x[i] << " got " << g[i] << " expected " << r << "\n";
-  }
-  report = out.str();
-  return bad;
-}
-
-#define CHECK_MATCHES(got, x, ref, rtol, atol)                         \
-  do {                                                                 \
-    std::string report_;                                               \
-    const int bad_ = mismatches(got, x, ref, rtol, atol, report_);     \
-    INFO(report_);                                                     \
-    CHECK(bad_ == 0);                                                  \
-  } while (0)
 
 /// Float tensor of the values in `x` (rounded to float); `xf` receives them as doubles.
 Tensor<float> as_float(const std::vector<double>& x, std::vector<double>& xf) {
@@ -309,3 +276,5 @@ TEST_CASE("unary ops: errors name the op") {
   CHECK_THROWS_WITH_AS(exp(Tensor<float>()), "[exp] undefined tensor argument", Error);
   CHECK_THROWS_WITH_AS(clamp(Tensor<double>(), 0.0, 1.0), "[clamp] undefined tensor argument", Error);
 }
+
+}  // namespace test_unary

@@ -11,6 +11,8 @@
 #include "condense/optim/adamw.hpp"
 #include "test_util.hpp"
 
+namespace test_adamw {
+
 using namespace condense;
 using condense::testing::values;
 using optim::AdamW;
@@ -330,3 +332,5 @@ TEST_CASE("AdamW errors name the optimizer and the tensor") {
   CHECK(opt.steps() == 0);
   CHECK(values(opt.state()[1].second) == std::vector<double>(6, 0.0));
 }
+
+}  // namespace test_adamw

@@ -10,6 +10,8 @@
 #include "condense/optim/clip.hpp"
 #include "test_util.hpp"
 
+namespace test_clip {
+
 using namespace condense;
 using condense::testing::values;
 
@@ -115,3 +117,5 @@ TEST_CASE("clip_grad_norm with a non-finite norm leaves the gradients alone or t
   CHECK_THROWS_WITH_AS(optim::clip_grad_norm(std::vector<Tensor<double>>{half, other}, 1.0, true),
                        "[clip_grad_norm] the total gradient norm is inf; the sum of squares overflowed", Error);
 }
+
+}  // namespace test_clip

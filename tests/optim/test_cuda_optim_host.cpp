@@ -16,6 +16,8 @@
 #include "condense/optim/sgd.hpp"
 #include "test_util.hpp"
 
+namespace test_cuda_optim_host {
+
 using namespace condense;
 using condense::testing::values;
 
@@ -84,3 +86,5 @@ TEST_CASE("optimizer and dropout launchers name the op in a CPU-only build") {
                        Error);
 }
 #endif
+
+}  // namespace test_cuda_optim_host

@@ -7,6 +7,8 @@
 #include "condense/core/error.hpp"
 #include "condense/optim/schedule.hpp"
 
+namespace test_schedule {
+
 using namespace condense;
 using optim::constant_lr;
 using optim::linear_decay;
@@ -66,3 +68,5 @@ TEST_CASE("schedule errors") {
   CHECK_THROWS_WITH_AS(linear_decay(0, 1.0, 4, 0.0, -2), "[linear_decay] warmup_steps must be >= 0, got -2", Error);
   CHECK_THROWS_WITH_AS(constant_lr(0, INFINITY), "[constant_lr] base_lr must be finite and >= 0, got inf", Error);
 }
+
+}  // namespace test_schedule

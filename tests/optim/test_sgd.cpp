@@ -11,6 +11,8 @@
 #include "condense/optim/sgd.hpp"
 #include "test_util.hpp"
 
+namespace test_sgd {
+
 using namespace condense;
 using condense::testing::values;
 using optim::SGD;
@@ -226,3 +228,5 @@ TEST_CASE("SGD errors name the optimizer and the tensor") {
   CHECK_THROWS_WITH_AS(heavy.step(), "[SGD] gradient of parameter 'w' has shape (2) but the parameter has shape (2x2)",
                        Error);
 }
+
+}  // namespace test_sgd

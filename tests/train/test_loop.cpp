@@ -14,6 +14,8 @@
 #include "condense/train/loop.hpp"
 #include "test_util.hpp"
 
+namespace test_loop {
+
 using namespace condense;
 using condense::testing::values;
 using namespace condense::train;
@@ -166,3 +168,5 @@ TEST_CASE("gradient accumulation: k micro-batches of b equal one batch of k*b") 
   CHECK(values(Wa) != values(W0));
   CHECK_THROWS_WITH_AS(GradAccumulation(0), "[GradAccumulation] micro_steps must be >= 1, got 0", Error);
 }
+
+}  // namespace test_loop

@@ -8,6 +8,8 @@
 
 #include "condense/train/metrics.hpp"
 
+namespace test_metrics {
+
 using namespace condense;
 using namespace condense::train;
 
@@ -104,3 +106,5 @@ TEST_CASE("corpus averages") {
   CHECK_THROWS_WITH_AS(corpus_scores(preds, {"x"}), "[corpus_scores] 3 predictions but 1 references", Error);
   CHECK_THROWS_WITH_AS(corpus_scores({}, {}), "[corpus_scores] empty corpus", Error);
 }
+
+}  // namespace test_metrics
