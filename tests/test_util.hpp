@@ -24,7 +24,7 @@ double max_abs_diff(const Tensor<T>& a, const Tensor<T>& b) {
   const auto vb = b.to_vector();
   double worst = 0.0;
   for (std::size_t i = 0; i < va.size(); ++i) {
-    const double d = std::abs(static_cast<double>(va[i]) - static_cast<double>(vb[i]));
+    const double d = std::abs(convert_element<double>(va[i]) - convert_element<double>(vb[i]));
     if (std::isnan(d)) return INFINITY;
     worst = std::max(worst, d);
   }
@@ -38,7 +38,7 @@ bool allclose(const Tensor<T>& a, const Tensor<T>& b, double rtol = 1e-5, double
   const auto va = a.to_vector();
   const auto vb = b.to_vector();
   for (std::size_t i = 0; i < va.size(); ++i) {
-    const double x = static_cast<double>(va[i]), y = static_cast<double>(vb[i]);
+    const double x = convert_element<double>(va[i]), y = convert_element<double>(vb[i]);
     if (!(std::abs(x - y) <= atol + rtol * std::abs(y))) return false;
   }
   return true;

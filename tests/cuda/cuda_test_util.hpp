@@ -23,7 +23,7 @@
 namespace condense::testing {
 
 /// A leaf copy of `t` on `device` that requires grad.
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> leaf_on(const Tensor<T>& t, Device device) {
   Tensor<T> out = t.detach().to(device).clone().detach();
   out.requires_grad_();
@@ -33,7 +33,7 @@ Tensor<T> leaf_on(const Tensor<T>& t, Device device) {
 /// Runs `f` on CPU copies and on CUDA copies of `inputs`, back-propagates the same random
 /// weighting of the output on both, and checks values and input gradients agree within
 /// atol + rtol * |cpu|.
-template <FloatingElement T>
+template <DifferentiableElement T>
 void check_cpu_cuda_parity(const std::function<Tensor<T>(const std::vector<Tensor<T>>&)>& f,
                            const std::vector<Tensor<T>>& inputs, double rtol, double atol, std::uint64_t seed = 7) {
   std::vector<Tensor<T>> cpu_in, gpu_in;

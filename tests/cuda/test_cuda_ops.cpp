@@ -137,6 +137,41 @@ TEST_CASE_TEMPLATE("cuda parity: reductions", T, float, double) {
   CHECK(std::isnan(values(mean(empty, {1}).cpu())[0]));
 }
 
+TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through arithmetic, sums, casts and their gradients", T, bfloat16, float16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(9);
+  const auto a = randn<T>({3, 1, 5}, gen);
+  const auto b = randn<T>({4, 5}, gen);
+  const auto c = add(abs(randn<float>({3, 4, 5}, gen)), 0.5f).template cast<T>();
+  const auto long_a = randn<T>({100003}, gen), long_b = randn<T>({100003}, gen);
+  const auto on_gpu = [](const Tensor<T>& t) { return t.to(Device::cuda()); };
+  // Both devices widen to float, compute one op in float and round once: bit for bit.
+  CHECK(values((on_gpu(a) + on_gpu(b)).cpu()) == values(a + b));
+  CHECK(values((on_gpu(a) - on_gpu(b)).cpu()) == values(a - b));
+  CHECK(values((on_gpu(a) * on_gpu(b)).cpu()) == values(a * b));
+  CHECK(values((on_gpu(a) / on_gpu(c)).cpu()) == values(a / c));
+  CHECK(values((-on_gpu(a)).cpu()) == values(-a));
+  CHECK(values((on_gpu(a) * T(-3.125f) + T(0.375f)).cpu()) == values(a * T(-3.125f) + T(0.375f)));
+  CHECK(values((on_gpu(a) / T(0.625f)).cpu()) == values(a / T(0.625f)));
+  CHECK(values((T(1.375f) / on_gpu(c)).cpu()) == values(T(1.375f) / c));
+  CHECK(values((on_gpu(long_a) * on_gpu(long_b)).cpu()) == values(long_a * long_b));  // vectorised path and tail
+  CHECK(values((on_gpu(c).transpose(0, 2) + on_gpu(c).transpose(0, 2)).cpu()) == values(c.transpose(0, 2) + c.transpose(0, 2)));
+  CHECK(values(on_gpu(a).template cast<float>().cpu()) == values(a.template cast<float>()));
+  // Sums accumulate in float in another order, and gradients round at every node: within a
+  // couple of units in the last place of the 16-bit type.
+  const double eps = std::is_same_v<T, bfloat16> ? 0x1p-7 : 0x1p-10;
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {1}); }, {c}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0], {0, 2}, true); }, {c}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0]); }, {long_a}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return (v[0] * v[1] - v[0] / v[2]) * T(2.0f) + v[1]; }, {a, b, c}, 4 * eps,
+                           4 * eps);
+  // The ops that run through the float kernels: float results a few float ulps apart, so
+  // the rounded values may differ by one unit of the 16-bit type.
+  check_cpu_cuda_parity<T>([](const auto& v) { return exp(v[0]) + tanh(v[1]); }, {a, b}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return gelu(v[0]) * sigmoid(v[0]) - silu(v[0]); }, {c}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return log_softmax(softmax(v[0], 1), 2) + log(v[0]); }, {c}, 2 * eps, 2 * eps);
+}
+
 TEST_CASE_TEMPLATE("cuda parity: softmax and log_softmax along every dim", T, float, double) {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   Generator gen(4);

@@ -48,7 +48,7 @@ inline void run_backward(const std::shared_ptr<TensorImplBase>& root, bool retai
 
 template <Element T>
 void Tensor<T>::backward(const Tensor& grad, bool retain_graph) const {
-  if constexpr (!FloatingElement<T>) {
+  if constexpr (!DifferentiableElement<T>) {
     fail("backward", "cannot differentiate a ", describe());
   } else {
     CONDENSE_CHECK(requires_grad(), "backward", "tensor ", describe(), " does not require grad and has no grad_fn");
@@ -57,7 +57,7 @@ void Tensor<T>::backward(const Tensor& grad, bool retain_graph) const {
       CONDENSE_CHECK(numel() == 1, "backward", "grad can be implied only for one-element outputs, got shape ", shape(),
                      "; pass an explicit gradient");
       seed = Tensor::empty(shape(), Device::cpu());
-      *seed.data() = T(1);
+      *seed.data() = convert_element<T>(1.0f);
       seed = seed.to(device());
     }
     CONDENSE_CHECK(seed.shape() == shape(), "backward", "explicit gradient of shape ", seed.shape(),

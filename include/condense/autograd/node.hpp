@@ -48,7 +48,7 @@ namespace detail {
 
 /// Adds `g` into the gradient of `target`. Gradients are never modified in place, so a
 /// stored gradient may share memory with other tensors.
-template <FloatingElement U>
+template <DifferentiableElement U>
 void accumulate_grad(TensorImpl<U>& target, Tensor<U> g, const std::string& from) {
   CONDENSE_CHECK(g.shape() == target.shape, "backward", "gradient from '", from, "' has shape ", g.shape(),
                  " but the tensor it belongs to has shape ", target.shape);
@@ -68,8 +68,9 @@ void accumulate_grad(TensorImpl<U>& target, Tensor<U> g, const std::string& from
   const U* a = previous.data();
   const U* b = g.data();
   U* o = sum.data();
+  using C = compute_type_t<U>;  // the 16-bit floats add in float and round once
   cpu::parallel_for(0, sum.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
-    for (std::int64_t i = i0; i < i1; ++i) o[i] = a[i] + b[i];
+    for (std::int64_t i = i0; i < i1; ++i) o[i] = convert_element<U>(static_cast<C>(a[i]) + static_cast<C>(b[i]));
   });
   target.grad = sum.impl();
 }
@@ -83,7 +84,7 @@ class GradSink {
   /// True when input `i` needs a gradient (skip computing it otherwise).
   bool wants(std::size_t i) const { return i < node_.inputs.size() && node_.inputs[i] != nullptr; }
   /// Accumulates gradient `g` (same shape as input `i`) into input `i`.
-  template <FloatingElement U>
+  template <DifferentiableElement U>
   void add(std::size_t i, const Tensor<U>& g) {
     if (!wants(i)) return;
     auto& base = *node_.inputs[i];
@@ -99,7 +100,7 @@ class GradSink {
 namespace detail {
 
 /// A node whose backward rule is a callable `void(const Tensor<T>& grad_out, GradSink&)`.
-template <FloatingElement T, class Backward>
+template <DifferentiableElement T, class Backward>
 class FunctionNode final : public Node {
  public:
   FunctionNode(std::string_view name, Backward backward) : Node(name), backward_(std::move(backward)) {}
@@ -141,7 +142,7 @@ inline bool should_record(std::initializer_list<GradInput> inputs) {
 
 /// Attaches `backward` to `output` as the op `name` with the given inputs, when recording
 /// is on and some input requires grad. `output` must be a tensor the op just created.
-template <FloatingElement T, class Backward>
+template <DifferentiableElement T, class Backward>
 void record(std::string_view name, Tensor<T>& output, std::initializer_list<GradInput> inputs, Backward&& backward) {
   if (!should_record(inputs)) return;
   auto node = std::make_shared<detail::FunctionNode<T, std::decay_t<Backward>>>(name, std::forward<Backward>(backward));

@@ -111,6 +111,26 @@ template <class T>
 concept ArithmeticElement = FloatingElement<T> || std::same_as<T, std::int32_t> ||
                             std::same_as<T, std::int64_t>;
 
+/// The 16-bit floats (bfloat16, float16): stored in 16 bits, computed in float. The ops
+/// that take them widen each element to float, compute in float and round the result once,
+/// on the CPU and in the CUDA kernels alike.
+template <class T>
+concept HalfElement = std::same_as<T, bfloat16> || std::same_as<T, float16>;
+
+/// Element types of the elementwise arithmetic ops and sums: the arithmetic types and the
+/// 16-bit floats (computed in float).
+template <class T>
+concept NumericElement = ArithmeticElement<T> || HalfElement<T>;
+
+/// Element types autograd differentiates: float, double and the 16-bit floats (whose
+/// gradients are stored in their own type).
+template <class T>
+concept DifferentiableElement = FloatingElement<T> || HalfElement<T>;
+
+/// The type arithmetic on T happens in: float for the 16-bit floats, T itself otherwise.
+template <class T>
+using compute_type_t = std::conditional_t<HalfElement<T>, float, T>;
+
 /// Integer index element types (embedding ids, gather indices, targets).
 template <class T>
 concept IndexElement = std::same_as<T, std::int32_t> || std::same_as<T, std::int64_t>;

@@ -103,13 +103,13 @@ Tensor<T> scalar_tensor(T value, Device device = Device::cpu()) {
   return full<T>(Shape{}, value, device);
 }
 
-/// Standard normal samples (times `stddev`, plus `mean`).
-template <FloatingElement T>
+/// Standard normal samples (times `stddev`, plus `mean`), drawn in double and rounded to T.
+template <DifferentiableElement T>
 Tensor<T> randn(const Shape& shape, Generator& gen = default_generator(), double mean = 0.0, double stddev = 1.0,
                 Device device = Device::cpu()) {
   check_shape("randn", shape);
   Tensor<T> out = Tensor<T>::empty(shape, Device::cpu());
-  for (std::int64_t i = 0; i < out.numel(); ++i) out.data()[i] = static_cast<T>(mean + stddev * gen.normal());
+  for (std::int64_t i = 0; i < out.numel(); ++i) out.data()[i] = convert_element<T>(mean + stddev * gen.normal());
   return out.to(device);
 }
 

@@ -148,10 +148,11 @@ class Tensor {
 
   // ---- autograd (defined in autograd/engine.hpp) ---------------------------------------
   bool requires_grad() const { return checked().requires_grad; }
-  /// Marks a leaf as needing a gradient. Only float/double tensors can.
+  /// Marks a leaf as needing a gradient. Only floating tensors (float, double, bfloat16,
+  /// float16) can.
   Tensor& requires_grad_(bool on = true) {
-    if constexpr (!FloatingElement<T>) {
-      CONDENSE_CHECK(!on, "requires_grad", "only float and double tensors can require grad, got ", describe());
+    if constexpr (!DifferentiableElement<T>) {
+      CONDENSE_CHECK(!on, "requires_grad", "only floating tensors can require grad, got ", describe());
     }
     CONDENSE_CHECK(is_leaf() || on, "requires_grad", "cannot turn off requires_grad on a non-leaf ", describe(), "; use detach()");
     checked().requires_grad = on;

@@ -21,6 +21,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/reduce.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/unary.hpp"
 
@@ -246,6 +247,40 @@ Tensor<T> silu(const Tensor<T>& t) {
           }, {cuda::BinaryOp::SiluGrad}));
   });
   return out;
+}
+
+// ---- the 16-bit floats -------------------------------------------------------------------
+// bfloat16 and float16 tensors go through the float kernels (detail::through_float): the
+// value and the gradient are computed in float and rounded once.
+
+/// tanh of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> tanh(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return tanh(x); });
+}
+
+/// sigmoid of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> sigmoid(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return sigmoid(x); });
+}
+
+/// relu of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> relu(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return relu(x); });
+}
+
+/// GELU of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> gelu(const Tensor<T>& t, GeluApproximation approximation = GeluApproximation::Erf) {
+  return detail::through_float(t, [approximation](const Tensor<float>& x) { return gelu(x, approximation); });
+}
+
+/// SiLU of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> silu(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return silu(x); });
 }
 
 }  // namespace condense

@@ -44,13 +44,14 @@ template <Element T>
 Tensor<T> to(const Tensor<T>& t, Device device) {
   if (t.device() == device) return t;
   Tensor<T> out = detail::copy_to_device(t.detach(), device);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("to", out, {t}, [src = t.device()](const Tensor<T>& g, GradSink& s) { s.add(0, to(g, src)); });
   }
   return out;
 }
 
-/// Elementwise conversion to element type U. Differentiable between float and double.
+/// Elementwise conversion to element type U. Differentiable between the floating types
+/// (float, double, bfloat16, float16): the gradient is converted back.
 // t: [...] -> [...]
 template <Element U, Element T>
 Tensor<U> cast(const Tensor<T>& t) {
@@ -68,12 +69,26 @@ Tensor<U> cast(const Tensor<T>& t) {
         for (std::int64_t i = i0; i < i1; ++i) o[i] = convert_element<U>(in[i]);
       });
     }
-    if constexpr (FloatingElement<T> && FloatingElement<U>) {
+    if constexpr (DifferentiableElement<T> && DifferentiableElement<U>) {
       record<U>("cast", out, {t}, [](const Tensor<U>& g, GradSink& s) { s.add(0, cast<T>(g)); });
     }
     return out;
   }
 }
+
+namespace detail {
+
+/// `f`, an op on float tensors, applied to a 16-bit tensor: `t` is widened to float, f runs
+/// on it (recording its own backward rule) and the result is rounded once to T. Autograd
+/// follows the two casts, so the gradient is also computed in float and rounded once. The
+/// ops without a direct 16-bit kernel take the 16-bit floats this way, on either device.
+// t: [...] -> f's output
+template <HalfElement T, class F>
+Tensor<T> through_float(const Tensor<T>& t, F f) {
+  return cast<T>(f(cast<float>(t)));
+}
+
+}  // namespace detail
 
 template <Element T> Tensor<T> Tensor<T>::to(Device device) const { return condense::to(*this, device); }
 template <Element T> template <Element U> Tensor<U> Tensor<T>::cast() const { return condense::cast<U>(*this); }

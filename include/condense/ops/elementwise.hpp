@@ -91,6 +91,24 @@ Tensor<R> binary_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b
   return out;
 }
 
+/// `f`, a generic callable over compute_type_t<T>, as a callable over T: the 16-bit floats
+/// are widened to float, f runs in float and its result is rounded once (as in the CUDA
+/// kernels); other types pass through unchanged.
+template <Element T, class F>
+auto in_compute_type(F f) {
+  if constexpr (HalfElement<T>) {
+    return [f](auto... x) { return convert_element<T>(f(static_cast<float>(x)...)); };
+  } else {
+    return f;
+  }
+}
+
+/// `value` in the type T computes in (float for the 16-bit floats).
+template <Element T>
+compute_type_t<T> to_compute(T value) {
+  return static_cast<compute_type_t<T>>(value);
+}
+
 /// unary_map on the CPU; the CUDA kernel `kernel` for CUDA tensors.
 template <Element T, class F>
 Tensor<T> unary_map(std::string_view op, const Tensor<T>& a, F f, cuda::UnaryKernel kernel) {
@@ -110,10 +128,11 @@ Tensor<T> binary_map(std::string_view op, const Tensor<T>& a, const Tensor<T>& b
 
 /// a + b with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("add", a, b, [](T x, T y) { return x + y; }, {cuda::BinaryOp::Add});
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out =
+      detail::binary_map<T>("add", a, b, detail::in_compute_type<T>([](auto x, auto y) { return x + y; }), {cuda::BinaryOp::Add});
+  if constexpr (DifferentiableElement<T>) {
     record<T>("add", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(g, sa));
       if (s.wants(1)) s.add(1, sum_to(g, sb));
@@ -124,10 +143,11 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 
 /// a - b with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("sub", a, b, [](T x, T y) { return x - y; }, {cuda::BinaryOp::Sub});
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out =
+      detail::binary_map<T>("sub", a, b, detail::in_compute_type<T>([](auto x, auto y) { return x - y; }), {cuda::BinaryOp::Sub});
+  if constexpr (DifferentiableElement<T>) {
     record<T>("sub", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(g, sa));
       if (s.wants(1)) s.add(1, sum_to(neg(g), sb));
@@ -138,10 +158,11 @@ Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
 
 /// a * b with broadcasting.
 // a: [...], b: [...] -> broadcast(a, b)
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> out = detail::binary_map<T>("mul", a, b, [](T x, T y) { return x * y; }, {cuda::BinaryOp::Mul});
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out =
+      detail::binary_map<T>("mul", a, b, detail::in_compute_type<T>([](auto x, auto y) { return x * y; }), {cuda::BinaryOp::Mul});
+  if constexpr (DifferentiableElement<T>) {
     record<T>("mul", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(mul(g, b), a.shape()));
       if (s.wants(1)) s.add(1, sum_to(mul(g, a), b.shape()));
@@ -152,18 +173,20 @@ Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
 
 /// a / b with broadcasting (integer division truncates).
 // a: [...], b: [...] -> broadcast(a, b)
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (!FloatingElement<T>) {
+  if constexpr (!DifferentiableElement<T>) {
     for (const T y : b.to_vector()) CONDENSE_CHECK(y != 0, "div", "integer division by zero: ", a.describe(), " / ", b.describe());
   }
-  Tensor<T> out = detail::binary_map<T>("div", a, b, [](T x, T y) { return x / y; }, {cuda::BinaryOp::Div});
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out =
+      detail::binary_map<T>("div", a, b, detail::in_compute_type<T>([](auto x, auto y) { return x / y; }), {cuda::BinaryOp::Div});
+  if constexpr (DifferentiableElement<T>) {
     record<T>("div", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(div(g, b), a.shape()));
       if (s.wants(1)) {
-        const Tensor<T> gb = detail::binary_map<T>("div backward", mul(g, a), b, [](T ga, T y) { return -ga / (y * y); },
-                                                             {cuda::BinaryOp::DivGradDenominator});
+        const Tensor<T> gb =
+            detail::binary_map<T>("div backward", mul(g, a), b, detail::in_compute_type<T>([](auto ga, auto y) { return -ga / (y * y); }),
+                                  {cuda::BinaryOp::DivGradDenominator});
         s.add(1, sum_to(gb, b.shape()));
       }
     });
@@ -172,60 +195,78 @@ Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 }
 
 /// -a.
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> neg(const Tensor<T>& a) {
-  Tensor<T> out = detail::unary_map("neg", a, [](T x) { return -x; }, {cuda::UnaryOp::Neg});
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out = detail::unary_map("neg", a, detail::in_compute_type<T>([](auto x) { return -x; }), {cuda::UnaryOp::Neg});
+  if constexpr (DifferentiableElement<T>) {
     record<T>("neg", out, {a}, [](const Tensor<T>& g, GradSink& s) { s.add(0, neg(g)); });
   }
   return out;
 }
 
-/// a + scalar.
-template <ArithmeticElement T>
-Tensor<T> add(const Tensor<T>& a, T scalar) {
-  Tensor<T> out = detail::unary_map("add", a, [scalar](T x) { return x + scalar; }, {cuda::UnaryOp::AddScalar, double(scalar)});
-  if constexpr (FloatingElement<T>) {
-    record<T>("add_scalar", out, {a}, [](const Tensor<T>& g, GradSink& s) { s.add(0, g); });
+namespace detail {
+
+/// a + s, with s in the compute type (so a 16-bit tensor can take a float scalar unrounded).
+template <NumericElement T>
+Tensor<T> add_scalar(const Tensor<T>& a, compute_type_t<T> s) {
+  Tensor<T> out = unary_map("add", a, in_compute_type<T>([s](auto x) { return x + s; }), {cuda::UnaryOp::AddScalar, double(s)});
+  if constexpr (DifferentiableElement<T>) {
+    record<T>("add_scalar", out, {a}, [](const Tensor<T>& g, GradSink& sink) { sink.add(0, g); });
   }
   return out;
+}
+
+/// a * s, with s in the compute type.
+template <NumericElement T>
+Tensor<T> mul_scalar(const Tensor<T>& a, compute_type_t<T> s) {
+  Tensor<T> out = unary_map("mul", a, in_compute_type<T>([s](auto x) { return x * s; }), {cuda::UnaryOp::MulScalar, double(s)});
+  if constexpr (DifferentiableElement<T>) {
+    record<T>("mul_scalar", out, {a}, [s](const Tensor<T>& g, GradSink& sink) { sink.add(0, mul_scalar(g, s)); });
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// a + scalar.
+template <NumericElement T>
+Tensor<T> add(const Tensor<T>& a, T scalar) {
+  return detail::add_scalar(a, detail::to_compute(scalar));
 }
 
 /// a * scalar.
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> mul(const Tensor<T>& a, T scalar) {
-  Tensor<T> out = detail::unary_map("mul", a, [scalar](T x) { return x * scalar; }, {cuda::UnaryOp::MulScalar, double(scalar)});
-  if constexpr (FloatingElement<T>) {
-    record<T>("mul_scalar", out, {a}, [scalar](const Tensor<T>& g, GradSink& s) { s.add(0, mul(g, scalar)); });
-  }
-  return out;
+  return detail::mul_scalar(a, detail::to_compute(scalar));
 }
 
 /// scalar / a.
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> rdiv(T scalar, const Tensor<T>& a) {
-  Tensor<T> out = detail::unary_map("rdiv", a, [scalar](T x) { return scalar / x; }, {cuda::UnaryOp::RDivScalar, double(scalar)});
-  record<T>("rdiv", out, {a}, [scalar, a = a.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("rdiv backward", g, a, [scalar](T gv, T x) { return -gv * scalar / (x * x); },
-                                     {cuda::BinaryOp::RDivGrad, double(scalar)}));
+  const compute_type_t<T> sc = detail::to_compute(scalar);
+  Tensor<T> out = detail::unary_map("rdiv", a, detail::in_compute_type<T>([sc](auto x) { return sc / x; }),
+                                    {cuda::UnaryOp::RDivScalar, double(sc)});
+  record<T>("rdiv", out, {a}, [sc, a = a.detach()](const Tensor<T>& g, GradSink& s) {
+    s.add(0, detail::binary_map<T>("rdiv backward", g, a, detail::in_compute_type<T>([sc](auto gv, auto x) { return -gv * sc / (x * x); }),
+                                     {cuda::BinaryOp::RDivGrad, double(sc)}));
   });
   return out;
 }
 
 // ---- operators -------------------------------------------------------------------------
-template <ArithmeticElement T> Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
-template <ArithmeticElement T> Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
-template <ArithmeticElement T> Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) { return mul(a, b); }
-template <ArithmeticElement T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
-template <ArithmeticElement T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
-template <ArithmeticElement T> Tensor<T> operator+(const Tensor<T>& a, std::type_identity_t<T> s) { return add(a, s); }
-template <ArithmeticElement T> Tensor<T> operator+(std::type_identity_t<T> s, const Tensor<T>& a) { return add(a, s); }
-template <ArithmeticElement T> Tensor<T> operator-(const Tensor<T>& a, std::type_identity_t<T> s) { return add(a, static_cast<T>(-s)); }
-template <ArithmeticElement T> Tensor<T> operator-(std::type_identity_t<T> s, const Tensor<T>& a) { return add(neg(a), s); }
-template <ArithmeticElement T> Tensor<T> operator*(const Tensor<T>& a, std::type_identity_t<T> s) { return mul(a, s); }
-template <ArithmeticElement T> Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& a) { return mul(a, s); }
-template <FloatingElement T> Tensor<T> operator/(const Tensor<T>& a, std::type_identity_t<T> s) { return mul(a, T(1) / s); }
-template <FloatingElement T> Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& a) { return rdiv(s, a); }
+template <NumericElement T> Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
+template <NumericElement T> Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
+template <NumericElement T> Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) { return mul(a, b); }
+template <NumericElement T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
+template <NumericElement T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
+template <NumericElement T> Tensor<T> operator+(const Tensor<T>& a, std::type_identity_t<T> s) { return add(a, s); }
+template <NumericElement T> Tensor<T> operator+(std::type_identity_t<T> s, const Tensor<T>& a) { return add(a, s); }
+template <NumericElement T> Tensor<T> operator-(const Tensor<T>& a, std::type_identity_t<T> s) { return detail::add_scalar(a, -detail::to_compute(s)); }
+template <NumericElement T> Tensor<T> operator-(std::type_identity_t<T> s, const Tensor<T>& a) { return add(neg(a), s); }
+template <NumericElement T> Tensor<T> operator*(const Tensor<T>& a, std::type_identity_t<T> s) { return mul(a, s); }
+template <NumericElement T> Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& a) { return mul(a, s); }
+template <DifferentiableElement T> Tensor<T> operator/(const Tensor<T>& a, std::type_identity_t<T> s) { return detail::mul_scalar(a, compute_type_t<T>(1) / detail::to_compute(s)); }
+template <DifferentiableElement T> Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& a) { return rdiv(s, a); }
 
 }  // namespace condense
 

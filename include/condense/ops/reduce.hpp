@@ -60,6 +60,21 @@ Tensor<T> reduce_with(std::string_view op, const Tensor<T>& t, const std::vector
   return reduce_with(op, t, mask, keepdim, reducer);
 }
 
+/// The sum (or the mean) of `t` over the `mask` dims. The 16-bit floats accumulate in float
+/// on either device and round once.
+// t: [...] -> kept dims
+template <NumericElement T>
+Tensor<T> sum_over(std::string_view op, const Tensor<T>& t, const std::vector<bool>& mask, bool keepdim, bool mean) {
+  const cuda::ReduceOp cuda_op = mean ? cuda::ReduceOp::Mean : cuda::ReduceOp::Sum;
+  if constexpr (HalfElement<T>) {
+    if (t.defined() && t.device().is_cuda()) return cuda_reduce(op, t, mask, keepdim, cuda_op);
+    const Tensor<float> wide = t.detach().template cast<float>();
+    return reduce_with(op, wide, mask, keepdim, cpu::SumReducer<float>{mean}).template cast<T>();
+  } else {
+    return reduce_with(op, t, mask, keepdim, cpu::SumReducer<T>{mean}, cuda_op);
+  }
+}
+
 /// Expands a reduced gradient back over the reduced dims of `in_shape`.
 template <Element T>
 Tensor<T> expand_reduced(const Tensor<T>& g, const Shape& in_shape, const std::vector<bool>& mask) {
@@ -70,11 +85,11 @@ Tensor<T> expand_reduced(const Tensor<T>& g, const Shape& in_shape, const std::v
 
 /// Sum over `dims` (all when empty).
 // t: [...] -> kept dims (1 where reduced if keepdim)
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> sum(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bool keepdim = false) {
   const auto mask = detail::reduce_mask("sum", t.shape(), dims);
-  Tensor<T> out = detail::reduce_with("sum", t, mask, keepdim, cpu::SumReducer<T>{}, cuda::ReduceOp::Sum);
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out = detail::sum_over("sum", t, mask, keepdim, false);
+  if constexpr (DifferentiableElement<T>) {
     record<T>("sum", out, {t}, [in_shape = t.shape(), mask](const Tensor<T>& g, GradSink& s) {
       s.add(0, detail::expand_reduced(g, in_shape, mask));
     });
@@ -84,13 +99,14 @@ Tensor<T> sum(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bo
 
 /// Mean over `dims` (all when empty).
 // t: [...] -> kept dims (1 where reduced if keepdim)
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> mean(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, bool keepdim = false) {
   const auto mask = detail::reduce_mask("mean", t.shape(), dims);
-  Tensor<T> out = detail::reduce_with("mean", t, mask, keepdim, cpu::SumReducer<T>{true}, cuda::ReduceOp::Mean);
+  Tensor<T> out = detail::sum_over("mean", t, mask, keepdim, true);
   const std::int64_t count = out.numel() == 0 ? 0 : t.numel() / out.numel();
   record<T>("mean", out, {t}, [in_shape = t.shape(), mask, count](const Tensor<T>& g, GradSink& s) {
-    const T inv = count > 0 ? T(1) / static_cast<T>(count) : T(0);
+    using C = compute_type_t<T>;
+    const T inv = convert_element<T>(count > 0 ? C(1) / static_cast<C>(count) : C(0));
     const Tensor<T> scaled = mul(g, inv);
     s.add(0, detail::expand_reduced(scaled, in_shape, mask));
   });
@@ -99,7 +115,7 @@ Tensor<T> mean(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, b
 
 /// Sums `g` down to `shape`, which must broadcast to g's shape (the backward of broadcasting).
 // g: broadcast(shape) -> shape
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> sum_to(const Tensor<T>& g, const Shape& shape) {
   if (g.shape() == shape) return g;
   const Shape& gs = g.shape();
@@ -112,8 +128,8 @@ Tensor<T> sum_to(const Tensor<T>& g, const Shape& shape) {
     CONDENSE_CHECK(want == gs[d] || want == 1, "sum_to", "cannot reduce ", gs, " to ", shape);
     mask[d] = want == 1 && gs[d] != 1;
   }
-  Tensor<T> out = detail::reduce_with("sum_to", g, mask, false, cpu::SumReducer<T>{}, cuda::ReduceOp::Sum).reshape(shape);
-  if constexpr (FloatingElement<T>) {
+  Tensor<T> out = detail::sum_over("sum_to", g, mask, false, false).reshape(shape);
+  if constexpr (DifferentiableElement<T>) {
     record<T>("sum_to", out, {g}, [gs](const Tensor<T>& grad, GradSink& s) { s.add(0, grad.expand(gs)); });
   }
   return out;

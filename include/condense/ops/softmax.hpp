@@ -25,6 +25,7 @@
 #include "condense/backend/cpu/reduce.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 // GCC 12 reports false -Wmaybe-uninitialized warnings from inside Eigen's AVX-512 exp when
@@ -287,6 +288,20 @@ Tensor<T> softmax(const Tensor<T>& t, std::int64_t dim) {
 template <FloatingElement T>
 Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
   return detail::softmax_op("log_softmax", t, dim, true);
+}
+
+/// softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once.
+// t: [...] -> [...]
+template <HalfElement T>
+Tensor<T> softmax(const Tensor<T>& t, std::int64_t dim) {
+  return detail::through_float(t, [dim](const Tensor<float>& x) { return softmax(x, dim); });
+}
+
+/// log_softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once.
+// t: [...] -> [...]
+template <HalfElement T>
+Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
+  return detail::through_float(t, [dim](const Tensor<float>& x) { return log_softmax(x, dim); });
 }
 
 }  // namespace condense

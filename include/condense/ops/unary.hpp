@@ -37,6 +37,7 @@
 #include "condense/backend/cpu/reduce.hpp"
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/views.hpp"
 
@@ -582,6 +583,76 @@ Tensor<T> clamp_min(const Tensor<T>& t, std::type_identity_t<T> lo) {
 template <ArithmeticElement T>
 Tensor<T> clamp_max(const Tensor<T>& t, std::type_identity_t<T> hi) {
   return clamp(t, std::optional<T>(), std::optional<T>(hi));
+}
+
+// ---- the 16-bit floats -------------------------------------------------------------------
+// bfloat16 and float16 tensors go through the float kernels (detail::through_float): the
+// value and the gradient are computed in float and rounded once. Scalars are float.
+
+/// exp of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> exp(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return exp(x); });
+}
+
+/// log of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> log(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return log(x); });
+}
+
+/// sqrt of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> sqrt(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return sqrt(x); });
+}
+
+/// rsqrt of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> rsqrt(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return rsqrt(x); });
+}
+
+/// |x| of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> abs(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return abs(x); });
+}
+
+/// x^2 of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> square(const Tensor<T>& t) {
+  return detail::through_float(t, [](const Tensor<float>& x) { return square(x); });
+}
+
+/// x^exponent of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> pow(const Tensor<T>& t, float exponent) {
+  return detail::through_float(t, [exponent](const Tensor<float>& x) { return pow(x, exponent); });
+}
+
+/// clamp of a 16-bit tensor into [lo, hi] (either bound optional; computed in float).
+template <HalfElement T>
+Tensor<T> clamp(const Tensor<T>& t, std::optional<float> lo, std::optional<float> hi) {
+  return detail::through_float(t, [lo, hi](const Tensor<float>& x) { return clamp(x, lo, hi); });
+}
+
+/// clamp of a 16-bit tensor into [lo, hi] (computed in float).
+template <HalfElement T>
+Tensor<T> clamp(const Tensor<T>& t, float lo, float hi) {
+  return clamp(t, std::optional<float>(lo), std::optional<float>(hi));
+}
+
+/// max(x, lo) of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> clamp_min(const Tensor<T>& t, float lo) {
+  return clamp(t, std::optional<float>(lo), std::optional<float>());
+}
+
+/// min(x, hi) of a 16-bit tensor (computed in float).
+template <HalfElement T>
+Tensor<T> clamp_max(const Tensor<T>& t, float hi) {
+  return clamp(t, std::optional<float>(), std::optional<float>(hi));
 }
 
 }  // namespace condense

@@ -81,7 +81,7 @@ Tensor<T> contiguous(const Tensor<T>& t) {
   } else {
     detail::cuda_copy_into("contiguous", out, t);
   }
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("contiguous", out, {t}, [](const Tensor<T>& g, GradSink& s) { s.add(0, g); });
   }
   return out;
@@ -98,7 +98,7 @@ Tensor<T> clone(const Tensor<T>& t) {
     cuda::copy(out.data(), src.data(), static_cast<std::size_t>(t.numel()) * sizeof(T), cuda::CopyKind::DeviceToDevice,
                t.device().index, "clone");
   }
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("clone", out, {t}, [](const Tensor<T>& g, GradSink& s) { s.add(0, g); });
   }
   return out;
@@ -112,7 +112,7 @@ Tensor<T> view(const Tensor<T>& t, const Shape& shape) {
                  " is not contiguous; use reshape()");
   const Shape target = detail::infer_shape("view", t.shape(), shape);
   Tensor<T> out = detail::restride(t, target, contiguous_strides(target), t.offset());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("view", out, {t}, [in_shape = t.shape()](const Tensor<T>& g, GradSink& s) { s.add(0, g.reshape(in_shape)); });
   }
   return out;
@@ -141,7 +141,7 @@ Tensor<T> permute(const Tensor<T>& t, const std::vector<std::int64_t>& order) {
     strides[i] = t.strides()[d];
   }
   Tensor<T> out = detail::restride(t, shape, strides, t.offset());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("permute", out, {t}, [inverse](const Tensor<T>& g, GradSink& s) { s.add(0, permute(g, inverse)); });
   }
   return out;
@@ -173,7 +173,7 @@ Tensor<T> slice(const Tensor<T>& t, std::int64_t dim, std::int64_t start, std::i
   shape[d] = (end - start + step - 1) / step;
   strides[d] *= step;
   Tensor<T> out = detail::restride(t, shape, strides, t.offset() + start * t.strides()[d]);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("slice", out, {t}, [in_shape = t.shape(), d, start, end, step](const Tensor<T>& g, GradSink& s) {
       Tensor<T> full = detail::zeros_on<T>(in_shape, g.device());
       detail::copy_into(slice(full, static_cast<std::int64_t>(d), start, end, step), g, "slice backward");
@@ -202,7 +202,7 @@ Tensor<T> unsqueeze(const Tensor<T>& t, std::int64_t dim) {
   shape.insert(d, 1);
   strides.insert(d, stride);
   Tensor<T> out = detail::restride(t, shape, strides, t.offset());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("unsqueeze", out, {t}, [d](const Tensor<T>& g, GradSink& s) { s.add(0, squeeze(g, static_cast<std::int64_t>(d))); });
   }
   return out;
@@ -218,7 +218,7 @@ Tensor<T> squeeze(const Tensor<T>& t, std::int64_t dim) {
   shape.erase(d);
   strides.erase(d);
   Tensor<T> out = detail::restride(t, shape, strides, t.offset());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("squeeze", out, {t}, [d](const Tensor<T>& g, GradSink& s) { s.add(0, unsqueeze(g, static_cast<std::int64_t>(d))); });
   }
   return out;
@@ -266,7 +266,7 @@ Tensor<T> expand(const Tensor<T>& t, const Shape& shape) {
     }
   }
   Tensor<T> out = detail::restride(t, out_shape, strides, t.offset());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("expand", out, {t}, [in](const Tensor<T>& g, GradSink& s) { s.add(0, sum_to(g, in)); });
   }
   return out;
