@@ -170,6 +170,13 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through arithmetic, sums, casts a
   check_cpu_cuda_parity<T>([](const auto& v) { return exp(v[0]) + tanh(v[1]); }, {a, b}, 2 * eps, 2 * eps);
   check_cpu_cuda_parity<T>([](const auto& v) { return gelu(v[0]) * sigmoid(v[0]) - silu(v[0]); }, {c}, 2 * eps, 2 * eps);
   check_cpu_cuda_parity<T>([](const auto& v) { return log_softmax(softmax(v[0], 1), 2) + log(v[0]); }, {c}, 2 * eps, 2 * eps);
+  const auto x = randn<T>({2, 3, 8}, gen), w = randn<T>({8}, gen), weight = randn<T>({5, 8}, gen);
+  check_cpu_cuda_parity<T>([](const auto& v) { return layer_norm(v[0], v[1], v[1]) + rms_norm(v[0], v[1]); }, {x, w}, 2 * eps,
+                           4 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return linear(v[0], v[1]); }, {x, weight}, 2 * eps, 4 * eps);
+  const auto targets = tensor<std::int64_t>({0, 4, 2, 1, 3, 4});
+  check_cpu_cuda_parity<T>([&](const auto& v) { return cross_entropy(v[0], targets.to(v[0].device())); }, {randn<T>({6, 5}, gen)},
+                           2 * eps, 2 * eps);
 }
 
 TEST_CASE_TEMPLATE("cuda parity: softmax and log_softmax along every dim", T, float, double) {

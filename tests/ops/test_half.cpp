@@ -1,8 +1,9 @@
 // The 16-bit floats (bfloat16, float16) on the CPU. Elementwise arithmetic, sums, casts and
 // views: each result equals the float computation on the widened inputs rounded once,
 // overflow and NaN behave as in float, and gradients (stored in the 16-bit type) agree with
-// the float gradients within a few units in the last place. Math, activations and softmax
-// (which run through the float kernels): value and gradient equal the float ones rounded.
+// the float gradients within a few units in the last place. Math, activations, softmax, the
+// norms, matmul, linear, cross_entropy and dropout (which run through the float kernels):
+// value and gradients equal the float ones rounded, bit for bit.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,6 +16,10 @@
 
 #include "condense/core/factories.hpp"
 #include "condense/ops/activations.hpp"
+#include "condense/ops/dropout.hpp"
+#include "condense/ops/losses.hpp"
+#include "condense/ops/matmul.hpp"
+#include "condense/ops/norms.hpp"
 #include "condense/ops/softmax.hpp"
 #include "condense/ops/unary.hpp"
 #include "test_util.hpp"
@@ -90,6 +95,33 @@ template <HalfElement T>
 const auto& pick(const BinaryCase& c) {
   if constexpr (std::is_same_v<T, bfloat16>) return c.on_bf16;
   else return c.on_f16;
+}
+
+/// Runs `on_half` on leaf copies of `inputs` and `on_float` on float copies, back-propagates
+/// the same upstream gradient through both, and checks that the value and every input's
+/// gradient equal the float ones rounded to T, bit for bit.
+template <HalfElement T, class OnHalf, class OnFloat>
+void check_equals_float_rounded(const std::vector<Tensor<T>>& inputs, OnHalf on_half, OnFloat on_float, Generator& gen) {
+  std::vector<Tensor<T>> half_leaves;
+  std::vector<Tensor<float>> float_leaves;
+  for (const auto& t : inputs) {
+    half_leaves.push_back(t.clone());
+    half_leaves.back().requires_grad_();
+    float_leaves.push_back(t.template cast<float>());
+    float_leaves.back().requires_grad_();
+  }
+  const Tensor<T> y = on_half(half_leaves);
+  const Tensor<float> yw = on_float(float_leaves);
+  CHECK(bits(y) == bits(yw.template cast<T>()));
+  const auto upstream = randn<T>(y.shape(), gen);
+  y.backward(upstream);
+  yw.backward(upstream.template cast<float>());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(half_leaves[i].grad().defined());
+    CHECK(half_leaves[i].grad().dtype() == dtype_of<T>);
+    CHECK(bits(half_leaves[i].grad()) == bits(float_leaves[i].grad().template cast<T>()));
+  }
 }
 
 }  // namespace
@@ -211,20 +243,60 @@ TEST_CASE_TEMPLATE("16-bit floats: math, activations and softmax are the float o
   const auto pos = positive<T>({6, 9}, gen);
   for (const auto& c : cases) {
     INFO(c.name);
-    const Tensor<T> input = c.positive_input ? pos : any_sign;
-    auto h = input.clone();
-    h.requires_grad_();
-    const Tensor<T> y = c.on_half(h);
-    auto w = input.template cast<float>();
-    w.requires_grad_();
-    const Tensor<float> yw = c.on_float(w);
-    CHECK(bits(y) == bits(yw.template cast<T>()));
-    const auto upstream = randn<T>(y.shape(), gen);
-    y.backward(upstream);
-    yw.backward(upstream.template cast<float>());
-    REQUIRE(h.grad().defined());
-    CHECK(bits(h.grad()) == bits(w.grad().template cast<T>()));
+    check_equals_float_rounded<T>(
+        {c.positive_input ? pos : any_sign}, [&](const auto& v) { return c.on_half(v[0]); },
+        [&](const auto& v) { return c.on_float(v[0]); }, gen);
   }
+}
+
+TEST_CASE_TEMPLATE("16-bit floats: norms, matmul, linear, cross_entropy and dropout through float", T, bfloat16, float16) {
+  Generator gen(14);
+  const auto x = randn<T>({2, 3, 8}, gen);
+  const auto w = randn<T>({8}, gen), bias = randn<T>({8}, gen);
+  const auto weight = randn<T>({5, 8}, gen), out_bias = randn<T>({5}, gen);
+  const auto b = randn<T>({2, 8, 4}, gen);
+  const auto targets = tensor<std::int64_t>({0, 4, 2, 1, 3, 4});
+  const auto both = [](auto f) { return std::pair{f, f}; };
+  {
+    INFO("layer_norm");
+    const auto [fh, ff] = both([](const auto& v) { return layer_norm(v[0], v[1], v[2]); });
+    check_equals_float_rounded<T>({x, w, bias}, fh, ff, gen);
+  }
+  {
+    INFO("layer_norm without affine");
+    const auto [fh, ff] = both([](const auto& v) { return layer_norm(v[0]); });
+    check_equals_float_rounded<T>({x}, fh, ff, gen);
+  }
+  {
+    INFO("rms_norm");
+    const auto [fh, ff] = both([](const auto& v) { return rms_norm(v[0], v[1]); });
+    check_equals_float_rounded<T>({x, w}, fh, ff, gen);
+  }
+  {
+    INFO("matmul and bmm");
+    const auto [fh, ff] = both([](const auto& v) { return matmul(v[0], v[1]) + bmm(v[0], v[1]); });
+    check_equals_float_rounded<T>({x, b}, fh, ff, gen);
+  }
+  {
+    INFO("linear");
+    const auto [fh, ff] = both([](const auto& v) { return linear(v[0], v[1], v[2]); });
+    check_equals_float_rounded<T>({x, weight, out_bias}, fh, ff, gen);
+  }
+  {
+    INFO("cross_entropy");
+    const auto logits = randn<T>({6, 5}, gen);
+    const auto [fh, ff] = both([&](const auto& v) { return cross_entropy(v[0], targets, {.label_smoothing = 0.1}); });
+    check_equals_float_rounded<T>({logits}, fh, ff, gen);
+  }
+  {
+    INFO("dropout");
+    Generator half_gen(5), float_gen(5);  // the same state: the same mask
+    check_equals_float_rounded<T>(
+        {x}, [&](const auto& v) { return dropout(v[0], 0.25, half_gen); }, [&](const auto& v) { return dropout(v[0], 0.25, float_gen); },
+        gen);
+    CHECK(dropout(x, 0.25, half_gen, false).impl() == x.impl());  // evaluation: the input itself
+  }
+  CHECK_THROWS_WITH_AS(matmul(x, x), doctest::Contains("[matmul]"), Error);
 }
 
 }  // namespace test_half

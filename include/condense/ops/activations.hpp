@@ -256,31 +256,31 @@ Tensor<T> silu(const Tensor<T>& t) {
 /// tanh of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> tanh(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return tanh(x); });
+  return detail::through_float([](const Tensor<float>& x) { return tanh(x); }, t);
 }
 
 /// sigmoid of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> sigmoid(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return sigmoid(x); });
+  return detail::through_float([](const Tensor<float>& x) { return sigmoid(x); }, t);
 }
 
 /// relu of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> relu(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return relu(x); });
+  return detail::through_float([](const Tensor<float>& x) { return relu(x); }, t);
 }
 
 /// GELU of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> gelu(const Tensor<T>& t, GeluApproximation approximation = GeluApproximation::Erf) {
-  return detail::through_float(t, [approximation](const Tensor<float>& x) { return gelu(x, approximation); });
+  return detail::through_float([approximation](const Tensor<float>& x) { return gelu(x, approximation); }, t);
 }
 
 /// SiLU of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> silu(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return silu(x); });
+  return detail::through_float([](const Tensor<float>& x) { return silu(x); }, t);
 }
 
 }  // namespace condense

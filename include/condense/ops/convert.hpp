@@ -78,14 +78,21 @@ Tensor<U> cast(const Tensor<T>& t) {
 
 namespace detail {
 
-/// `f`, an op on float tensors, applied to a 16-bit tensor: `t` is widened to float, f runs
-/// on it (recording its own backward rule) and the result is rounded once to T. Autograd
-/// follows the two casts, so the gradient is also computed in float and rounded once. The
-/// ops without a direct 16-bit kernel take the 16-bit floats this way, on either device.
-// t: [...] -> f's output
-template <HalfElement T, class F>
-Tensor<T> through_float(const Tensor<T>& t, F f) {
-  return cast<T>(f(cast<float>(t)));
+/// A 16-bit tensor widened to float for through_float; an undefined tensor (an absent
+/// optional argument) stays undefined.
+template <HalfElement T>
+Tensor<float> widen_to_float(const Tensor<T>& t) {
+  return t.defined() ? cast<float>(t) : Tensor<float>();
+}
+
+/// `f`, an op on float tensors, applied to 16-bit tensors: each is widened to float, f runs
+/// on them (recording its own backward rule) and the result is rounded once to T. Autograd
+/// follows the casts, so the gradients are also computed in float and rounded once. The ops
+/// without a direct 16-bit kernel take the 16-bit floats this way, on either device.
+// t, more...: 16-bit tensors -> f's output rounded to T
+template <class F, HalfElement T, class... More>
+Tensor<T> through_float(F f, const Tensor<T>& t, const More&... more) {
+  return cast<T>(f(widen_to_float(t), widen_to_float(more)...));
 }
 
 }  // namespace detail

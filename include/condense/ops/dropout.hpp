@@ -16,6 +16,7 @@
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/random.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 namespace condense {
@@ -97,6 +98,17 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
     s.add(0, dx);
   });
   return out;
+}
+
+/// dropout of a 16-bit tensor: the float op's mask for the same generator state, the kept
+/// values scaled in float and rounded once (detail::through_float).
+// x: [...] -> [...]
+template <HalfElement T>
+Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
+  CONDENSE_CHECK(x.defined(), "dropout", "undefined tensor argument");
+  CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
+  if (!training || p == 0.0) return x;
+  return detail::through_float([&](const Tensor<float>& xf) { return dropout(xf, p, gen, training); }, x);
 }
 
 }  // namespace condense

@@ -16,6 +16,7 @@
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/lookup_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 namespace condense {
@@ -249,6 +250,14 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const
     s.add(0, dx);
   });
   return out;
+}
+
+/// cross_entropy of 16-bit logits: the log-softmax and the loss are computed in float and
+/// the loss (and the logits' gradient) rounded once (detail::through_float).
+// logits: [..., C], targets: [...] (int32 or int64) -> [] (Mean, Sum) or [...] (None)
+template <HalfElement T, IndexElement I>
+Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options = {}) {
+  return detail::through_float([&](const Tensor<float>& lf) { return cross_entropy(lf, targets, options); }, logits);
 }
 
 }  // namespace condense

@@ -22,6 +22,7 @@
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/reduce.hpp"
 #include "condense/ops/views.hpp"
@@ -467,6 +468,33 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
               });
   }
   return out;
+}
+
+// ---- the 16-bit floats -------------------------------------------------------------------
+// 16-bit operands are multiplied as float (float accumulation; the float GEMM modes apply)
+// and the product is rounded once (detail::through_float).
+
+/// matmul of 16-bit tensors (see the float overload for the shapes).
+// a: [K] or [..., M, K], b: [K] or [..., K, N] -> [broadcast(...), M, N]
+template <HalfElement T>
+Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
+  return detail::through_float([](const Tensor<float>& af, const Tensor<float>& bf) { return matmul(af, bf); }, a, b);
+}
+
+/// bmm of 16-bit tensors.
+// a: [B, M, K], b: [B, K, N] -> [B, M, N]
+template <HalfElement T>
+Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
+  return detail::through_float([](const Tensor<float>& af, const Tensor<float>& bf) { return bmm(af, bf); }, a, b);
+}
+
+/// linear of 16-bit tensors (`bias` may be undefined).
+// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]
+template <HalfElement T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+  return detail::through_float(
+      [](const Tensor<float>& xf, const Tensor<float>& wf, const Tensor<float>& bf) { return linear(xf, wf, bf); }, x, weight,
+      bias);
 }
 
 }  // namespace condense

@@ -18,6 +18,7 @@
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/norm_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 namespace condense {
@@ -378,6 +379,27 @@ Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), do
               }
             });
   return out;
+}
+
+// ---- the 16-bit floats -------------------------------------------------------------------
+
+/// layer_norm of 16-bit tensors: computed in float (statistics, value and gradients) and
+/// rounded once (detail::through_float).
+// x: [..., D], weight: [D] or none, bias: [D] or none -> [..., D]
+template <HalfElement T>
+Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), const Tensor<T>& bias = Tensor<T>(),
+                     double eps = 1e-5) {
+  return detail::through_float(
+      [eps](const Tensor<float>& xf, const Tensor<float>& wf, const Tensor<float>& bf) { return layer_norm(xf, wf, bf, eps); }, x,
+      weight, bias);
+}
+
+/// rms_norm of 16-bit tensors: computed in float and rounded once (detail::through_float).
+// x: [..., D], weight: [D] or none -> [..., D]
+template <HalfElement T>
+Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), double eps = 1e-6) {
+  return detail::through_float([eps](const Tensor<float>& xf, const Tensor<float>& wf) { return rms_norm(xf, wf, eps); }, x,
+                               weight);
 }
 
 }  // namespace condense

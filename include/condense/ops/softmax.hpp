@@ -294,14 +294,14 @@ Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
 // t: [...] -> [...]
 template <HalfElement T>
 Tensor<T> softmax(const Tensor<T>& t, std::int64_t dim) {
-  return detail::through_float(t, [dim](const Tensor<float>& x) { return softmax(x, dim); });
+  return detail::through_float([dim](const Tensor<float>& x) { return softmax(x, dim); }, t);
 }
 
 /// log_softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once.
 // t: [...] -> [...]
 template <HalfElement T>
 Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
-  return detail::through_float(t, [dim](const Tensor<float>& x) { return log_softmax(x, dim); });
+  return detail::through_float([dim](const Tensor<float>& x) { return log_softmax(x, dim); }, t);
 }
 
 }  // namespace condense

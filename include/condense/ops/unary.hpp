@@ -592,49 +592,49 @@ Tensor<T> clamp_max(const Tensor<T>& t, std::type_identity_t<T> hi) {
 /// exp of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> exp(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return exp(x); });
+  return detail::through_float([](const Tensor<float>& x) { return exp(x); }, t);
 }
 
 /// log of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> log(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return log(x); });
+  return detail::through_float([](const Tensor<float>& x) { return log(x); }, t);
 }
 
 /// sqrt of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> sqrt(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return sqrt(x); });
+  return detail::through_float([](const Tensor<float>& x) { return sqrt(x); }, t);
 }
 
 /// rsqrt of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> rsqrt(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return rsqrt(x); });
+  return detail::through_float([](const Tensor<float>& x) { return rsqrt(x); }, t);
 }
 
 /// |x| of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> abs(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return abs(x); });
+  return detail::through_float([](const Tensor<float>& x) { return abs(x); }, t);
 }
 
 /// x^2 of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> square(const Tensor<T>& t) {
-  return detail::through_float(t, [](const Tensor<float>& x) { return square(x); });
+  return detail::through_float([](const Tensor<float>& x) { return square(x); }, t);
 }
 
 /// x^exponent of a 16-bit tensor (computed in float).
 template <HalfElement T>
 Tensor<T> pow(const Tensor<T>& t, float exponent) {
-  return detail::through_float(t, [exponent](const Tensor<float>& x) { return pow(x, exponent); });
+  return detail::through_float([exponent](const Tensor<float>& x) { return pow(x, exponent); }, t);
 }
 
 /// clamp of a 16-bit tensor into [lo, hi] (either bound optional; computed in float).
 template <HalfElement T>
 Tensor<T> clamp(const Tensor<T>& t, std::optional<float> lo, std::optional<float> hi) {
-  return detail::through_float(t, [lo, hi](const Tensor<float>& x) { return clamp(x, lo, hi); });
+  return detail::through_float([lo, hi](const Tensor<float>& x) { return clamp(x, lo, hi); }, t);
 }
 
 /// clamp of a 16-bit tensor into [lo, hi] (computed in float).
