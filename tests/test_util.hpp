@@ -77,6 +77,10 @@ int mismatches(const Tensor<T>& got, const std::vector<double>& x, const std::fu
   return bad;
 }
 
+/// Spacing of the 16-bit float T just above 1 (bfloat16: 2^-7, float16: 2^-10).
+template <HalfElement T>
+inline constexpr double half_epsilon = std::is_same_v<T, bfloat16> ? 0x1p-7 : 0x1p-10;
+
 /// `n` evenly spaced values from lo to hi (n >= 2).
 inline std::vector<double> linspace(double lo, double hi, int n) {
   std::vector<double> v(static_cast<std::size_t>(n));

@@ -159,7 +159,7 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through arithmetic, sums, casts a
   CHECK(values(on_gpu(a).template cast<float>().cpu()) == values(a.template cast<float>()));
   // Sums accumulate in float in another order, and gradients round at every node: within a
   // couple of units in the last place of the 16-bit type.
-  const double eps = std::is_same_v<T, bfloat16> ? 0x1p-7 : 0x1p-10;
+  const double eps = condense::testing::half_epsilon<T>;
   check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {1}); }, {c}, 2 * eps, 2 * eps);
   check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0], {0, 2}, true); }, {c}, 2 * eps, 2 * eps);
   check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0]); }, {long_a}, 2 * eps, 2 * eps);

@@ -27,14 +27,11 @@
 namespace test_half {
 
 using namespace condense;
+using condense::testing::half_epsilon;
 using condense::testing::max_abs_diff;
 using condense::testing::values;
 
 namespace {
-
-/// Spacing of the 16-bit type just above 1.
-template <HalfElement T>
-constexpr double epsilon = std::is_same_v<T, bfloat16> ? 0x1p-7 : 0x1p-10;
 
 /// Bits of every element, to compare results exactly (NaN included).
 template <HalfElement T>
@@ -185,8 +182,8 @@ TEST_CASE_TEMPLATE("16-bit floats: gradients agree with float gradients", T, bfl
   REQUIRE(b.grad().defined());
   CHECK(a.grad().dtype() == dtype_of<T>);
   // Each node rounds its gradient to the 16-bit type, so allow a few units in the last place.
-  const double tol_a = 8 * epsilon<T> * (1.0 + max_abs_diff(aw.grad(), zeros<float>(aw.shape())));
-  const double tol_b = 8 * epsilon<T> * (1.0 + max_abs_diff(bw.grad(), zeros<float>(bw.shape())));
+  const double tol_a = 8 * half_epsilon<T> * (1.0 + max_abs_diff(aw.grad(), zeros<float>(aw.shape())));
+  const double tol_b = 8 * half_epsilon<T> * (1.0 + max_abs_diff(bw.grad(), zeros<float>(bw.shape())));
   CHECK(max_abs_diff(a.grad().template cast<float>(), aw.grad()) <= tol_a);
   CHECK(max_abs_diff(b.grad().template cast<float>(), bw.grad()) <= tol_b);
 }
