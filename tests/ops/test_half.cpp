@@ -71,6 +71,12 @@ std::vector<BinaryCase> binary_cases() {
       CONDENSE_BINARY_CASE("mul scalar", a * T(-3.125f)),
       CONDENSE_BINARY_CASE("div scalar", a / T(0.625f)),
       CONDENSE_BINARY_CASE("rdiv", T(1.375f) / b),
+      // float scalars stay in float: 0.3 is not rounded to 16 bits before the product
+      CONDENSE_BINARY_CASE("plus float", a + 0.1f),
+      CONDENSE_BINARY_CASE("float minus", 0.7f - a),
+      CONDENSE_BINARY_CASE("times float", 0.3f * a),
+      CONDENSE_BINARY_CASE("over float", a / 0.3f),
+      CONDENSE_BINARY_CASE("float over", 1.3f / b),
       CONDENSE_BINARY_CASE("broadcast row", a * b.slice(0, 0, 1)),
       CONDENSE_BINARY_CASE("broadcast column", a - b.slice(1, 2, 3)),
       CONDENSE_BINARY_CASE("transposed", a.transpose(0, 1) + b.transpose(0, 1)),

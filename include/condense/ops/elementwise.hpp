@@ -240,17 +240,37 @@ Tensor<T> mul(const Tensor<T>& a, T scalar) {
   return detail::mul_scalar(a, detail::to_compute(scalar));
 }
 
+/// a + scalar for a 16-bit tensor and a float scalar (kept in float, not rounded first).
+template <HalfElement T>
+Tensor<T> add(const Tensor<T>& a, float scalar) {
+  return detail::add_scalar(a, scalar);
+}
+
+/// a * scalar for a 16-bit tensor and a float scalar (kept in float, not rounded first).
+template <HalfElement T>
+Tensor<T> mul(const Tensor<T>& a, float scalar) {
+  return detail::mul_scalar(a, scalar);
+}
+
+namespace detail {
+
+/// s / a, with s in the compute type.
+template <DifferentiableElement T>
+Tensor<T> rdiv_scalar(compute_type_t<T> s, const Tensor<T>& a) {
+  Tensor<T> out = unary_map("rdiv", a, in_compute_type<T>([s](auto x) { return s / x; }), {cuda::UnaryOp::RDivScalar, double(s)});
+  record<T>("rdiv", out, {a}, [s, a = a.detach()](const Tensor<T>& g, GradSink& sink) {
+    sink.add(0, binary_map<T>("rdiv backward", g, a, in_compute_type<T>([s](auto gv, auto x) { return -gv * s / (x * x); }),
+                              {cuda::BinaryOp::RDivGrad, double(s)}));
+  });
+  return out;
+}
+
+}  // namespace detail
+
 /// scalar / a.
 template <DifferentiableElement T>
 Tensor<T> rdiv(T scalar, const Tensor<T>& a) {
-  const compute_type_t<T> sc = detail::to_compute(scalar);
-  Tensor<T> out = detail::unary_map("rdiv", a, detail::in_compute_type<T>([sc](auto x) { return sc / x; }),
-                                    {cuda::UnaryOp::RDivScalar, double(sc)});
-  record<T>("rdiv", out, {a}, [sc, a = a.detach()](const Tensor<T>& g, GradSink& s) {
-    s.add(0, detail::binary_map<T>("rdiv backward", g, a, detail::in_compute_type<T>([sc](auto gv, auto x) { return -gv * sc / (x * x); }),
-                                     {cuda::BinaryOp::RDivGrad, double(sc)}));
-  });
-  return out;
+  return detail::rdiv_scalar(detail::to_compute(scalar), a);
 }
 
 // ---- operators -------------------------------------------------------------------------
@@ -267,6 +287,15 @@ template <NumericElement T> Tensor<T> operator*(const Tensor<T>& a, std::type_id
 template <NumericElement T> Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& a) { return mul(a, s); }
 template <DifferentiableElement T> Tensor<T> operator/(const Tensor<T>& a, std::type_identity_t<T> s) { return detail::mul_scalar(a, compute_type_t<T>(1) / detail::to_compute(s)); }
 template <DifferentiableElement T> Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& a) { return rdiv(s, a); }
+// The 16-bit floats with float scalars (the scalar stays in float).
+template <HalfElement T> Tensor<T> operator+(const Tensor<T>& a, float s) { return detail::add_scalar(a, s); }
+template <HalfElement T> Tensor<T> operator+(float s, const Tensor<T>& a) { return detail::add_scalar(a, s); }
+template <HalfElement T> Tensor<T> operator-(const Tensor<T>& a, float s) { return detail::add_scalar(a, -s); }
+template <HalfElement T> Tensor<T> operator-(float s, const Tensor<T>& a) { return detail::add_scalar(neg(a), s); }
+template <HalfElement T> Tensor<T> operator*(const Tensor<T>& a, float s) { return detail::mul_scalar(a, s); }
+template <HalfElement T> Tensor<T> operator*(float s, const Tensor<T>& a) { return detail::mul_scalar(a, s); }
+template <HalfElement T> Tensor<T> operator/(const Tensor<T>& a, float s) { return detail::mul_scalar(a, 1.0f / s); }
+template <HalfElement T> Tensor<T> operator/(float s, const Tensor<T>& a) { return detail::rdiv_scalar(s, a); }
 
 }  // namespace condense
 

@@ -105,9 +105,8 @@ Tensor<T> mean(const Tensor<T>& t, const std::vector<std::int64_t>& dims = {}, b
   Tensor<T> out = detail::sum_over("mean", t, mask, keepdim, true);
   const std::int64_t count = out.numel() == 0 ? 0 : t.numel() / out.numel();
   record<T>("mean", out, {t}, [in_shape = t.shape(), mask, count](const Tensor<T>& g, GradSink& s) {
-    using C = compute_type_t<T>;
-    const T inv = convert_element<T>(count > 0 ? C(1) / static_cast<C>(count) : C(0));
-    const Tensor<T> scaled = mul(g, inv);
+    using C = compute_type_t<T>;  // 1/count stays in float for the 16-bit types
+    const Tensor<T> scaled = mul(g, count > 0 ? C(1) / static_cast<C>(count) : C(0));
     s.add(0, detail::expand_reduced(scaled, in_shape, mask));
   });
   return out;
