@@ -43,6 +43,14 @@ Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t thre
   return out;
 }
 
+/// Checks dropout's arguments; true when dropout returns `x` itself (evaluation, or p == 0).
+template <Element T>
+bool dropout_returns_input(const Tensor<T>& x, double p, bool training) {
+  CONDENSE_CHECK(x.defined(), "dropout", "undefined tensor argument");
+  CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
+  return !training || p == 0.0;
+}
+
 }  // namespace detail
 
 /// Inverted dropout: during training each element is zeroed with probability `p` (drawn
@@ -51,9 +59,7 @@ Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t thre
 // x: [...] -> [...]
 template <FloatingElement T>
 Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
-  CONDENSE_CHECK(x.defined(), "dropout", "undefined tensor argument");
-  CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
-  if (!training || p == 0.0) return x;
+  if (detail::dropout_returns_input(x, p, training)) return x;
   const std::uint64_t key = gen.next_u64();
   const std::uint64_t threshold = detail::dropout_threshold(p);
   const T scale = static_cast<T>(1.0 / (1.0 - p));
@@ -105,9 +111,7 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
 // x: [...] -> [...]
 template <HalfElement T>
 Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
-  CONDENSE_CHECK(x.defined(), "dropout", "undefined tensor argument");
-  CONDENSE_CHECK(p >= 0.0 && p < 1.0, "dropout", "probability p must be in [0, 1), got ", p);
-  if (!training || p == 0.0) return x;
+  if (detail::dropout_returns_input(x, p, training)) return x;
   return detail::through_float([&](const Tensor<float>& xf) { return dropout(xf, p, gen, training); }, x);
 }
 
