@@ -1,7 +1,8 @@
 // CUDA parity of the core ops: each op and its gradient on CUDA against the CPU result
 // (elementwise maps with broadcasting and strided views, reductions, softmax, matmul and
-// linear), device-side copies, casts and fills, the caching allocator's counters, and an
-// MLP training step. Every test skips with a message when no CUDA device is present.
+// linear), the 16-bit floats through the data-movement and lookup ops, device-side copies,
+// casts and fills, the caching allocator's counters, and an MLP training step. Every test
+// skips with a message when no CUDA device is present.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -177,6 +178,64 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through arithmetic, sums, casts a
   const auto targets = tensor<std::int64_t>({0, 4, 2, 1, 3, 4});
   check_cpu_cuda_parity<T>([&](const auto& v) { return cross_entropy(v[0], targets.to(v[0].device())); }, {randn<T>({6, 5}, gen)},
                            2 * eps, 2 * eps);
+}
+
+TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through embedding, rope, masks, indexing, scans and rand", T, bfloat16,
+                   float16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(10);
+  const auto on_gpu = [](const auto& t) { return t.to(Device::cuda()); };
+  const double eps = condense::testing::half_epsilon<T>;
+  // Data movement: the same bits on both devices.
+  const auto weight = randn<T>({6, 9}, gen);
+  const auto ids = randint<std::int64_t>({4, 15}, 0, 6, gen);  // under 32 hits per row: one ordered sum
+  CHECK(values(embedding(on_gpu(weight), ids).cpu()) == values(embedding(weight, ids)));
+  CHECK(values(embedding(on_gpu(weight), on_gpu(ids), 2).cpu()) == values(embedding(weight, ids, 2)));
+  const auto a = randn<T>({3, 4}, gen), b = randn<T>({4}, gen);
+  const auto cond = gt(randn<float>({3, 4}, gen), 0.0f);
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  CHECK(values(where(on_gpu(cond), on_gpu(a), on_gpu(b)).cpu()) == values(where(cond, a, b)));
+  CHECK(values(where(on_gpu(cond), on_gpu(a), 0.1f).cpu()) == values(where(cond, a, 0.1f)));
+  CHECK(values(masked_fill(on_gpu(a), on_gpu(cond), -inf).cpu()) == values(masked_fill(a, cond, -inf)));
+  CHECK(values(cat({on_gpu(a), on_gpu(a)}, 1).cpu()) == values(cat({a, a}, 1)));
+  CHECK(values(stack({on_gpu(a), on_gpu(a)}, 2).cpu()) == values(stack({a, a}, 2)));
+  const auto repeats = tensor<std::int64_t>({3, 0, 3, 3, 1});
+  CHECK(values(index_select(on_gpu(a), 1, repeats).cpu()) == values(index_select(a, 1, repeats)));
+  const auto from = randint<std::int64_t>({7, 4}, 0, 3, gen);
+  CHECK(values(gather(on_gpu(a), 0, on_gpu(from)).cpu()) == values(gather(a, 0, from)));
+  // Comparisons in float, with 16-bit scalars and with float scalars (exact in T or not).
+  const auto c = randn<T>({3, 4}, gen);
+  CHECK(values(lt(on_gpu(a), on_gpu(c)).cpu()) == values(lt(a, c)));
+  CHECK(values(ge(on_gpu(a), on_gpu(b)).cpu()) == values(ge(a, b)));
+  CHECK(values(eq(on_gpu(a), on_gpu(a)).cpu()) == values(eq(a, a)));
+  CHECK(values(ne(on_gpu(a), T(0.5f)).cpu()) == values(ne(a, T(0.5f))));
+  CHECK(values(gt(on_gpu(a), 0.5f).cpu()) == values(gt(a, 0.5f)));
+  const float above = std::nextafter(static_cast<float>(T(0.3f)), 1.0f);  // not exact in T
+  const auto near = tensor<float>({static_cast<float>(T(0.3f)), 1.0f, -1.0f}).template cast<T>();
+  CHECK(values(lt(on_gpu(near), above).cpu()) == values(lt(near, above)));
+  CHECK(values(le(on_gpu(a), above).cpu()) == values(le(a, above)));
+  // rand on the device: drawn on the host, so the same draws.
+  Generator g1(3), g2(3);
+  CHECK(values(rand<T>({1000}, g1, Device::cuda()).cpu()) == values(rand<T>({1000}, g2)));
+  // Gradients: sums in float rounded once on both devices; the float ops through which
+  // rope, scatter_add and the scans run may differ by a float ulp, so one unit of T.
+  check_cpu_cuda_parity<T>([&](const auto& v) { return embedding(v[0], ids); }, {weight}, eps, eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return where(cond.to(v[0].device()), v[0], v[1]); }, {a, b}, eps, eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return masked_fill(v[0], cond.to(v[0].device()), -1.5f); }, {a}, eps, eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return cat({v[0], v[1].reshape({1, 4})}, 0); }, {a, b}, eps, eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return index_select(v[0], 1, repeats); }, {a}, eps, eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return gather(v[0], 0, from.to(v[0].device())); }, {a}, eps, eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return scatter_add(v[0], 0, from.to(v[0].device()), v[1]); },
+                           {a, randn<T>({7, 4}, gen)}, 2 * eps, 2 * eps);
+  const auto x = randn<T>({2, 3, 5, 8}, gen);
+  const auto positions = tensor<std::int64_t>({0, 1, 2, 7, 100});
+  const RopeTable<float> table = rope_table<float>(positions, 8);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return rope(v[0], table); }, {x}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([&](const auto& v) { return rope(v[0].transpose(1, 2), positions.to(v[0].device())); },
+                           {randn<T>({2, 5, 3, 8}, gen)}, 2 * eps, 2 * eps);
+  check_cpu_cuda_parity<T>([](const auto& v) { return cumsum(v[0], 1); }, {randn<T>({3, 40, 5}, gen)}, 2 * eps, 2 * eps);
+  const auto near_one = add(mul(randn<float>({3, 12, 5}, gen), 0.1f), 1.0f).template cast<T>();
+  check_cpu_cuda_parity<T>([](const auto& v) { return cumprod(v[0], 1); }, {near_one}, 2 * eps, 4 * eps);
 }
 
 TEST_CASE_TEMPLATE("cuda parity: softmax and log_softmax along every dim", T, float, double) {

@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "condense/backend/cuda/tensor_launch.hpp"
@@ -113,19 +115,60 @@ Tensor<T> randn(const Shape& shape, Generator& gen = default_generator(), double
   return out.to(device);
 }
 
-/// Uniform samples in [low, high).
-template <FloatingElement T>
+namespace detail {
+
+/// The representable neighbour of finite `x` one step towards +infinity (`up`) or -infinity.
+template <DifferentiableElement T>
+T next_representable(T x, bool up) {
+  if constexpr (FloatingElement<T>) {
+    return std::nextafter(x, up ? std::numeric_limits<T>::infinity() : -std::numeric_limits<T>::infinity());
+  } else {  // sign and magnitude bits, as in IEEE floats: a step away from zero adds one
+    const bool negative = (x.bits & 0x8000u) != 0;
+    if ((x.bits & 0x7fffu) == 0) return T::from_bits(up ? 0x0001u : 0x8001u);
+    return T::from_bits(static_cast<std::uint16_t>(negative == up ? x.bits - 1u : x.bits + 1u));
+  }
+}
+
+/// The least value of T that is >= low and the greatest that is < high (both equal to low
+/// rounded when low == high): the samples of uniform() rounded to T are clamped to them, so
+/// rounding never reaches the excluded bound. Throws when no value of T lies in [low, high).
+template <DifferentiableElement T>
+std::pair<T, T> uniform_range(double low, double high) {
+  const auto value = [](T x) { return convert_element<double>(x); };
+  if (low == high) return {convert_element<T>(low), convert_element<T>(low)};
+  T lo = convert_element<T>(low), hi = convert_element<T>(high);
+  while (value(lo) < low) lo = next_representable(lo, true);
+  while (value(next_representable(lo, false)) >= low) lo = next_representable(lo, false);
+  while (value(hi) >= high) hi = next_representable(hi, false);
+  while (value(next_representable(hi, true)) < high) hi = next_representable(hi, true);
+  CONDENSE_CHECK(value(lo) <= value(hi), "uniform", "no ", dtype_traits<T>::name, " value lies in [", low, ", ", high, ")");
+  return {lo, hi};
+}
+
+}  // namespace detail
+
+/// Uniform samples in [low, high), drawn in double and rounded to T (float, double or a
+/// 16-bit float); a sample that rounds outside the range takes the nearest value of T inside
+/// it, so `high` is never returned (except when low == high: every sample is low rounded).
+template <DifferentiableElement T>
 Tensor<T> uniform(const Shape& shape, double low, double high, Generator& gen = default_generator(),
                   Device device = Device::cpu()) {
   check_shape("uniform", shape);
+  CONDENSE_CHECK(std::isfinite(low) && std::isfinite(high), "uniform", "bounds must be finite, got [", low, ", ", high, ")");
   CONDENSE_CHECK(low <= high, "uniform", "low ", low, " > high ", high);
+  const auto [lo, hi] = detail::uniform_range<T>(low, high);
+  const double lo_value = convert_element<double>(lo), hi_value = convert_element<double>(hi);
   Tensor<T> out = Tensor<T>::empty(shape, Device::cpu());
-  for (std::int64_t i = 0; i < out.numel(); ++i) out.data()[i] = static_cast<T>(low + (high - low) * gen.uniform01());
+  for (std::int64_t i = 0; i < out.numel(); ++i) {
+    const T x = convert_element<T>(low + (high - low) * gen.uniform01());
+    const double v = convert_element<double>(x);
+    out.data()[i] = v < lo_value ? lo : (v > hi_value ? hi : x);
+  }
   return out.to(device);
 }
 
-/// Uniform samples in [0, 1).
-template <FloatingElement T>
+/// Uniform samples in [0, 1) (float, double or a 16-bit float; 1 is never returned).
+template <DifferentiableElement T>
 Tensor<T> rand(const Shape& shape, Generator& gen = default_generator(), Device device = Device::cpu()) {
   return uniform<T>(shape, 0.0, 1.0, gen, device);
 }

@@ -1,7 +1,10 @@
 // Comparisons and masks on the CPU and CUDA: eq/ne/lt/le/gt/ge (tensor-tensor with broadcasting, or
 // tensor-scalar) giving Tensor<bool>; logical_and/or/xor/not on Tensor<bool>; any/all over
 // a whole mask (plain bool); where(cond, a, b) with broadcasting among all three, and
-// masked_fill. where and masked_fill are differentiable in their tensor values.
+// masked_fill. where and masked_fill are differentiable in their tensor values. The 16-bit
+// floats (bfloat16, float16) are compared in float and selected as stored (no rounding);
+// their scalar forms also take a float scalar (compared unrounded; where and masked_fill
+// round it to the tensor's type once, so masked_fill(t, mask, -inf) works).
 #pragma once
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/reduce.hpp"
 
@@ -27,9 +31,17 @@ namespace detail {
 /// The value a comparison sees: float for the 16-bit float types, the element otherwise.
 template <Element T>
 auto compare_value(T v) {
-  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) return static_cast<float>(v);
+  if constexpr (HalfElement<T>) return static_cast<float>(v);
   else return v;
 }
+
+/// The six comparisons on compare_value()s (callable with any two element types).
+inline constexpr auto compare_eq = [](auto x, auto y) { return compare_value(x) == compare_value(y); };
+inline constexpr auto compare_ne = [](auto x, auto y) { return compare_value(x) != compare_value(y); };
+inline constexpr auto compare_lt = [](auto x, auto y) { return compare_value(x) < compare_value(y); };
+inline constexpr auto compare_le = [](auto x, auto y) { return compare_value(x) <= compare_value(y); };
+inline constexpr auto compare_gt = [](auto x, auto y) { return compare_value(x) > compare_value(y); };
+inline constexpr auto compare_ge = [](auto x, auto y) { return compare_value(x) >= compare_value(y); };
 
 /// Calls fn(offsets, n, inner_strides) over pieces of the rows of `layout`, split across
 /// threads by elements (so one long merged row is still shared out).
@@ -181,6 +193,17 @@ Tensor<bool> compare_scalar_map(std::string_view op, const Tensor<T>& a, T s, cu
   return compare_unary_map<bool>(op, a, [f, s](T x) { return f(x, s); });
 }
 
+/// A comparison of a 16-bit tensor with a float scalar, in float (s is not rounded to 16
+/// bits). On CUDA: the 16-bit kernel when s is exact in T, else on a float copy of a.
+template <HalfElement T, class F>
+Tensor<bool> compare_float_scalar_map(std::string_view op, const Tensor<T>& a, float s, cuda::CompareOp code, F f) {
+  if (a.defined() && a.device().is_cuda()) {
+    if (static_cast<float>(T(s)) == s) return compare_scalar_map<T>(op, a, T(s), code, f);
+    return compare_scalar_map<float>(op, cast<float>(a.detach()), s, code, f);
+  }
+  return compare_unary_map<bool>(op, a, [f, s](T x) { return f(x, s); });
+}
+
 /// True when some (any_true) or every (!any_true) element of a CUDA mask is true: the mask
 /// as int32 reduced with max or min on the device, one value read back.
 inline bool cuda_mask_reduce(std::string_view op, const Tensor<bool>& t, bool any_true) {
@@ -199,86 +222,113 @@ inline bool cuda_mask_reduce(std::string_view op, const Tensor<bool>& t, bool an
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> eq(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("eq", a, b, cuda::CompareOp::Eq,
-                             [](T x, T y) { return detail::compare_value(x) == detail::compare_value(y); });
+  return detail::compare_map("eq", a, b, cuda::CompareOp::Eq, detail::compare_eq);
 }
 /// a != b elementwise with broadcasting (true where either is NaN).
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> ne(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("ne", a, b, cuda::CompareOp::Ne,
-                             [](T x, T y) { return detail::compare_value(x) != detail::compare_value(y); });
+  return detail::compare_map("ne", a, b, cuda::CompareOp::Ne, detail::compare_ne);
 }
 /// a < b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> lt(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("lt", a, b, cuda::CompareOp::Lt,
-                             [](T x, T y) { return detail::compare_value(x) < detail::compare_value(y); });
+  return detail::compare_map("lt", a, b, cuda::CompareOp::Lt, detail::compare_lt);
 }
 /// a <= b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> le(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("le", a, b, cuda::CompareOp::Le,
-                             [](T x, T y) { return detail::compare_value(x) <= detail::compare_value(y); });
+  return detail::compare_map("le", a, b, cuda::CompareOp::Le, detail::compare_le);
 }
 /// a > b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> gt(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("gt", a, b, cuda::CompareOp::Gt,
-                             [](T x, T y) { return detail::compare_value(x) > detail::compare_value(y); });
+  return detail::compare_map("gt", a, b, cuda::CompareOp::Gt, detail::compare_gt);
 }
 /// a >= b elementwise with broadcasting.
 // a: [...], b: [...] -> Tensor<bool> of broadcast(a, b)
 template <Element T>
 Tensor<bool> ge(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::compare_map("ge", a, b, cuda::CompareOp::Ge,
-                             [](T x, T y) { return detail::compare_value(x) >= detail::compare_value(y); });
+  return detail::compare_map("ge", a, b, cuda::CompareOp::Ge, detail::compare_ge);
 }
 
 /// a == s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> eq(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("eq", a, s, cuda::CompareOp::Eq,
-                                      [](T x, T y) { return detail::compare_value(x) == detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("eq", a, s, cuda::CompareOp::Eq, detail::compare_eq);
 }
 /// a != s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> ne(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("ne", a, s, cuda::CompareOp::Ne,
-                                      [](T x, T y) { return detail::compare_value(x) != detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("ne", a, s, cuda::CompareOp::Ne, detail::compare_ne);
 }
 /// a < s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> lt(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("lt", a, s, cuda::CompareOp::Lt,
-                                      [](T x, T y) { return detail::compare_value(x) < detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("lt", a, s, cuda::CompareOp::Lt, detail::compare_lt);
 }
 /// a <= s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> le(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("le", a, s, cuda::CompareOp::Le,
-                                      [](T x, T y) { return detail::compare_value(x) <= detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("le", a, s, cuda::CompareOp::Le, detail::compare_le);
 }
 /// a > s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> gt(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("gt", a, s, cuda::CompareOp::Gt,
-                                      [](T x, T y) { return detail::compare_value(x) > detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("gt", a, s, cuda::CompareOp::Gt, detail::compare_gt);
 }
 /// a >= s elementwise.
 // a: [...], s: scalar -> Tensor<bool> [...]
 template <Element T>
 Tensor<bool> ge(const Tensor<T>& a, std::type_identity_t<T> s) {
-  return detail::compare_scalar_map<T>("ge", a, s, cuda::CompareOp::Ge,
-                                      [](T x, T y) { return detail::compare_value(x) >= detail::compare_value(y); });
+  return detail::compare_scalar_map<T>("ge", a, s, cuda::CompareOp::Ge, detail::compare_ge);
+}
+
+// The 16-bit floats against a float scalar, compared in float (s is not rounded first).
+
+/// a == s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> eq(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("eq", a, s, cuda::CompareOp::Eq, detail::compare_eq);
+}
+/// a != s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> ne(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("ne", a, s, cuda::CompareOp::Ne, detail::compare_ne);
+}
+/// a < s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> lt(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("lt", a, s, cuda::CompareOp::Lt, detail::compare_lt);
+}
+/// a <= s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> le(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("le", a, s, cuda::CompareOp::Le, detail::compare_le);
+}
+/// a > s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> gt(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("gt", a, s, cuda::CompareOp::Gt, detail::compare_gt);
+}
+/// a >= s for a 16-bit tensor and a float scalar, compared in float.
+// a: [...], s: float scalar -> Tensor<bool> [...]
+template <HalfElement T>
+Tensor<bool> ge(const Tensor<T>& a, float s) {
+  return detail::compare_float_scalar_map<T>("ge", a, s, cuda::CompareOp::Ge, detail::compare_ge);
 }
 
 // ---- logical ops on masks ------------------------------------------------------------------
@@ -342,15 +392,16 @@ inline bool all(const Tensor<bool>& t) {
 
 // ---- selection -----------------------------------------------------------------------------
 
-/// cond ? a : b elementwise, broadcasting cond, a and b together. Any element type; the
-/// gradient goes to a where cond holds and to b elsewhere (summed over broadcast dims).
+/// cond ? a : b elementwise, broadcasting cond, a and b together. Any element type (values
+/// are copied as stored); the gradient goes to a where cond holds and to b elsewhere
+/// (summed over broadcast dims) for float, double and the 16-bit floats.
 // cond: [...], a: [...], b: [...] -> broadcast(cond, a, b)
 template <Element T>
 Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b) {
   if (a.defined() && b.defined()) detail::check_same_device("where", a, b);
   if (cond.defined() && a.defined()) detail::check_same_device("where", cond, a);
   Tensor<T> out = detail::where_kernel("where", cond, a, b);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("where", out, {a, b}, [cond = cond.detach(), sa = a.shape(), sb = b.shape()](const Tensor<T>& g, GradSink& s) {
       if (s.wants(0)) s.add(0, sum_to(where(cond, g, T(0)), sa));
       if (s.wants(1)) s.add(1, sum_to(where(cond, T(0), g), sb));
@@ -377,7 +428,7 @@ Tensor<T> where(const Tensor<bool>& cond, std::type_identity_t<T> a, const Tenso
 
 /// `t` with `value` wherever `mask` is true. The mask and t broadcast together (PyTorch's
 /// out-of-place masked_fill); usually the mask broadcasts to t's shape. The gradient is
-/// zero at filled positions.
+/// zero at filled positions (float, double and the 16-bit floats).
 // t: [...], mask: [...] -> broadcast(t, mask)
 template <Element T>
 Tensor<T> masked_fill(const Tensor<T>& t, const Tensor<bool>& mask, std::type_identity_t<T> value) {
@@ -391,12 +442,34 @@ Tensor<T> masked_fill(const Tensor<T>& t, const Tensor<bool>& mask, std::type_id
                    " cannot be broadcast with the input of shape ", ts);
   }
   Tensor<T> out = detail::where_kernel("masked_fill", mask, detail::compare_scalar<T>(value, t.device()), t);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("masked_fill", out, {t}, [mask = mask.detach(), st = t.shape()](const Tensor<T>& g, GradSink& s) {
       s.add(0, sum_to(where(mask, T(0), g), st));
     });
   }
   return out;
+}
+
+/// cond ? a : b for a 16-bit a and a float scalar b (rounded to T once).
+// cond: [...], a: [...] -> broadcast(cond, a)
+template <HalfElement T>
+Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, float b) {
+  return where(cond, a, T(b));
+}
+
+/// cond ? a : b for a float scalar a (rounded to T once) and a 16-bit b.
+// cond: [...], b: [...] -> broadcast(cond, b)
+template <HalfElement T>
+Tensor<T> where(const Tensor<bool>& cond, float a, const Tensor<T>& b) {
+  return where(cond, T(a), b);
+}
+
+/// masked_fill of a 16-bit tensor with a float value (rounded to T once; infinities stay
+/// infinite, so masked_fill(scores, mask, -inf) works for any floating T).
+// t: [...], mask: [...] -> broadcast(t, mask)
+template <HalfElement T>
+Tensor<T> masked_fill(const Tensor<T>& t, const Tensor<bool>& mask, float value) {
+  return masked_fill(t, mask, T(value));
 }
 
 }  // namespace condense

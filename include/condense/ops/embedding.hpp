@@ -3,7 +3,8 @@
 // without races: ids are bucketed by row (a counting sort, shared by both devices), then
 // on the CPU each table row is owned by one thread, which sums its occurrences in a fixed
 // order; on CUDA the buckets become a plan of work items (embedding_grad_plan) for the
-// kernels of kernels/embedding.cu. Both give deterministic results.
+// kernels of kernels/embedding.cu. Both give deterministic results. A 16-bit table is
+// gathered as stored; its gradient is summed in float and rounded once per entry.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -103,28 +105,43 @@ inline EmbeddingGradPlan embedding_grad_plan(EmbeddingBuckets buckets, std::int6
 }
 
 /// Dense gradient of an embedding table: out[v] = sum of g[n] over the n with ids[n] == v
-/// (zero for `skip_row`). `g` is [n, d] contiguous, `out` [rows, d] uninitialised.
-template <FloatingElement T, IndexElement I>
+/// (zero for `skip_row`). `g` is [n, d] contiguous, `out` [rows, d] uninitialised. The 16-bit
+/// floats are summed in float, in the same order, and each table entry is rounded once.
+template <DifferentiableElement T, IndexElement I>
 void embedding_scatter_add(const T* g, const I* ids, std::int64_t n, std::int64_t rows, std::int64_t d,
                            std::int64_t skip_row, T* out) {
+  using A = compute_type_t<T>;
   const EmbeddingBuckets buckets = bucket_embedding_ids(ids, n, rows);
   const std::vector<std::int64_t>& start = buckets.start;
   const std::vector<std::int64_t>& order = buckets.order;
   // Each thread owns a block of table rows: it zeroes the rows no id hits and sums the rest.
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 14) / std::max<std::int64_t>(d, 1));
   cpu::parallel_for(0, rows, grain, [&](std::int64_t v0, std::int64_t v1) {
+    std::vector<A> widened;  // the 16-bit floats: one row of float sums
+    if constexpr (!std::is_same_v<A, T>) widened.resize(static_cast<std::size_t>(d));
     for (std::int64_t v = v0; v < v1; ++v) {
       T* dst = out + v * d;
       const std::int64_t b = start[static_cast<std::size_t>(v)], e = start[static_cast<std::size_t>(v + 1)];
       if (b == e || v == skip_row) {
-        std::memset(dst, 0, static_cast<std::size_t>(d) * sizeof(T));
+        std::fill(dst, dst + d, T(0));
         continue;
       }
-      std::memcpy(dst, g + order[static_cast<std::size_t>(b)] * d, static_cast<std::size_t>(d) * sizeof(T));
+      A* acc = nullptr;
+      if constexpr (std::is_same_v<A, T>) {
+        acc = dst;
+        std::memcpy(dst, g + order[static_cast<std::size_t>(b)] * d, static_cast<std::size_t>(d) * sizeof(T));
+      } else {
+        acc = widened.data();
+        const T* first = g + order[static_cast<std::size_t>(b)] * d;
+        for (std::int64_t j = 0; j < d; ++j) acc[j] = static_cast<A>(first[j]);
+      }
       for (std::int64_t k = b + 1; k < e; ++k) {
         const T* src = g + order[static_cast<std::size_t>(k)] * d;
 #pragma omp simd
-        for (std::int64_t j = 0; j < d; ++j) dst[j] += src[j];
+        for (std::int64_t j = 0; j < d; ++j) acc[j] += static_cast<A>(src[j]);
+      }
+      if constexpr (!std::is_same_v<A, T>) {
+        for (std::int64_t j = 0; j < d; ++j) dst[j] = T(acc[j]);
       }
     }
   });
@@ -171,7 +188,7 @@ Tensor<T> cuda_embedding(const Tensor<T>& weight, const Tensor<I>& ids, std::opt
   Tensor<T> out = Tensor<T>::empty(out_shape, device);
   cuda::embedding_gather(out.data(), table.data(), d * static_cast<std::int64_t>(sizeof(T)), device_ids.data(), dtype_of<I>,
                          n, device.index, op);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {  // the kernels sum the 16-bit floats in float
     record<T>(op, out, {weight}, [host_ids, rows, d, n, skip_row, device, op](const Tensor<T>& grad, GradSink& s) {
       const Tensor<T> g = grad.contiguous();
       const EmbeddingGradPlan plan = embedding_grad_plan(bucket_embedding_ids(host_ids.data(), n, rows), skip_row);
@@ -201,7 +218,9 @@ Tensor<T> cuda_embedding(const Tensor<T>& weight, const Tensor<I>& ids, std::opt
 /// Looks up rows of `weight` by `ids` (int32 or int64, any shape, each in [0, V)). With a
 /// table on a CUDA device the ids may be on the CPU or on that device. With `padding_idx`
 /// (negative counts from the end), that row receives no gradient; its forward values are
-/// returned as stored. `ids` never receive a gradient.
+/// returned as stored. `ids` never receive a gradient. Any element type; differentiable in
+/// the weight for float, double and the 16-bit floats. A 16-bit table is gathered as stored
+/// (no conversion), and its gradient is summed in float and rounded once per entry.
 // weight: [V, D], ids: [...] -> [..., D]
 template <Element T, IndexElement I>
 Tensor<T> embedding(const Tensor<T>& weight, const Tensor<I>& ids, std::optional<std::int64_t> padding_idx = std::nullopt) {
@@ -229,7 +248,7 @@ Tensor<T> embedding(const Tensor<T>& weight, const Tensor<I>& ids, std::optional
       });
     }
   }
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("embedding", out, {weight}, [idc, rows, d, n, skip_row, wshape = weight.shape()](const Tensor<T>& grad, GradSink& s) {
       const Tensor<T> g = grad.contiguous();
       Tensor<T> dw = Tensor<T>::empty(wshape);

@@ -1,5 +1,8 @@
 // Joining and indexing ops: cat and stack (every element type), index_select,
-// gather and scatter_add (int32 or int64 indices), all differentiable for float/double.
+// gather and scatter_add (int32 or int64 indices), all differentiable for float, double and
+// the 16-bit floats. cat, stack, index_select and gather move 16-bit values as stored; their
+// gradients that sum (the scatter-adds of index_select and gather) are computed in float and
+// rounded once, and scatter_add itself runs through float.
 // The indexed ops share two kernels over an [O, K, I] walk of the index positions (O: the
 // dims before `dim`, K: `dim`, I: the dims after it); each tensor is reached through its
 // own strides, so non-contiguous inputs are read in place. Scatter-add never splits the
@@ -23,6 +26,7 @@
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cpu/strided.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 #include "condense/ops/embedding.hpp"
 #include "condense/ops/views.hpp"
@@ -334,7 +338,7 @@ bool scatter_add_into(const Tensor<T>& out, std::size_t dim, const Tensor<I>& in
 }
 
 /// Attaches `backward` to `output` for an op with a list of inputs (record() for a runtime count).
-template <FloatingElement T, class Backward>
+template <DifferentiableElement T, class Backward>
 void indexing_record_list(std::string_view name, Tensor<T>& output, const std::vector<Tensor<T>>& inputs, Backward&& backward) {
   if (!GradMode::is_enabled()) return;
   if (std::none_of(inputs.begin(), inputs.end(), [](const Tensor<T>& t) { return t.requires_grad(); })) return;
@@ -343,6 +347,15 @@ void indexing_record_list(std::string_view name, Tensor<T>& output, const std::v
   for (const auto& t : inputs) node->inputs.push_back(t.requires_grad() ? t.impl() : nullptr);
   output.impl()->requires_grad = true;
   output.impl()->grad_fn = std::move(node);
+}
+
+/// `backward`, a gradient rule written for float and double (a generic callable), applied to
+/// `grad`: for the 16-bit floats on the gradient widened to float, with the result rounded
+/// once (a scatter-add in the 16-bit type would round at every addition).
+template <DifferentiableElement T, class Backward>
+Tensor<T> grad_in_compute_type(const Tensor<T>& grad, Backward backward) {
+  if constexpr (HalfElement<T>) return cast<T>(backward(cast<float>(grad)));
+  else return backward(grad);
 }
 
 /// Concatenates `pieces` (same rank, equal outside `dim`, one device) along `dim` into a new
@@ -479,8 +492,8 @@ Tensor<I> checked_cuda_index(std::string_view op, const Tensor<I>& index, Device
 }  // namespace detail
 
 /// Concatenates tensors along an existing dim (PyTorch's torch.cat). All tensors must have
-/// the same rank (at least 1) and the same extents except along `dim`; any element type.
-/// Gradients flow back (as slices) to the inputs that require grad.
+/// the same rank (at least 1) and the same extents except along `dim`; any element type
+/// (copied as stored). Gradients flow back (as slices) to the inputs that require grad.
 // tensors[i]: [..., n_i, ...] -> [..., sum(n_i), ...]
 template <Element T>
 Tensor<T> cat(const std::vector<Tensor<T>>& tensors, std::int64_t dim = 0) {
@@ -503,7 +516,7 @@ Tensor<T> cat(const std::vector<Tensor<T>>& tensors, std::int64_t dim = 0) {
     out_shape[d] += s[d];
   }
   Tensor<T> out = detail::cat_kernel(tensors, d, out_shape, tensors[0].device());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     std::vector<std::int64_t> starts, lengths;
     std::int64_t at = 0;
     for (const auto& t : tensors) {
@@ -548,7 +561,7 @@ Tensor<T> stack(const std::vector<Tensor<T>>& tensors, std::int64_t dim = 0) {
   Shape out_shape = first;
   out_shape.insert(d, static_cast<std::int64_t>(tensors.size()));
   Tensor<T> out = detail::cat_kernel(pieces, d, out_shape, tensors[0].device());
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     detail::indexing_record_list<T>("stack", out, tensors, [d, n = tensors.size()](const Tensor<T>& g, GradSink& s) {
       for (std::size_t i = 0; i < n; ++i)
         if (s.wants(i)) s.add(i, g.select(static_cast<std::int64_t>(d), static_cast<std::int64_t>(i)));
@@ -564,8 +577,9 @@ Tensor<T> stack(std::initializer_list<Tensor<T>> tensors, std::int64_t dim = 0) 
 }
 
 /// Picks slices of `t` along `dim` at the positions in the 1-D `index` (repeats allowed;
-/// each value in [0, t.size(dim))). Any element type; the gradient index-adds back, so
-/// repeated positions accumulate.
+/// each value in [0, t.size(dim))). Any element type (copied as stored); the gradient
+/// index-adds back, so repeated positions accumulate (in float for the 16-bit floats,
+/// rounded once).
 // t: [..., n, ...], index: [k] -> [..., k, ...]
 template <Element T, IndexElement I>
 Tensor<T> index_select(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
@@ -595,13 +609,16 @@ Tensor<T> index_select(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& in
                      " of extent ", extent, " (input shape ", t.shape(), ")");
     }
   }
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("index_select", out, {t}, [in_shape = t.shape(), d, index = index.detach(), ia, g](const Tensor<T>& grad, GradSink& s) {
-      const Tensor<T> gc = grad.contiguous();
-      Tensor<T> result = detail::zeros_on<T>(in_shape, gc.device());
-      detail::scatter_add_kernel(result.data(), detail::indexing_access(gc.shape(), result.strides(), d), in_shape[d],
-                                 index.data(), ia, gc.data(), detail::indexing_access(gc.shape(), gc.strides(), d), g);
-      s.add(0, result);
+      s.add(0, detail::grad_in_compute_type(grad, [&](const auto& gf) {
+        using U = typename std::decay_t<decltype(gf)>::value_type;
+        const Tensor<U> gc = gf.contiguous();
+        Tensor<U> result = detail::zeros_on<U>(in_shape, gc.device());
+        detail::scatter_add_kernel(result.data(), detail::indexing_access(gc.shape(), result.strides(), d), in_shape[d],
+                                   index.data(), ia, gc.data(), detail::indexing_access(gc.shape(), gc.strides(), d), g);
+        return result;
+      }));
     });
   }
   return out;
@@ -609,7 +626,8 @@ Tensor<T> index_select(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& in
 
 /// PyTorch's gather: out[i][j][k] = t[index[i][j][k]][j][k] for dim 0 (t[i][index[i][j][k]][k]
 /// for dim 1, ...). `index` has t's rank; along every other dim it may be shorter than t.
-/// Any element type; the gradient scatter-adds back (repeated positions accumulate).
+/// Any element type (copied as stored); the gradient scatter-adds back (repeated positions
+/// accumulate, in float for the 16-bit floats, rounded once).
 // t: [..., n, ...], index: [..., k, ...] (<= t outside dim) -> index.shape
 template <Element T, IndexElement I>
 Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
@@ -627,14 +645,17 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
     Tensor<T> out = Tensor<T>::empty(is, t.device());
     cuda::gather(detail::cuda_indexing_arg(op, out, is), detail::cuda_indexing_arg(op, t, is),
                  detail::cuda_indexing_arg(op, idx, is), static_cast<int>(d), op);
-    if constexpr (FloatingElement<T>) {
+    if constexpr (DifferentiableElement<T>) {
       record<T>(op, out, {t}, [in_shape = ts, d, idx](const Tensor<T>& grad, GradSink& s) {
-        Tensor<T> result = detail::zeros_on<T>(in_shape, grad.device());
-        const Shape& is = idx.shape();
-        constexpr std::string_view backward_op = "gather backward";
-        cuda::scatter_add(detail::cuda_indexing_arg(backward_op, result, is), detail::cuda_indexing_arg(backward_op, grad, is),
-                          detail::cuda_indexing_arg(backward_op, idx, is), static_cast<int>(d), backward_op);
-        s.add(0, result);
+        s.add(0, detail::grad_in_compute_type(grad, [&](const auto& gf) {
+          using U = typename std::decay_t<decltype(gf)>::value_type;
+          Tensor<U> result = detail::zeros_on<U>(in_shape, gf.device());
+          const Shape& is = idx.shape();
+          constexpr std::string_view backward_op = "gather backward";
+          cuda::scatter_add(detail::cuda_indexing_arg(backward_op, result, is), detail::cuda_indexing_arg(backward_op, gf, is),
+                            detail::cuda_indexing_arg(backward_op, idx, is), static_cast<int>(d), backward_op);
+          return result;
+        }));
       });
     }
     return out;
@@ -650,11 +671,14 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
     fail("gather", "index ", detail::indexing_first_bad(index.data(), ia, g, extent), " out of range for dim ", d,
          " of extent ", extent, " (input shape ", ts, ")");
   }
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("gather", out, {t}, [in_shape = ts, d, index = index.detach()](const Tensor<T>& grad, GradSink& s) {
-      Tensor<T> result = detail::zeros_on<T>(in_shape, grad.device());
-      detail::scatter_add_into(result, d, index, grad);
-      s.add(0, result);
+      s.add(0, detail::grad_in_compute_type(grad, [&](const auto& gf) {
+        using U = typename std::decay_t<decltype(gf)>::value_type;
+        Tensor<U> result = detail::zeros_on<U>(in_shape, gf.device());
+        detail::scatter_add_into(result, d, index, gf);
+        return result;
+      }));
     });
   }
   return out;
@@ -718,6 +742,15 @@ Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t dim, const Tensor<I>& 
     });
   }
   return out;
+}
+
+/// scatter_add of 16-bit tensors through float: base and src are widened, the float op adds
+/// (and records its backward rule) and the result is rounded once, as are the gradients.
+// base: [..., n, ...], index: [..., k, ...], src: >= index -> base.shape
+template <HalfElement T, IndexElement I>
+Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t dim, const Tensor<I>& index, const Tensor<T>& src) {
+  return detail::through_float(
+      [&](const Tensor<float>& b, const Tensor<float>& s) { return scatter_add(b, dim, index, s); }, base, src);
 }
 
 }  // namespace condense

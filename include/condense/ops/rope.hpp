@@ -8,7 +8,9 @@
 // Devices: the table is computed on the CPU (in double) and placed on the positions'
 // device; rope() on a CUDA x runs the kernel of backend/cuda/norm_kernels.hpp, and a
 // table on another device than x is copied to x's device first (build it from positions
-// on x's device to avoid that copy on every call).
+// on x's device to avoid that copy on every call). A 16-bit x (bfloat16, float16) takes a
+// float table (rope_table<compute_type_t<T>>) and runs through the float op: widened,
+// rotated in float and rounded once, gradients too.
 #pragma once
 
 #include <cmath>
@@ -20,6 +22,7 @@
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/norm_kernels.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 namespace condense {
@@ -220,6 +223,24 @@ Tensor<T> rope(const Tensor<T>& x, const Tensor<std::int64_t>& positions, double
   CONDENSE_CHECK(x.defined(), "rope", "undefined tensor argument");
   CONDENSE_CHECK(x.dim() == 4, "rope", "x must be [B, H, T, D], got ", x.shape());
   return rope(x, rope_table<T>(positions, x.size(3), theta));
+}
+
+/// Rotary position embedding of a 16-bit x (bfloat16, float16) with a float table: x is
+/// widened to float, rotated by the float op and rounded once; the gradient is rotated in
+/// float and rounded once as well. Build the table with rope_table<float>() (or
+/// rope_table<compute_type_t<T>>() in code generic over T).
+// x: [B, H, T, D], table: [1 or B, T, D/2] (float) -> [B, H, T, D]
+template <HalfElement T>
+Tensor<T> rope(const Tensor<T>& x, const RopeTable<float>& table) {
+  return detail::through_float([&table](const Tensor<float>& xf) { return rope(xf, table); }, x);
+}
+
+/// Rotary position embedding of a 16-bit x at explicit positions, through float (the table
+/// is built in float, x widened, rotated and rounded once).
+// x: [B, H, T, D] (D even), positions: [T] or [B, T] (int64) -> [B, H, T, D]
+template <HalfElement T>
+Tensor<T> rope(const Tensor<T>& x, const Tensor<std::int64_t>& positions, double theta = 10000.0) {
+  return detail::through_float([&](const Tensor<float>& xf) { return rope(xf, positions, theta); }, x);
 }
 
 }  // namespace condense

@@ -3,6 +3,8 @@
 // strided inputs are copied once); the CPU kernels run parallel over outer x blocks of
 // inner, with the inner block as the vectorised loop when the scan dim is not the last one.
 // cumprod's backward divides by nothing, so inputs holding exact zeros get exact gradients.
+// The 16-bit floats (bfloat16, float16) run through the float op: the running sum or
+// product is kept in float and each output (and each gradient) is rounded once.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/kernels.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
 
 namespace condense {
@@ -200,6 +203,22 @@ Tensor<T> cumprod(const Tensor<T>& t, std::int64_t dim) {
     });
   }
   return out;
+}
+
+/// Running sum of a 16-bit tensor along `dim`, through float: accumulated in float, each
+/// output rounded once; the gradient (a reversed running sum) likewise.
+// t: [...] -> [...]
+template <HalfElement T>
+Tensor<T> cumsum(const Tensor<T>& t, std::int64_t dim) {
+  return detail::through_float([dim](const Tensor<float>& x) { return cumsum(x, dim); }, t);
+}
+
+/// Running product of a 16-bit tensor along `dim`, through float: accumulated in float, each
+/// output rounded once; the gradient is the float gradient rounded once.
+// t: [...] -> [...]
+template <HalfElement T>
+Tensor<T> cumprod(const Tensor<T>& t, std::int64_t dim) {
+  return detail::through_float([dim](const Tensor<float>& x) { return cumprod(x, dim); }, t);
 }
 
 }  // namespace condense
