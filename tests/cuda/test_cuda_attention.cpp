@@ -317,6 +317,43 @@ TEST_CASE("cuda attention: bfloat16 tensors run the tensor-core launchers direct
   CHECK(allclose(lse.cpu(), expected.lse, 1e-3, 1e-3));
 }
 
+TEST_CASE("cuda attention: bfloat16 tensors through attention() match the CPU op, gradients included") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // The op on bfloat16 CUDA tensors calls the tensor-core kernels directly (no float copies);
+  // the CPU op runs the float kernel on widened copies. Grouped heads, a bias, a gist mask
+  // with its spans on the device, head dims 64 and 128.
+  for (const std::int64_t D : {64, 128}) {
+    CAPTURE(D);
+    const std::int64_t B = 2, H = 4, Hkv = 2, T = 77;
+    Generator gen(static_cast<std::uint64_t>(D));
+    const auto q = randn<bfloat16>({B, H, T, D}, gen), k = randn<bfloat16>({B, Hkv, T, D}, gen),
+               v = randn<bfloat16>({B, Hkv, T, D}, gen);
+    const auto bias = randn<bfloat16>({B, 1, T, T}, gen);
+    const std::vector<std::int32_t> spans = {10, 14, 20, 26};
+    const auto spans_cpu = from_vector<std::int32_t>(spans, {2, 2});
+    const auto spans_gpu = spans_cpu.to(Device::cuda());
+    condense::testing::check_cpu_cuda_parity<bfloat16>(
+        [&](const std::vector<Tensor<bfloat16>>& x) {
+          const bool gpu = x[0].device().is_cuda();
+          const mask::Gist policy((gpu ? spans_gpu : spans_cpu).data(), 2);
+          const auto r = attention_forward(x[0], x[1], x[2], policy, {}, x[3]);
+          CHECK(r.lse.device() == x[0].device());
+          return r.out;
+        },
+        {q, k, v, bias}, 3e-2, 3e-2);
+  }
+}
+
+TEST_CASE("cuda attention: float16 tensors run where this build has kernels for them, else on the float kernels") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(9);
+  const auto q = randn<float16>({1, 2, 40, 32}, gen), k = randn<float16>({1, 2, 40, 32}, gen),
+             v = randn<float16>({1, 2, 40, 32}, gen);
+  condense::testing::check_cpu_cuda_parity<float16>(
+      [](const std::vector<Tensor<float16>>& x) { return attention(x[0], x[1], x[2], mask::Causal{}); }, {q, k, v}, 1e-2,
+      1e-2);
+}
+
 TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 classification") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::int64_t B = 1, H = 2, T = 300, D = 64;

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -20,6 +21,7 @@
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/reduce.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -250,8 +252,29 @@ Tensor<T> silu(const Tensor<T>& t) {
 }
 
 // ---- the 16-bit floats -------------------------------------------------------------------
-// bfloat16 and float16 tensors go through the float kernels (detail::through_float): the
-// value and the gradient are computed in float and rounded once.
+// bfloat16 and float16 tensors: on CUDA, relu, gelu and silu run the elementwise kernels on
+// the 16-bit values directly (each element computed in float, rounded once; gelu's and silu's
+// backward read the input x, which is exact in 16 bits). tanh and sigmoid, whose backward
+// rules read the output (1 - y^2 and y (1 - y) would cancel badly with y rounded to 16
+// bits near +-1), and every activation on the CPU, go through the float ops
+// (detail::through_float): value and gradient computed in float and rounded once.
+
+namespace detail {
+
+/// An activation of a 16-bit CUDA tensor in one pass each way: `forward` maps t, `backward`
+/// maps (grad, t) to the input gradient.
+// t: [...] (CUDA) -> [...]
+template <HalfElement T>
+Tensor<T> cuda_half_activation(std::string_view op, std::string_view backward_op, const Tensor<T>& t,
+                               cuda::UnaryKernel forward, cuda::BinaryKernel backward) {
+  Tensor<T> out = cuda_unary_map(op, t, forward);
+  record<T>(op, out, {t}, [x = t.detach(), backward_op, backward](const Tensor<T>& g, GradSink& s) {
+    s.add(0, cuda_binary_map(backward_op, g, x, backward));
+  });
+  return out;
+}
+
+}  // namespace detail
 
 /// tanh of a 16-bit tensor (computed in float).
 template <HalfElement T>
@@ -265,21 +288,33 @@ Tensor<T> sigmoid(const Tensor<T>& t) {
   return detail::through_float([](const Tensor<float>& x) { return sigmoid(x); }, t);
 }
 
-/// relu of a 16-bit tensor (computed in float).
+/// relu of a 16-bit tensor (exact; directly on CUDA).
 template <HalfElement T>
 Tensor<T> relu(const Tensor<T>& t) {
+  if (t.defined() && t.device().is_cuda()) {
+    // The gradient test reads x: x > 0 exactly where the output is > 0.
+    return detail::cuda_half_activation("relu", "relu backward", t, {cuda::UnaryOp::Relu}, {cuda::BinaryOp::ReluGrad});
+  }
   return detail::through_float([](const Tensor<float>& x) { return relu(x); }, t);
 }
 
-/// GELU of a 16-bit tensor (computed in float).
+/// GELU of a 16-bit tensor (computed in float; directly on CUDA).
 template <HalfElement T>
 Tensor<T> gelu(const Tensor<T>& t, GeluApproximation approximation = GeluApproximation::Erf) {
+  if (t.defined() && t.device().is_cuda()) {
+    const bool erf = approximation == GeluApproximation::Erf;
+    return detail::cuda_half_activation("gelu", "gelu backward", t,
+                                        {erf ? cuda::UnaryOp::GeluErf : cuda::UnaryOp::GeluTanh},
+                                        {erf ? cuda::BinaryOp::GeluErfGrad : cuda::BinaryOp::GeluTanhGrad});
+  }
   return detail::through_float([approximation](const Tensor<float>& x) { return gelu(x, approximation); }, t);
 }
 
-/// SiLU of a 16-bit tensor (computed in float).
+/// SiLU of a 16-bit tensor (computed in float; directly on CUDA).
 template <HalfElement T>
 Tensor<T> silu(const Tensor<T>& t) {
+  if (t.defined() && t.device().is_cuda())
+    return detail::cuda_half_activation("silu", "silu backward", t, {cuda::UnaryOp::Silu}, {cuda::BinaryOp::SiluGrad});
   return detail::through_float([](const Tensor<float>& x) { return silu(x); }, t);
 }
 

@@ -19,6 +19,7 @@
 #include "condense/mask/materialize.hpp"
 #include "condense/mask/policy.hpp"
 #include "condense/ops/compare.hpp"
+#include "condense/ops/convert.hpp"
 #include "condense/ops/matmul.hpp"
 #include "condense/ops/softmax.hpp"
 
@@ -39,16 +40,18 @@ struct AttentionOptions {
 };
 
 /// What attention_forward returns besides the output.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct AttentionResult {
   Tensor<T> out;  ///< [B, H, Tq, D]
-  Tensor<T> lse;  ///< [B, H, Tq]: log-sum-exp of each row's allowed scores (-inf if none)
+  /// [B, H, Tq]: log-sum-exp of each row's allowed scores (-inf if none), in the compute
+  /// type (float for 16-bit q, k, v).
+  Tensor<compute_type_t<T>> lse;
   cpu::AttentionTileStats tiles;  ///< tiles by kind over all (batch, head, query tile)
 };
 
 namespace detail {
 
-template <FloatingElement T>
+template <DifferentiableElement T>
 cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
                                           const Tensor<T>& bias, const AttentionOptions& options) {
   constexpr const char* op = "attention";
@@ -89,7 +92,7 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
 }
 
 /// The launcher arguments of one CUDA attention call over contiguous tensors.
-template <FloatingElement T>
+template <DifferentiableElement T>
 cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const Tensor<T>& q, const Tensor<T>& k,
                                         const Tensor<T>& v, const Tensor<T>& bias) {
   cuda::AttentionArgs a;
@@ -184,7 +187,7 @@ auto cuda_attention_plan(const mask::Intersect<A, B>& policy) {
 /// attention_forward on CUDA tensors: the flash kernels of kernels/attention/ for `Policy`
 /// with queries shifted by `query_offset` (the policy's per-row arrays must be device
 /// memory). Same contract as the CPU path.
-template <FloatingElement T, class Policy>
+template <DifferentiableElement T, class Policy>
 AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
                                           int query_offset, const mask::KeyPadding& padding, const Tensor<T>& bias,
                                           const cpu::AttentionGeometry& g, bool count_tiles) {
@@ -192,7 +195,7 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
   r.out = Tensor<T>::empty(q.shape(), q.device());
-  r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
+  r.lse = Tensor<compute_type_t<T>>::empty({g.batch, g.heads, g.tq}, q.device());
   cuda::AttentionArgs a = cuda_attention_args(g, qc, kc, vc, bc);
   a.query_offset = query_offset;
   a.key_padding = padding;
@@ -231,31 +234,10 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
   return r;
 }
 
-}  // namespace detail
-
-/// Fused attention returning the output, the saved log-sum-exp and tile statistics.
-/// The policy's per-row arrays (spans, lengths, keep bitmaps) must stay alive until the
-/// backward pass has run. Rows with no allowed key give zeros (and zero gradients).
-// q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D] (Hkv divides H), bias: [B, 1|H, Tq, Tk] -> out [B, H, Tq, D], lse [B, H, Tq]
+/// attention_forward on CPU tensors (float or double): the flash loop of backend/cpu/attention.hpp.
 template <FloatingElement T, class Policy>
-AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
-                                     const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
-  if constexpr (!check_mask_policy<Policy>()) {
-    return {};
-  } else {
-  const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
-  validate_mask(policy, "attention", g.batch, g.tq, g.tk);
-  if (q.device().is_cuda()) {
-    const auto plan = detail::cuda_attention_plan(policy);
-    if constexpr (!std::is_same_v<std::decay_t<decltype(plan)>, detail::NoCudaAttentionPlan>) {
-      return detail::cuda_attention_forward(q, k, v, plan.base, plan.query_offset, plan.padding, bias, g,
-                                            options.count_cuda_tiles);
-    } else {
-      fail("attention", "no CUDA attention kernels are built for this mask policy: instantiate them with "
-                        "CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) in a .cu file and declare them with "
-                        "CONDENSE_CUDA_DECLARE_ATTENTION(Policy) (docs/cuda.md); q ", q.describe());
-    }
-  }
+AttentionResult<T> cpu_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                                         const Tensor<T>& bias, const cpu::AttentionGeometry& g) {
   const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
@@ -280,12 +262,69 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
               if (dbias.defined()) s.add(3, sum_to(dbias, bc.shape()));
             });
   return r;
+}
+
+/// Whether the CUDA kernels of this build take 16-bit q, k, v of element type T and head
+/// dim `dim` directly: bfloat16 up to head dim 128 (tensor cores) always; float16 and head
+/// dims up to 256 with CONDENSE_CUDA_ATTENTION_ALL. Other 16-bit calls run on the float kernels.
+template <HalfElement T>
+constexpr bool cuda_attention_takes_half(std::int64_t dim) {
+#if defined(CONDENSE_CUDA_ATTENTION_ALL) && CONDENSE_CUDA_ATTENTION_ALL
+  return dim <= 256;
+#else
+  return std::is_same_v<T, bfloat16> && dim <= 128;
+#endif
+}
+
+}  // namespace detail
+
+/// Fused attention returning the output, the saved log-sum-exp and tile statistics.
+/// The policy's per-row arrays (spans, lengths, keep bitmaps) must stay alive until the
+/// backward pass has run. Rows with no allowed key give zeros (and zero gradients).
+/// 16-bit q, k, v run on the CUDA tensor-core kernels directly (fp32 softmax statistics
+/// and accumulation, one rounding of the output and of each gradient); on the CPU, and for
+/// the 16-bit calls this CUDA build has no kernels for, they run the float attention on
+/// widened copies and round its output once.
+// q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D] (Hkv divides H), bias: [B, 1|H, Tq, Tk] -> out [B, H, Tq, D], lse [B, H, Tq]
+template <DifferentiableElement T, class Policy>
+AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
+                                     const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
+  if constexpr (!check_mask_policy<Policy>()) {
+    return {};
+  } else {
+  const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
+  validate_mask(policy, "attention", g.batch, g.tq, g.tk);
+  if constexpr (HalfElement<T>) {
+    if (!q.device().is_cuda() || !detail::cuda_attention_takes_half<T>(g.dim)) {
+      using detail::widen_to_float;
+      AttentionResult<float> wide = attention_forward(widen_to_float(q), widen_to_float(k), widen_to_float(v), policy,
+                                                      options, widen_to_float(bias));
+      return {cast<T>(wide.out), wide.lse, wide.tiles};
+    }
+  }
+  if (q.device().is_cuda()) {
+    const auto plan = detail::cuda_attention_plan(policy);
+    if constexpr (!std::is_same_v<std::decay_t<decltype(plan)>, detail::NoCudaAttentionPlan>) {
+      return detail::cuda_attention_forward(q, k, v, plan.base, plan.query_offset, plan.padding, bias, g,
+                                            options.count_cuda_tiles);
+    } else {
+      fail("attention", "no CUDA attention kernels are built for this mask policy: instantiate them with "
+                        "CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) in a .cu file and declare them with "
+                        "CONDENSE_CUDA_DECLARE_ATTENTION(Policy) (docs/cuda.md); q ", q.describe());
+    }
+  }
+  if constexpr (FloatingElement<T>) {
+    return detail::cpu_attention_forward(q, k, v, policy, bias, g);
+  } else {
+    return {};  // 16-bit CPU calls returned above
+  }
   }
 }
 
-/// Fused attention: softmax(scale * q k^T + bias, masked by `policy`) v, tile by tile.
+/// Fused attention: softmax(scale * q k^T + bias, masked by `policy`) v, tile by tile
+/// (float, double and the 16-bit floats; see attention_forward).
 // q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D] (Hkv divides H), bias: [B, 1|H, Tq, Tk] -> [B, H, Tq, D]
-template <FloatingElement T, class Policy>
+template <DifferentiableElement T, class Policy>
 Tensor<T> attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
                     const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
   return attention_forward(q, k, v, policy, options, bias).out;
@@ -293,12 +332,19 @@ Tensor<T> attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, 
 
 /// The oracle: the same attention as a composition of primitive ops (matmul, masked_fill
 /// with the materialised mask, softmax, matmul). Memory O(B*H*Tq*Tk); for tests and checks.
+/// 16-bit tensors get the float oracle on their widened values, rounded once.
 // q: [B, H, Tq, D], k/v: [B, Hkv, Tk, D], bias: [B, 1|H, Tq, Tk] -> [B, H, Tq, D]
-template <FloatingElement T, class Policy>
+template <DifferentiableElement T, class Policy>
 Tensor<T> attention_reference(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
                               const AttentionOptions& options = {}, const Tensor<T>& bias = Tensor<T>()) {
   if constexpr (!check_mask_policy<Policy>()) {
     return {};
+  } else if constexpr (HalfElement<T>) {
+    return detail::through_float(
+        [&](const Tensor<float>& qf, const Tensor<float>& kf, const Tensor<float>& vf, const Tensor<float>& bf) {
+          return attention_reference(qf, kf, vf, policy, options, bf);
+        },
+        q, k, v, bias);
   } else {
   const cpu::AttentionGeometry g = detail::attention_geometry(q, k, v, bias, options);
   validate_mask(policy, "attention_reference", g.batch, g.tq, g.tk);

@@ -46,7 +46,7 @@ inline std::int64_t loss_row_grain(std::int64_t classes) {
 }
 
 /// Throws unless `targets` are defined and on the CPU or on the logits' device.
-template <FloatingElement T, IndexElement I>
+template <DifferentiableElement T, IndexElement I>
 void check_cross_entropy_targets_device(const Tensor<T>& logits, const Tensor<I>& targets) {
   CONDENSE_CHECK(targets.defined(), "cross_entropy", "undefined tensor argument");
   CONDENSE_CHECK(targets.device().is_cpu() || targets.device() == logits.device(), "cross_entropy", "targets ",
@@ -54,7 +54,7 @@ void check_cross_entropy_targets_device(const Tensor<T>& logits, const Tensor<I>
 }
 
 /// Checks the shapes and options of cross_entropy; returns the shape of the targets.
-template <FloatingElement T, IndexElement I>
+template <DifferentiableElement T, IndexElement I>
 Shape check_cross_entropy_args(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options) {
   constexpr std::string_view op = "cross_entropy";
   CONDENSE_CHECK(logits.dim() >= 1, op, "logits must have a class dimension, got shape ", logits.shape());
@@ -90,7 +90,7 @@ std::int64_t count_cross_entropy_targets(const I* targets, std::int64_t rows, st
 /// cross_entropy() for logits on a CUDA device; targets on the CPU or on that device are
 /// checked on the host (copied there when needed) and read by the kernels from a device copy.
 // logits: [..., C] (CUDA), targets: [...] -> [] (Mean, Sum) or [...] (None)
-template <FloatingElement T, IndexElement I>
+template <DifferentiableElement T, IndexElement I>
 Tensor<T> cuda_cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options) {
   constexpr std::string_view op = "cross_entropy";
   check_cross_entropy_targets_device(logits, targets);
@@ -253,10 +253,12 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const
 }
 
 /// cross_entropy of 16-bit logits: the log-softmax and the loss are computed in float and
-/// the loss (and the logits' gradient) rounded once (detail::through_float).
+/// the loss (and the logits' gradient) rounded once; on CUDA by the loss kernels on the
+/// 16-bit logits directly, on the CPU through the float op (detail::through_float).
 // logits: [..., C], targets: [...] (int32 or int64) -> [] (Mean, Sum) or [...] (None)
 template <HalfElement T, IndexElement I>
 Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, const CrossEntropyOptions& options = {}) {
+  if (logits.defined() && logits.device().is_cuda()) return detail::cuda_cross_entropy(logits, targets, options);
   return detail::through_float([&](const Tensor<float>& lf) { return cross_entropy(lf, targets, options); }, logits);
 }
 

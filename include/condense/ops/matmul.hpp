@@ -96,7 +96,7 @@ inline bool split_batch_across_threads(std::int64_t count, double work) {
 /// Operands whose last two dims are neither row- nor column-major, or whose batch dims do
 /// not collapse to one uniform stride, are copied contiguous first. U is the operands'
 /// element type: T, or bfloat16 for a float c (allow_bf16_matmul()).
-template <Element U, FloatingElement T>
+template <Element U, DifferentiableElement T>
 void cuda_gemm_into(const Tensor<U>& a_in, const Tensor<U>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   constexpr std::string_view op = "matmul";
   const std::int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
@@ -162,12 +162,12 @@ void cuda_gemm_into(const Tensor<U>& a_in, const Tensor<U>& b_in, const Tensor<T
 
 /// The CUDA form of matmul_into (same contract): one cuBLAS strided-batched GEMM
 /// (cuda_gemm_into), with float operands rounded to bfloat16 first when
-/// cuda::allow_bf16_matmul(). Batch dims c is broadcast over are computed in full and
-/// summed down.
-template <ArithmeticElement T>
+/// cuda::allow_bf16_matmul(). 16-bit operands give a 16-bit product (fp32 accumulation,
+/// one rounding). Batch dims c is broadcast over are computed in full and summed down.
+template <NumericElement T>
 void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   constexpr std::string_view op = "matmul";
-  if constexpr (!FloatingElement<T>) {
+  if constexpr (!DifferentiableElement<T>) {
     fail(op, "no CUDA kernel for ", a_in.describe(), " @ ", b_in.describe(), " (integer products run on the CPU)");
   } else {
     const std::int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
@@ -203,19 +203,9 @@ void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor
   }
 }
 
-/// c (+)= a @ b over batch dims. a: [..., M, K], b: [..., K, N], c: [..., M, N] contiguous.
-/// `batch` is the broadcast of a's and b's batch dims; c's batch dims must broadcast to it, and
-/// the products of all batch entries that fall on one c entry are summed into it (the backward
-/// of broadcasting). Adds to c's contents when `accumulate`, overwrites them otherwise.
-/// a and b may be any views (broadcast batch dims are not copied); they must not require grad.
+/// The CPU form of matmul_into (below; same contract), on Eigen GEMMs.
 template <ArithmeticElement T>
-void matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
-  CONDENSE_CHECK(c.is_contiguous(), "matmul", "output buffer of shape ", c.shape(), " must be contiguous");
-  if (c.numel() == 0) return;
-  if (c.device().is_cuda()) {
-    cuda_matmul_into(a_in, b_in, c, batch, accumulate);
-    return;
-  }
+void cpu_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   const Tensor<T> a = gemm_operand(a_in), b = gemm_operand(b_in);
   const cpu::MatrixRef<const T> ma = trailing_matrix(a), mb = trailing_matrix(b);
   const cpu::MatrixRef<T> mc = trailing_matrix(c);
@@ -328,6 +318,25 @@ void matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& 
   }
 }
 
+/// c (+)= a @ b over batch dims. a: [..., M, K], b: [..., K, N], c: [..., M, N] contiguous.
+/// `batch` is the broadcast of a's and b's batch dims; c's batch dims must broadcast to it, and
+/// the products of all batch entries that fall on one c entry are summed into it (the backward
+/// of broadcasting). Adds to c's contents when `accumulate`, overwrites them otherwise.
+/// a and b may be any views (broadcast batch dims are not copied); they must not require grad.
+/// 16-bit operands only on CUDA (the CPU ops take them through float).
+template <NumericElement T>
+void matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
+  CONDENSE_CHECK(c.is_contiguous(), "matmul", "output buffer of shape ", c.shape(), " must be contiguous");
+  if (c.numel() == 0) return;
+  if (c.device().is_cuda()) {
+    cuda_matmul_into(a_in, b_in, c, batch, accumulate);
+  } else if constexpr (ArithmeticElement<T>) {
+    cpu_matmul_into(a_in, b_in, c, batch, accumulate);
+  } else {
+    fail("matmul", "no CPU GEMM for ", a_in.describe(), " @ ", b_in.describe(), " (16-bit products run through float)");
+  }
+}
+
 /// A contiguous tensor with `shape` over the storage of contiguous `t` (no autograd).
 template <Element T>
 Tensor<T> reshaped_storage(const Tensor<T>& t, const Shape& shape) {
@@ -335,7 +344,7 @@ Tensor<T> reshaped_storage(const Tensor<T>& t, const Shape& shape) {
 }
 
 /// Shared forward and backward of matmul and bmm (`op` names errors and the graph node).
-template <ArithmeticElement T>
+template <NumericElement T>
 Tensor<T> matmul_impl(std::string_view op, const Tensor<T>& a, const Tensor<T>& b) {
   CONDENSE_CHECK(a.defined() && b.defined(), op, "undefined tensor argument");
   check_same_device(op, a, b);
@@ -365,7 +374,7 @@ Tensor<T> matmul_impl(std::string_view op, const Tensor<T>& a, const Tensor<T>& 
   const Tensor<T> out2 = Tensor<T>::empty(full, a.device());
   matmul_into(a2, b2, out2, batch, false);
   Tensor<T> out = reshaped_storage(out2, shape);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>(op, out, {a, b},
               [a2, b2, batch, a_shape = a.shape(), b_shape = b.shape()](const Tensor<T>& g, GradSink& s) {
                 // Restore the promoted unit dims on the gradient (views, no copy).
@@ -387,6 +396,15 @@ Tensor<T> matmul_impl(std::string_view op, const Tensor<T>& a, const Tensor<T>& 
   return out;
 }
 
+/// bmm: matmul_impl on two 3-D tensors of equal batch size.
+template <NumericElement T>
+Tensor<T> bmm_impl(const Tensor<T>& a, const Tensor<T>& b) {
+  CONDENSE_CHECK(a.defined() && b.defined(), "bmm", "undefined tensor argument");
+  CONDENSE_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "expected 3-D tensors, got ", a.shape(), " @ ", b.shape());
+  CONDENSE_CHECK(a.size(0) == b.size(0), "bmm", "batch sizes differ: ", a.shape(), " @ ", b.shape());
+  return detail::matmul_impl("bmm", a, b);
+}
+
 }  // namespace detail
 
 /// Matrix product with PyTorch's matmul semantics: 1-D @ 1-D is a dot product (0-D result);
@@ -403,18 +421,14 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
 // a: [B, M, K], b: [B, K, N] -> [B, M, N]
 template <ArithmeticElement T>
 Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
-  CONDENSE_CHECK(a.defined() && b.defined(), "bmm", "undefined tensor argument");
-  CONDENSE_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "expected 3-D tensors, got ", a.shape(), " @ ", b.shape());
-  CONDENSE_CHECK(a.size(0) == b.size(0), "bmm", "batch sizes differ: ", a.shape(), " @ ", b.shape());
-  return detail::matmul_impl("bmm", a, b);
+  return detail::bmm_impl(a, b);
 }
 
-/// Affine map x @ weight^T + bias with weight in PyTorch's [out, in] layout (the transpose is
-/// never materialised). `bias` may be an undefined Tensor (no bias). Differentiable in x,
-/// weight and bias for float and double.
-// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]
-template <ArithmeticElement T>
-Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+namespace detail {
+
+/// linear on CPU tensors of the arithmetic types and on CUDA tensors of every float type.
+template <NumericElement T>
+Tensor<T> linear_impl(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
   CONDENSE_CHECK(x.defined() && weight.defined(), "linear", "undefined tensor argument");
   detail::check_same_device("linear", x, weight);
   CONDENSE_CHECK(x.dim() >= 1, "linear", "input needs at least one dimension, got ", x.shape());
@@ -450,7 +464,7 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   }
   detail::matmul_into(x2, w.transpose(0, 1), out2, batch, bias.defined());
   Tensor<T> out = detail::reshaped_storage(out2, shape);
-  if constexpr (FloatingElement<T>) {
+  if constexpr (DifferentiableElement<T>) {
     record<T>("linear", out, {x, weight, bias},
               [x2, w, batch, x_shape = x.shape(), out_features](const Tensor<T>& g, GradSink& s) {
                 const Tensor<T> g2 = x_shape.size() == 1 ? g.unsqueeze(0) : g;
@@ -470,14 +484,28 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   return out;
 }
 
+}  // namespace detail
+
+/// Affine map x @ weight^T + bias with weight in PyTorch's [out, in] layout (the transpose is
+/// never materialised). `bias` may be an undefined Tensor (no bias). Differentiable in x,
+/// weight and bias for float and double.
+// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]
+template <ArithmeticElement T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+  return detail::linear_impl(x, weight, bias);
+}
+
 // ---- the 16-bit floats -------------------------------------------------------------------
-// 16-bit operands are multiplied as float (float accumulation; the float GEMM modes apply)
-// and the product is rounded once (detail::through_float).
+// On CUDA, 16-bit operands go to cuBLAS as they are: 16-bit inputs and output, fp32
+// accumulation, one rounding of each product (tensor cores). On the CPU they are multiplied
+// as float and the product is rounded once (detail::through_float). Either way the
+// gradients are products of the same kind.
 
 /// matmul of 16-bit tensors (see the float overload for the shapes).
 // a: [K] or [..., M, K], b: [K] or [..., K, N] -> [broadcast(...), M, N]
 template <HalfElement T>
 Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
+  if (a.defined() && a.device().is_cuda()) return detail::matmul_impl("matmul", a, b);
   return detail::through_float([](const Tensor<float>& af, const Tensor<float>& bf) { return matmul(af, bf); }, a, b);
 }
 
@@ -485,6 +513,7 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
 // a: [B, M, K], b: [B, K, N] -> [B, M, N]
 template <HalfElement T>
 Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
+  if (a.defined() && a.device().is_cuda()) return detail::bmm_impl(a, b);
   return detail::through_float([](const Tensor<float>& af, const Tensor<float>& bf) { return bmm(af, bf); }, a, b);
 }
 
@@ -492,6 +521,7 @@ Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
 // x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]
 template <HalfElement T>
 Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+  if (x.defined() && x.device().is_cuda()) return detail::linear_impl(x, weight, bias);
   return detail::through_float(
       [](const Tensor<float>& xf, const Tensor<float>& wf, const Tensor<float>& bf) { return linear(xf, wf, bf); }, x, weight,
       bias);

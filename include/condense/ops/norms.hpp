@@ -28,7 +28,7 @@ namespace detail {
 inline constexpr std::int64_t norm_grain_elements = 1 << 15;
 
 /// Validates x [..., D] and the optional affine parameters [D] (on x's device); returns D.
-template <FloatingElement T>
+template <DifferentiableElement T>
 std::int64_t check_norm_args(std::string_view op, const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias,
                              double eps) {
   CONDENSE_CHECK(x.defined(), op, "undefined tensor argument");
@@ -129,7 +129,7 @@ const T* norm_param_data(const Tensor<T>& t) {
 /// kernel and the deterministic weight/bias reduction for the gradients that are wanted.
 /// Arguments are validated by check_norm_args (weight and bias on x's device).
 // x: [..., D], weight: [D] or none, bias: [D] or none (layer_norm only) -> [..., D]
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> cuda_norm(std::string_view op, bool centered, const Tensor<T>& x, const Tensor<T>& weight,
                     const Tensor<T>& bias, double eps, std::int64_t d) {
   using Stat = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -383,21 +383,31 @@ Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), do
 
 // ---- the 16-bit floats -------------------------------------------------------------------
 
-/// layer_norm of 16-bit tensors: computed in float (statistics, value and gradients) and
-/// rounded once (detail::through_float).
+/// layer_norm of 16-bit tensors: statistics, value and gradients computed in float and
+/// rounded once; on CUDA by the norm kernels on the 16-bit values directly, on the CPU
+/// through the float op (detail::through_float).
 // x: [..., D], weight: [D] or none, bias: [D] or none -> [..., D]
 template <HalfElement T>
 Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), const Tensor<T>& bias = Tensor<T>(),
                      double eps = 1e-5) {
+  if (x.defined() && x.device().is_cuda()) {
+    const std::int64_t d = detail::check_norm_args("layer_norm", x, weight, bias, eps);
+    return detail::cuda_norm("layer_norm", true, x, weight, bias, eps, d);
+  }
   return detail::through_float(
       [eps](const Tensor<float>& xf, const Tensor<float>& wf, const Tensor<float>& bf) { return layer_norm(xf, wf, bf, eps); }, x,
       weight, bias);
 }
 
-/// rms_norm of 16-bit tensors: computed in float and rounded once (detail::through_float).
+/// rms_norm of 16-bit tensors: computed in float and rounded once (on CUDA directly, on the
+/// CPU through the float op).
 // x: [..., D], weight: [D] or none -> [..., D]
 template <HalfElement T>
 Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), double eps = 1e-6) {
+  if (x.defined() && x.device().is_cuda()) {
+    const std::int64_t d = detail::check_norm_args("rms_norm", x, weight, Tensor<T>(), eps);
+    return detail::cuda_norm("rms_norm", false, x, weight, Tensor<T>(), eps, d);
+  }
   return detail::through_float([eps](const Tensor<float>& xf, const Tensor<float>& wf) { return rms_norm(xf, wf, eps); }, x,
                                weight);
 }

@@ -228,7 +228,8 @@ Tensor<T> softmax_backward(const Tensor<T>& y, const Tensor<T>& g, std::size_t d
 
 /// softmax / log_softmax of a CUDA tensor with autograd: the dim is moved last and made
 /// contiguous, one block per row computes it, and the result is a view back in t's dim order.
-template <FloatingElement T>
+/// 16-bit tensors too (each row computed in float, every value rounded once).
+template <DifferentiableElement T>
 Tensor<T> cuda_softmax_op(std::string_view op, const Tensor<T>& t, std::int64_t dim, bool log) {
   // A scalar is a single row of one element (dim 0 or -1).
   const bool scalar = t.dim() == 0;
@@ -290,17 +291,21 @@ Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
   return detail::softmax_op("log_softmax", t, dim, true);
 }
 
-/// softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once.
+/// softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once; on
+/// CUDA by the row kernels on the 16-bit values directly.
 // t: [...] -> [...]
 template <HalfElement T>
 Tensor<T> softmax(const Tensor<T>& t, std::int64_t dim) {
+  if (t.defined() && t.device().is_cuda()) return detail::cuda_softmax_op("softmax", t, dim, false);
   return detail::through_float([dim](const Tensor<float>& x) { return softmax(x, dim); }, t);
 }
 
-/// log_softmax of a 16-bit tensor: computed in float (value and gradient) and rounded once.
+/// log_softmax of a 16-bit tensor: computed in float (value and gradient) and rounded
+/// once; on CUDA directly.
 // t: [...] -> [...]
 template <HalfElement T>
 Tensor<T> log_softmax(const Tensor<T>& t, std::int64_t dim) {
+  if (t.defined() && t.device().is_cuda()) return detail::cuda_softmax_op("log_softmax", t, dim, true);
   return detail::through_float([dim](const Tensor<float>& x) { return log_softmax(x, dim); }, t);
 }
 
