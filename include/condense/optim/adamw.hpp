@@ -1,7 +1,8 @@
 // AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step the update
 // of PyTorch's torch.optim.AdamW (amsgrad off), with per-parameter step counts for the bias
 // correction, and no decay of vectors (biases, norm weights) unless asked for. Parameters on
-// a CUDA device are updated there by one fused kernel per parameter tensor.
+// a CUDA device are updated there by one fused kernel per parameter tensor. 16-bit parameters
+// are trained through float master weights (optim/master_weights.hpp).
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "condense/backend/cuda/optim_kernels.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/optim/master_weights.hpp"
 #include "condense/optim/optimizer.hpp"
 
 namespace condense::optim {
@@ -47,7 +49,8 @@ struct AdamWOptions {
 /// sees the new values. Parameters must be contiguous tensors on one device (the CPU or a
 /// CUDA device) that share no memory; each gradient must be on its parameter's device. The
 /// moment buffers live on the parameters' device; the step counts stay on the host.
-template <FloatingElement T>
+/// 16-bit parameters get float master weights (the specialisation below).
+template <DifferentiableElement T>
 class AdamW {
  public:
   /// Takes the parameters (e.g. module.named_parameters()) and the options; throws on an
@@ -213,6 +216,19 @@ class AdamW {
   std::vector<Tensor<T>> exp_avg_sq_;
   std::vector<std::int64_t> param_steps_;
   std::int64_t steps_ = 0;
+};
+
+/// AdamW for bfloat16 / float16 parameters: AdamW<float> run on float master copies of the
+/// parameters (detail::MasterWeightOptimizer). Each step widens the 16-bit gradients, updates
+/// the masters and their float moments exactly as AdamW<float> would, and rounds the masters
+/// that had a gradient back into the parameters' storage. The state adds "<param>.master"
+/// (the float copy) to AdamW<float>'s entries.
+template <HalfElement T>
+class AdamW<T> : public detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOptions> {
+ public:
+  /// Same checks as AdamW<float>; the masters start as the parameters' values.
+  AdamW(NamedTensors<T> params, AdamWOptions options = {})
+      : detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOptions>("AdamW", std::move(params), options) {}
 };
 
 }  // namespace condense::optim

@@ -2,6 +2,7 @@
 // accumulated in double) and clip_grad_norm, which rescales the gradients when that norm
 // exceeds a bound, as torch.nn.utils.clip_grad_norm_ does. Gradients on a CUDA device are
 // reduced and scaled on that device; only one double per gradient comes back to the host.
+// 16-bit gradients are summed in double and scaled in float (one rounding).
 #pragma once
 
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/ops/elementwise.hpp"
 #include "condense/optim/optimizer.hpp"
 
 namespace condense::optim {
@@ -33,7 +35,7 @@ namespace detail {
 /// (in `params`) of the first gradient whose own sum is not finite, or -1. Each gradient is
 /// reduced on its own device (CPU or CUDA); the per-gradient sums are added on the host in
 /// the parameters' order.
-template <FloatingElement T>
+template <DifferentiableElement T>
 double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, std::int64_t* first_bad) {
   std::vector<Tensor<T>> grads;
   std::vector<std::size_t> owners;
@@ -74,7 +76,10 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
       double acc = 0.0;
       // A SIMD reduction (the lane order is fixed at compile time, so results are repeatable).
 #pragma omp simd reduction(+ : acc)
-      for (std::int64_t i = ch.begin; i < ch.end; ++i) acc += static_cast<double>(g[i]) * static_cast<double>(g[i]);
+      for (std::int64_t i = ch.begin; i < ch.end; ++i) {
+        const double x = convert_element<double>(g[i]);
+        acc += x * x;
+      }
       partial[c] = acc;
     }
   });
@@ -89,8 +94,29 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
   return total;
 }
 
+/// A new tensor g * coef on g's device (g is never scaled in place). 16-bit gradients are
+/// multiplied in float and rounded once.
+template <DifferentiableElement T>
+Tensor<T> scaled_gradient(const Tensor<T>& g, double coef) {
+  if constexpr (HalfElement<T>) {
+    return mul(g, static_cast<float>(coef));
+  } else {
+    if (g.device().is_cuda()) return condense::detail::cuda_unary_map<T>("clip_grad_norm", g, {cuda::UnaryOp::MulScalar, coef});
+    const T c = static_cast<T>(coef);
+    const Tensor<T> src_tensor = g.is_contiguous() ? g : g.contiguous();
+    Tensor<T> scaled = Tensor<T>::empty(g.shape());
+    const T* src = src_tensor.data();
+    T* dst = scaled.data();
+    cpu::parallel_for(0, g.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
+      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+      Eigen::Map<Arr>(dst + i0, i1 - i0) = Eigen::Map<const Arr>(src + i0, i1 - i0) * c;
+    });
+    return scaled;
+  }
+}
+
 /// Names tensors "0", "1", ... for the unnamed overloads.
-template <FloatingElement T>
+template <DifferentiableElement T>
 NamedTensors<T> index_named(const std::vector<Tensor<T>>& params) {
   NamedTensors<T> out;
   out.reserve(params.size());
@@ -102,14 +128,14 @@ NamedTensors<T> index_named(const std::vector<Tensor<T>>& params) {
 
 /// The global L2 norm sqrt(sum over all gradients of sum g^2), accumulated in double, over the
 /// parameters that have a gradient (others are skipped; no gradient at all gives 0).
-template <FloatingElement T>
+template <DifferentiableElement T>
 double grad_norm(const NamedTensors<T>& params) {
   std::int64_t bad = -1;
   return std::sqrt(detail::grad_sum_of_squares<T>("grad_norm", params, &bad));
 }
 
 /// grad_norm over unnamed tensors.
-template <FloatingElement T>
+template <DifferentiableElement T>
 double grad_norm(const std::vector<Tensor<T>>& params) {
   return grad_norm<T>(detail::index_named(params));
 }
@@ -125,7 +151,7 @@ double grad_norm(const std::vector<Tensor<T>>& params) {
 /// throws instead, naming the first parameter whose gradient's sum of squares is not finite.
 /// `max_norm` must be >= 0 (infinity: measure only, never clip). A gradient on a CUDA device is
 /// measured and scaled there (the new gradient stays on its device).
-template <FloatingElement T>
+template <DifferentiableElement T>
 double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error_if_nonfinite = false) {
   CONDENSE_CHECK(max_norm >= 0.0, "clip_grad_norm", "max_norm must be >= 0, got ", max_norm);
   std::int64_t bad = -1;
@@ -140,29 +166,15 @@ double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error
   const double coef = max_norm / (norm + clip_epsilon);
   if (coef >= 1.0) return norm;
   NoGradGuard no_grad;
-  const T c = static_cast<T>(coef);
   for (const auto& [name, p] : params) {
-    Tensor<T> g = p.grad();
-    if (!g.defined()) continue;
-    if (g.device().is_cuda()) {
-      p.set_grad(condense::detail::cuda_unary_map<T>("clip_grad_norm", g, {cuda::UnaryOp::MulScalar, coef}));
-      continue;
-    }
-    if (!g.is_contiguous()) g = g.contiguous();
-    Tensor<T> scaled = Tensor<T>::empty(g.shape());
-    const T* src = g.data();
-    T* dst = scaled.data();
-    cpu::parallel_for(0, g.numel(), 65536, [&](std::int64_t i0, std::int64_t i1) {
-      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-      Eigen::Map<Arr>(dst + i0, i1 - i0) = Eigen::Map<const Arr>(src + i0, i1 - i0) * c;
-    });
-    p.set_grad(scaled);
+    const Tensor<T> g = p.grad();
+    if (g.defined()) p.set_grad(detail::scaled_gradient(g, coef));
   }
   return norm;
 }
 
 /// clip_grad_norm over unnamed tensors (errors name them "#0", "#1", ... by position).
-template <FloatingElement T>
+template <DifferentiableElement T>
 double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, bool error_if_nonfinite = false) {
   return clip_grad_norm<T>(detail::index_named(params), max_norm, error_if_nonfinite);
 }

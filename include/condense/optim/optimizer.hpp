@@ -26,7 +26,7 @@
 namespace condense::optim {
 
 /// Named tensors, as returned by nn::Module::named_parameters() and by an optimizer's state().
-template <FloatingElement T>
+template <DifferentiableElement T>
 using NamedTensors = std::vector<std::pair<std::string, Tensor<T>>>;
 
 namespace detail {
@@ -46,7 +46,7 @@ inline void check_nonnegative(std::string_view opt, std::string_view what, doubl
 /// Checks the parameter list given to an optimizer: non-empty, every tensor defined,
 /// contiguous and on the first parameter's device (the CPU or one CUDA device), names
 /// unique, no two parameters sharing memory (an update would be applied twice).
-template <FloatingElement T>
+template <DifferentiableElement T>
 void check_parameters(std::string_view opt, const NamedTensors<T>& params) {
   CONDENSE_CHECK(!params.empty(), opt, "got an empty parameter list");
   std::map<std::string, std::size_t> seen;
@@ -82,7 +82,7 @@ void check_parameters(std::string_view opt, const NamedTensors<T>& params) {
 /// The gradient of parameter `name` as a contiguous tensor of the parameter's shape on the
 /// parameter's device, or an undefined tensor when the parameter has no gradient (it is then
 /// skipped by the update). A gradient on another device throws.
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> usable_grad(std::string_view opt, const std::string& name, const Tensor<T>& p) {
   Tensor<T> g = p.grad();
   if (!g.defined()) return g;
@@ -164,7 +164,7 @@ std::map<std::string, Tensor<T>> match_state(std::string_view opt, const NamedTe
 
 /// Copies the values of `src` (any layout, any device) into the contiguous tensor `dst` of
 /// equal numel (on its own device).
-template <FloatingElement T>
+template <DifferentiableElement T>
 void copy_values(const Tensor<T>& dst, const Tensor<T>& src) {
   if (src.numel() == 0) return;
   const Tensor<T> moved = src.device() == dst.device() ? src.detach() : src.detach().to(dst.device());
@@ -185,7 +185,7 @@ Tensor<T> step_tensor(std::int64_t step) {
 }
 
 /// A deep copy of `t` (on any device) as a new contiguous CPU tensor that shares nothing with `t`.
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> copy_of(const Tensor<T>& t) {
   Tensor<T> out = Tensor<T>::empty(t.shape());
   copy_values(out, t);

@@ -1,6 +1,7 @@
 // SGD: stochastic gradient descent with optional momentum (heavy-ball or Nesterov),
 // dampening and L2 weight decay, step for step the update of PyTorch's torch.optim.SGD.
-// Parameters on a CUDA device are updated there by one fused kernel per parameter tensor.
+// Parameters on a CUDA device are updated there by one fused kernel per parameter tensor;
+// 16-bit parameters are trained through float master weights (optim/master_weights.hpp).
 #pragma once
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "condense/backend/cuda/optim_kernels.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
+#include "condense/optim/master_weights.hpp"
 #include "condense/optim/optimizer.hpp"
 
 namespace condense::optim {
@@ -42,7 +44,8 @@ struct SGDOptions {
 /// contiguous tensors on one device (the CPU or a CUDA device) that share no memory; each
 /// gradient must be on its parameter's device. The momentum buffers live on the parameters'
 /// device; the step counts stay on the host.
-template <FloatingElement T>
+/// 16-bit parameters get float master weights (the specialisation below).
+template <DifferentiableElement T>
 class SGD {
  public:
   /// Takes the parameters (e.g. module.named_parameters()) and the options; throws on an
@@ -212,6 +215,16 @@ class SGD {
   std::vector<Tensor<T>> buffers_;
   std::vector<std::int64_t> param_steps_;
   std::int64_t steps_ = 0;
+};
+
+/// SGD for bfloat16 / float16 parameters: SGD<float> run on float master copies of the
+/// parameters (detail::MasterWeightOptimizer); the state adds "<param>.master".
+template <HalfElement T>
+class SGD<T> : public detail::MasterWeightOptimizer<T, SGD<float>, SGDOptions> {
+ public:
+  /// Same checks as SGD<float>; the masters start as the parameters' values.
+  SGD(NamedTensors<T> params, SGDOptions options = {})
+      : detail::MasterWeightOptimizer<T, SGD<float>, SGDOptions>("SGD", std::move(params), options) {}
 };
 
 }  // namespace condense::optim
