@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -104,6 +105,71 @@ TEST_CASE_TEMPLATE("cuda parity: LLaMA-style DecoderLM training steps", T, float
   // Rotary positions, RMSNorm, SwiGLU, grouped-query attention (4 heads, 2 KV heads), untied head.
   const auto options = nn::DecoderLMOptions::llama_style(53, 64, 2, 4, 2, 32);
   check_training_parity<T, mask::Causal>(options, 2, 31, 3);
+}
+
+namespace {
+
+/// max |got - want| / max(max |want|, floor) of two 16-bit tensors, in double.
+template <HalfElement T>
+double relative_error(const Tensor<T>& got, const Tensor<T>& want, double floor) {
+  const Tensor<float> a = got.template cast<float>().cpu(), b = want.template cast<float>().cpu();
+  double scale = 0.0;
+  for (const float x : b.to_vector()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+  return max_abs_diff(a, b) / std::max(scale, floor);
+}
+
+/// A bfloat16 DecoderLM on both devices: the loss and every gradient agree within the
+/// bf16 rounding of the activations (the GPU's tensor-core attention also rounds its
+/// probabilities to bf16); then, from the same gradients, AdamW<bfloat16> takes the same
+/// step on both devices (float masters within float rounding, parameters within one ulp).
+template <class Mask>
+void check_bf16_training_parity(const nn::DecoderLMOptions& options, std::int64_t batch, std::int64_t seq) {
+  using T = bfloat16;
+  Generator gen_cpu(5), gen_gpu(5);
+  nn::DecoderLM<T, Mask> cpu(options, gen_cpu);
+  nn::DecoderLM<T, Mask> gpu(options, gen_gpu);
+  gpu.to(Device::cuda());
+  const optim::AdamWOptions adamw{.lr = 1e-2, .weight_decay = 0.1};
+  optim::AdamW<T> opt_cpu(cpu.named_parameters(), adamw);
+  optim::AdamW<T> opt_gpu(gpu.named_parameters(), adamw);
+  Generator data(12);
+  const auto tokens = randint<std::int64_t>({batch, seq + 1}, 0, options.vocab_size, data);
+  const auto inputs = tokens.narrow(1, 0, seq).contiguous();
+  const auto targets = tokens.narrow(1, 1, seq).contiguous().reshape({batch * seq});
+  const auto loss_cpu = cross_entropy(cpu.forward(inputs).reshape({batch * seq, options.vocab_size}), targets);
+  const auto loss_gpu = cross_entropy(gpu.forward(inputs.to(Device::cuda())).reshape({batch * seq, options.vocab_size}),
+                                      targets.to(Device::cuda()));
+  REQUIRE(loss_gpu.device() == Device::cuda());
+  CHECK(static_cast<float>(loss_gpu.item()) == doctest::Approx(static_cast<float>(loss_cpu.item())).epsilon(2e-2));
+  loss_cpu.backward();
+  loss_gpu.backward();
+  const auto a = cpu.named_parameters(), b = gpu.named_parameters();
+  double largest = 0.0;
+  for (const auto& [name, p] : a)
+    for (const float x : p.grad().template cast<float>().to_vector()) largest = std::max(largest, static_cast<double>(std::abs(x)));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    REQUIRE(b[i].second.grad().defined());
+    CHECK(b[i].second.grad().device() == Device::cuda());
+    CHECK(relative_error(b[i].second.grad(), a[i].second.grad(), 1e-3 * largest) < 8e-2);
+  }
+  // The optimizer alone: the CPU takes the GPU's gradients, so both steps start equal.
+  for (std::size_t i = 0; i < a.size(); ++i) a[i].second.set_grad(b[i].second.grad().cpu());
+  opt_cpu.step();
+  opt_gpu.step();
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(allclose(opt_gpu.master_parameters()[i].second.cpu(), opt_cpu.master_parameters()[i].second, 1e-6, 1e-7));
+    CHECK(relative_error(b[i].second, a[i].second, 1e-30) <= 0x1p-7);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda parity: bfloat16 DecoderLM (GPT-2 and LLaMA styles) loss, gradients and an AdamW step") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  check_bf16_training_parity<mask::Causal>(nn::DecoderLMOptions::gpt2_style(67, 64, 2, 4, 32), 3, 29);
+  check_bf16_training_parity<mask::Causal>(nn::DecoderLMOptions::llama_style(53, 128, 2, 2, 1, 32), 2, 31);
 }
 
 TEST_CASE("cuda: Module::to moves parameters and keeps shared storage shared") {

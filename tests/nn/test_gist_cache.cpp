@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -283,6 +284,35 @@ TEST_CASE("DecoderLM: a saved gist cache loads back to identical logits; bad fil
     CHECK_THROWS_WITH_AS(load_gist_cache<double>(path), doctest::Contains("expected float64"), Error);
     for (const char* n : {"dec", "g1", "g2", "g3", "g4", "g5", "g6", "g7"}) std::filesystem::remove(temp_path(n));
   }
+}
+
+TEST_CASE("bfloat16 DecoderLM: a gist cache gives the full forward's logits and saves as BF16") {
+  Generator gen(13);
+  NoGradGuard ng;
+  DecoderLM<bfloat16> m(DecoderLMOptions::llama_style(kVocab, 32, 2, 4, 2, 32), gen);
+  const Prompts p = make_prompts(gen);
+  const auto spans = spans_of(p.prefixes);
+  const auto full = m.forward(pad_right(join(p.prefixes, p.conts)), mask::Gist(spans.data(), 3)).cast<float>();
+  const GistCache<bfloat16> cache = compress_instructions(m, pad_right(p.prefixes), spans);
+  const auto cont_ids = pad_right(p.conts);
+  const auto got = forward_from_gist(m, cache, cont_ids).cast<float>();
+  // The cached keys/values are the full forward's bfloat16 ones; only the order of the float
+  // sums inside attention differs, which can move a rounding by one ulp (2^-8 relative).
+  double scale = 0.0;
+  for (const float x : full.to_vector()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+  CHECK(max_diff_at_conts(got, full, p.prefixes, p.conts) < 16 * 0x1p-8 * scale);
+  CHECK(cache.bytes() == static_cast<std::size_t>(2 * 2 * 3 * 2 * kNumGist * 8) * sizeof(bfloat16));
+
+  const std::string path = temp_path("bf16");
+  save_gist_cache(cache, path);
+  const io::TensorFile file = io::load_safetensors(path);
+  CHECK(io::element_type(file.tensors.front().second) == DType::BFloat16);
+  const GistCache<bfloat16> loaded = load_gist_cache(path, m);
+  CHECK(max_abs_diff(forward_from_gist(m, loaded, cont_ids).cast<float>(), got) == 0.0);
+  // A float model does not take a bfloat16 cache silently.
+  DecoderLM<float> wide(DecoderLMOptions::llama_style(kVocab, 32, 2, 4, 2, 32), gen);
+  CHECK_THROWS_AS(load_gist_cache(path, wide), Error);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("DecoderLM: greedy generation from a gist cache equals greedy decoding of the full prompt") {

@@ -78,7 +78,7 @@ Tensor<T> get_tensor(const TensorFile& file, std::string_view name) {
 /// Returns a detached tensor that shares storage when it already holds T, otherwise a new
 /// contiguous tensor. Integer tensors throw condense::Error.
 // t: [...] -> [...]
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> to_float_tensor(const AnyTensor& t) {
   return std::visit(
       [](const auto& x) -> Tensor<T> {
@@ -97,7 +97,7 @@ Tensor<T> to_float_tensor(const AnyTensor& t) {
 namespace detail {
 
 /// One planned copy of load_into: destination, source and the source's name in the file.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct PlannedCopy {
   Tensor<T> dst;
   const AnyTensor* src;
@@ -136,7 +136,7 @@ inline std::string name_list(const std::vector<std::string>& names, std::size_t 
 /// (a file name, or "") start the messages; `side` names the destination ("model",
 /// "optimizer"). File entries outside `prefix` are ignored; with `strict`, entries inside
 /// it that match no destination throw. A destination name missing from the file throws.
-template <FloatingElement T>
+template <DifferentiableElement T>
 std::vector<PlannedCopy<T>> plan_load(std::string_view op, std::string_view label, std::string_view side,
                                       const NamedTensors<T>& dst, const TensorFile& file, std::string_view prefix,
                                       bool strict) {
@@ -229,7 +229,7 @@ void convert_range(const U* in, T* out, std::int64_t n) {
 
 /// Copies `src` (converted to T) into `dst`'s storage in place. Shapes must match (see
 /// plan_load); a non-CPU destination must be contiguous.
-template <FloatingElement T>
+template <DifferentiableElement T>
 void copy_into(const Tensor<T>& dst, const AnyTensor& src) {
   std::visit(
       [&](const auto& x) {
@@ -273,7 +273,7 @@ void copy_into(const Tensor<T>& dst, const AnyTensor& src) {
 /// with `strict` a file tensor that matches no name of `dst`, a shape mismatch, an integer
 /// tensor, or a duplicate name throws condense::Error, e.g.
 /// "[load] tensor 'layers.0.attn.q_proj.weight': file has shape (64x32), model has (64x64)".
-template <FloatingElement T>
+template <DifferentiableElement T>
 void load_into(const NamedTensors<T>& dst, const TensorFile& file, bool strict = true) {
   const auto plan = detail::plan_load<T>("load", "", "model", dst, file, "", strict);
   for (const auto& p : plan) detail::copy_into(p.dst, *p.src);

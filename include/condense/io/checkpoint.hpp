@@ -36,7 +36,7 @@ using NamedGenerators = std::vector<std::pair<std::string, Generator*>>;
 /// A checkpoint read into memory (read_checkpoint): tensors without their prefixes, in file
 /// order, converted to T; generator states by name; all metadata (including "format" and
 /// "step").
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct Checkpoint {
   NamedTensors<T> model;
   NamedTensors<T> optimizer;
@@ -131,7 +131,7 @@ inline std::vector<Generator::State> plan_generators(const std::string& where, c
 /// {"format": "condense-checkpoint-1", "step": step} plus `extra_metadata` (which may not
 /// set "format" or "step"). Throws condense::Error for a negative step, duplicate names or
 /// null generators.
-template <FloatingElement T, FloatingElement S = T>
+template <DifferentiableElement T, DifferentiableElement S = T>
 void save_checkpoint(const std::string& path, const NamedTensors<T>& model, const NamedTensors<S>& optimizer_state,
                      std::int64_t step, const NamedGenerators& generators = {},
                      const std::map<std::string, std::string>& extra_metadata = {}) {
@@ -164,7 +164,7 @@ void save_checkpoint(const std::string& path, const NamedTensors<T>& model, cons
 /// file always throws; with `strict`, file entries under "model.", "optim." or "rng."
 /// that match no destination throw too). For an optimizer whose state does not exist yet,
 /// use read_checkpoint and the optimizer's load_state instead.
-template <FloatingElement T, FloatingElement S = T>
+template <DifferentiableElement T, DifferentiableElement S = T>
 std::int64_t load_checkpoint(const std::string& path, const NamedTensors<T>& model,
                              const NamedTensors<S>& optimizer_state, const NamedGenerators& generators = {},
                              bool strict = true) {
@@ -186,7 +186,7 @@ std::int64_t load_checkpoint(const std::string& path, const NamedTensors<T>& mod
 /// already T), the step, generator states and all metadata. Throws condense::Error for a
 /// file that is not a valid checkpoint (format, step, generator tensors, entries outside
 /// "model.", "optim." and "rng.").
-template <FloatingElement T>
+template <DifferentiableElement T>
 Checkpoint<T> read_checkpoint(const std::string& path) {
   const std::string where = detail::where_of(path);
   const TensorFile file = load_safetensors(path);
@@ -218,7 +218,7 @@ namespace detail {
 /// The element type T of a NamedTensors<T> list (the state() of an optimizer).
 template <class L>
 struct named_element;
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct named_element<NamedTensors<T>> {
   using type = T;
 };

@@ -41,12 +41,12 @@ struct MultiHeadAttentionOptions {
 };
 
 /// Per-call state of self-attention besides the input and the mask.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct SelfAttentionArgs {
   /// Appends this call's keys/values here and attends over cache + new keys.
   LayerKV<T>* cache = nullptr;
   /// Rotary table of this call's positions (a model builds it once for all layers).
-  const RopeTable<T>* rope = nullptr;
+  const RopeTable<compute_type_t<T>>* rope = nullptr;
   /// Rotary positions [T] or [B, T] when no table is given; default cache length + arange(T).
   Tensor<std::int64_t> positions;
 };
@@ -68,7 +68,7 @@ inline int mask_offset(const char* op, std::int64_t offset) {
 
 /// Multi-head attention with grouped-query heads. Parameters: "q_proj" [H*Dh, d],
 /// "k_proj" [Hkv*Dh, d_kv], "v_proj" [Hkv*Dh, d_kv], "o_proj" [d, H*Dh] (Linear layers).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class MultiHeadAttention : public Module<T> {
  public:
   /// Builds the four projections (PyTorch Linear init) from `gen`; checks the head counts.
@@ -108,8 +108,8 @@ class MultiHeadAttention : public Module<T> {
         } else {
           const Tensor<std::int64_t> pos =
               args.positions.defined() ? args.positions : detail::default_positions(past, L);
-          const RopeTable<T> table =
-              condense::detail::rope_table_on(rope_table<T>(pos, o_.head_dim, o_.rope_theta), x.device());
+          const RopeTable<compute_type_t<T>> table =
+              condense::detail::rope_table_on(rope_table<compute_type_t<T>>(pos, o_.head_dim, o_.rope_theta), x.device());
           q = condense::rope(q, table);
           k = condense::rope(k, table);
         }

@@ -25,7 +25,7 @@ struct BlockOptions {
 
 /// Pre-norm self-attention block. Parameters: "attn_norm", "attn" (q_proj, k_proj, v_proj,
 /// o_proj), "mlp_norm", "mlp".
-template <FloatingElement T>
+template <DifferentiableElement T>
 class DecoderBlock : public Module<T> {
  public:
   /// Builds the norms, attention and MLP from `options` and `gen`.
@@ -59,12 +59,12 @@ class DecoderBlock : public Module<T> {
 
 /// The encoder block: the same pre-norm layer as DecoderBlock, run with a bidirectional
 /// (or any encoder) mask and without a cache.
-template <FloatingElement T>
+template <DifferentiableElement T>
 using EncoderBlock = DecoderBlock<T>;
 
 /// Pre-norm decoder block with cross-attention. Parameters: "attn_norm", "attn",
 /// "cross_norm", "cross_attn", "mlp_norm", "mlp".
-template <FloatingElement T>
+template <DifferentiableElement T>
 class CrossDecoderBlock : public Module<T> {
  public:
   /// Builds the norms, self- and cross-attention (without rope) and MLP.

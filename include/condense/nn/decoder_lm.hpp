@@ -28,7 +28,7 @@
 namespace condense::nn {
 
 /// Options of a model forward besides the input and the mask.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct ForwardOptions {
   /// KV cache to continue and extend (sized to the model on first use). Without one, the
   /// call sees only its own tokens.
@@ -128,7 +128,7 @@ inline BlockOptions block_options(std::int64_t d_model, std::int64_t n_heads, st
 /// Re-initialises a model's parameters GPT-2 / LLaMA style: 2-D weights N(0, std^2)
 /// (those whose name contains one of `residual` get std / sqrt(2 n_layers) when
 /// `scale_residual`), biases zero, 1-D norm weights untouched (ones).
-template <FloatingElement T>
+template <DifferentiableElement T>
 void init_transformer(const Module<T>& m, double std, bool scale_residual, std::int64_t n_layers, Generator& gen) {
   const double residual_std = scale_residual && n_layers > 0 ? std / std::sqrt(2.0 * static_cast<double>(n_layers)) : std;
   m.for_each_parameter([&](const std::string& name, Tensor<T>& t) {
@@ -153,7 +153,7 @@ inline Tensor<std::int64_t> resolve_positions(const char* op, const Tensor<std::
 }
 
 /// Sizes an empty cache to `n_layers` or checks that it matches; returns its length.
-template <FloatingElement T>
+template <DifferentiableElement T>
 std::int64_t prepare_cache(const char* op, KVCache<T>* cache, std::int64_t n_layers) {
   if (!cache) return 0;
   if (cache->num_layers() == 0) cache->resize(n_layers);
@@ -175,7 +175,7 @@ inline void check_ids(const char* op, const Tensor<std::int64_t>& ids) {
 /// "layers.<i>.{attn_norm,attn.{q,k,v,o}_proj,mlp_norm,mlp.{gate,up,down}_proj}.*",
 /// "norm.weight" (+ ".bias"), "lm_head.weight" [V, d] (absent when tied).
 /// `Mask` is the policy forward() uses when none is passed (the training mask).
-template <FloatingElement T, class Mask = mask::Causal>
+template <DifferentiableElement T, class Mask = mask::Causal>
 class DecoderLM : public Module<T> {
   DecoderLMOptions options_;  // first: validated before the modules below are built
   std::int64_t head_dim_ = 0;
@@ -245,9 +245,9 @@ class DecoderLM : public Module<T> {
     const Tensor<std::int64_t> positions = detail::resolve_positions(op, opts.positions, B, L, past);
     Tensor<T> x = embeds;
     if (embed_positions) x = x + embed_positions->forward(positions);
-    RopeTable<T> table;
+    RopeTable<compute_type_t<T>> table;
     if (options_.positions == PositionKind::Rope && head_dim_ > 0)
-      table = condense::detail::rope_table_on(rope_table<T>(positions, head_dim_, options_.rope_theta), x.device());
+      table = condense::detail::rope_table_on(rope_table<compute_type_t<T>>(positions, head_dim_, options_.rope_theta), x.device());
     for (std::size_t i = 0; i < layers.size(); ++i) {
       SelfAttentionArgs<T> args;
       args.cache = opts.cache ? &opts.cache->layer(static_cast<std::int64_t>(i)) : nullptr;

@@ -17,7 +17,7 @@ namespace detail {
 /// A copy of `t` [R, ...] with `n_new` rows appended along dim 0, each the mean of the
 /// existing rows (zeros when R = 0). No autograd history.
 // t: [R, ...] -> [R + n_new, ...]
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> append_mean_rows(const Tensor<T>& t, std::int64_t n_new) {
   const Tensor<T> old = t.detach().contiguous();
   const std::int64_t rows = old.size(0);
@@ -42,7 +42,7 @@ Tensor<T> append_mean_rows(const Tensor<T>& t, std::int64_t n_new) {
 
 /// Lookup table. Parameter: "weight" [num_embeddings, dim], initialised N(0, init_std^2)
 /// (PyTorch's default is init_std = 1).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Embedding : public Module<T> {
  public:
   /// A table of `num_embeddings` rows of `dim` values.

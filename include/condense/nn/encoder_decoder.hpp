@@ -68,7 +68,7 @@ struct EncoderDecoderOptions {
 
 /// What the encoder and decoder stacks share: learned positions (when used), `Block` layers
 /// and the final norm, registered as "embed_positions", "layers.<i>" and "norm".
-template <FloatingElement T, class Block>
+template <DifferentiableElement T, class Block>
 class TransformerStack : public Module<T> {
  public:
   std::unique_ptr<LearnedPositions<T>> embed_positions;  ///< null unless learned positions
@@ -95,17 +95,17 @@ class TransformerStack : public Module<T> {
   /// `embeds` plus the learned position vectors of `pos`; fills `table` with the rotary
   /// angles of `pos` when the stack uses rope.
   // embeds: [B, L, d], pos: [L] or [B, L] -> [B, L, d]
-  Tensor<T> add_positions(const Tensor<T>& embeds, const Tensor<std::int64_t>& pos, RopeTable<T>& table) const {
+  Tensor<T> add_positions(const Tensor<T>& embeds, const Tensor<std::int64_t>& pos, RopeTable<compute_type_t<T>>& table) const {
     Tensor<T> x = embeds;
     if (embed_positions) x = x + embed_positions->forward(pos);
     if (o_.positions == PositionKind::Rope && !layers.empty())
-      table = condense::detail::rope_table_on(rope_table<T>(pos, layers[0]->attn.options().head_dim, o_.rope_theta),
+      table = condense::detail::rope_table_on(rope_table<compute_type_t<T>>(pos, layers[0]->attn.options().head_dim, o_.rope_theta),
                                               embeds.device());
     return x;
   }
 
   /// Self-attention arguments of layer `i`: its slice of `cache` (when given) and the rope table.
-  static SelfAttentionArgs<T> layer_args(KVCache<T>* cache, std::size_t i, const RopeTable<T>& table) {
+  static SelfAttentionArgs<T> layer_args(KVCache<T>* cache, std::size_t i, const RopeTable<compute_type_t<T>>& table) {
     SelfAttentionArgs<T> args;
     args.cache = cache ? &cache->layer(static_cast<std::int64_t>(i)) : nullptr;
     args.rope = table.defined() ? &table : nullptr;
@@ -116,7 +116,7 @@ class TransformerStack : public Module<T> {
 };
 
 /// The encoder stack: "embed_positions" (learned only), "layers.<i>" (EncoderBlock), "norm".
-template <FloatingElement T>
+template <DifferentiableElement T>
 class TransformerEncoder : public TransformerStack<T, EncoderBlock<T>> {
   using Base = TransformerStack<T, EncoderBlock<T>>;
 
@@ -138,7 +138,7 @@ class TransformerEncoder : public TransformerStack<T, EncoderBlock<T>> {
                    "encoder embeddings must be [B, S, ", this->o_.d_model, "], got ", embeds.describe());
     const std::int64_t past = detail::prepare_cache(op, cache, this->o_.n_encoder_layers);
     const Tensor<std::int64_t> pos = detail::resolve_positions(op, positions, embeds.size(0), embeds.size(1), past);
-    RopeTable<T> table;
+    RopeTable<compute_type_t<T>> table;
     Tensor<T> x = this->add_positions(embeds, pos, table);
     for (std::size_t i = 0; i < this->layers.size(); ++i)
       x = this->layers[i]->forward(x, mask, Base::layer_args(cache, i, table));
@@ -147,7 +147,7 @@ class TransformerEncoder : public TransformerStack<T, EncoderBlock<T>> {
 };
 
 /// The decoder stack: "embed_positions" (learned only), "layers.<i>" (CrossDecoderBlock), "norm".
-template <FloatingElement T>
+template <DifferentiableElement T>
 class TransformerDecoder : public TransformerStack<T, CrossDecoderBlock<T>> {
   using Base = TransformerStack<T, CrossDecoderBlock<T>>;
 
@@ -169,7 +169,7 @@ class TransformerDecoder : public TransformerStack<T, CrossDecoderBlock<T>> {
     CONDENSE_CHECK(cross_cached || states.defined(), op,
                    "decoding needs encoder states (or a cache that already holds the cross-attention keys/values)");
     const Tensor<std::int64_t> pos = detail::resolve_positions(op, opts.positions, B, L, past);
-    RopeTable<T> table;
+    RopeTable<compute_type_t<T>> table;
     Tensor<T> x = this->add_positions(embeds, pos, table);
     for (std::size_t i = 0; i < this->layers.size(); ++i)
       x = this->layers[i]->forward(x, states, self_mask, cross_mask, Base::layer_args(opts.cache, i, table));
@@ -183,7 +183,7 @@ class TransformerDecoder : public TransformerStack<T, CrossDecoderBlock<T>> {
 /// "decoder.layers.<i>.{attn_norm,attn.*,cross_norm,cross_attn.*,mlp_norm,mlp.*}",
 /// "decoder.norm.*", "lm_head.weight" (absent when tied).
 /// EncoderMask / CrossMask are the default policies of encode() / decode().
-template <FloatingElement T, class EncoderMask = mask::None, class CrossMask = mask::None>
+template <DifferentiableElement T, class EncoderMask = mask::None, class CrossMask = mask::None>
 class EncoderDecoder : public Module<T> {
   EncoderDecoderOptions options_;  // first: validated before the modules below are built
 

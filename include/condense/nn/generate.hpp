@@ -61,18 +61,20 @@ inline void check_generate_options(const char* op, const GenerateOptions& o, std
 /// from softmax(logits / temperature) restricted to the top_k and then top_p most likely
 /// tokens (ties broken by lower id). One uniform draw per row, in row order.
 // logits: [B, V] -> B token ids
-template <FloatingElement T>
+template <DifferentiableElement T>
 std::vector<std::int64_t> sample_next(const Tensor<T>& logits, const GenerateOptions& options, Generator& gen) {
   constexpr const char* op = "generate";
   CONDENSE_CHECK(logits.defined() && logits.dim() == 2 && logits.size(1) > 0, op, "logits must be [B, V] with V > 0, got ",
                  logits.describe());
   const std::int64_t B = logits.size(0), V = logits.size(1);
-  const Tensor<T> lc = logits.detach().cpu().contiguous();  // the draws happen on the host
+  // The draws happen on the host, on 16-bit logits widened to float (exactly).
+  using C = compute_type_t<T>;
+  const Tensor<C> lc = logits.detach().template cast<C>().cpu().contiguous();
   std::vector<std::int64_t> out(static_cast<std::size_t>(B));
   std::vector<std::int64_t> order(static_cast<std::size_t>(V));
   std::vector<double> probs;
   for (std::int64_t b = 0; b < B; ++b) {
-    const T* row = lc.data() + b * V;
+    const C* row = lc.data() + b * V;
     const auto better = [row](std::int64_t a, std::int64_t c) { return row[a] > row[c] || (row[a] == row[c] && a < c); };
     if (!options.do_sample) {
       std::int64_t best = 0;
@@ -129,7 +131,7 @@ namespace detail {
 
 /// Runs the shared decode loop: `step(ids [B, 1], positions [B, 1]) -> logits [B, V]` is
 /// called for each new token after the first, which comes from `first_logits`.
-template <FloatingElement T, class Step>
+template <DifferentiableElement T, class Step>
 std::vector<std::vector<std::int64_t>> decode_loop(const Tensor<T>& first_logits, std::vector<std::int64_t> next_pos,
                                                    const GenerateOptions& options, Generator& gen, Step&& step) {
   const std::int64_t B = first_logits.size(0);

@@ -55,7 +55,7 @@ namespace condense::nn {
 /// of each row's k gist tokens ([B, Hkv, k, Dh], after rope, so they keep the positions
 /// g0_b .. g1_b - 1 they were computed at), and each row's absolute position after its gist
 /// span. Move-only (like KVCache); clone() makes a deep copy.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct GistCache {
   KVCache<T> kv;                            ///< per decoder layer k/v [B, Hkv, k, Dh]
   std::vector<std::int64_t> next_position;  ///< [B]: g1_b, the position of the first token after the span
@@ -107,7 +107,7 @@ struct GistCache {
 /// K/V of each row's k gist tokens ([B, Hkv, k, Dh], after rope), the final encoder states
 /// of the gist tokens ([B, k, d], read by cross-attention), and each row's position after
 /// its gist span. Move-only; clone() makes a deep copy.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct GistEncoderCache {
   KVCache<T> kv;                            ///< per encoder layer k/v [B, Hkv, k, Dh]
   Tensor<T> states;                         ///< [B, k, d]: final encoder states of the gist tokens
@@ -160,7 +160,7 @@ struct GistEncoderCache {
 
 /// Encoder states of [gist ; input] (encode_from_gist's result) and the number of valid
 /// keys per row (k + input length) that cross-attention may read.
-template <FloatingElement T>
+template <DifferentiableElement T>
 struct GistEncoding {
   Tensor<T> states;                      ///< [B, k + S, d]
   std::vector<std::int32_t> key_lengths;  ///< [B]: k + n_b
@@ -201,7 +201,7 @@ inline std::int64_t check_gist_spans(const std::vector<std::int32_t>& spans, std
 
 /// Row b of `t` narrowed to [g0_b, g0_b + k) along `dim`, stacked over rows (contiguous).
 // t: [B, ..., P, ...] -> [B, ..., k, ...]
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> gather_spans(const Tensor<T>& t, std::int64_t dim, const std::vector<std::int32_t>& spans, std::int64_t k) {
   std::vector<Tensor<T>> rows;
   for (std::int64_t b = 0; b < t.size(0); ++b)
@@ -210,7 +210,7 @@ Tensor<T> gather_spans(const Tensor<T>& t, std::int64_t dim, const std::vector<s
 }
 
 /// The per-layer gist K/V of a prefix cache, as a new cache of length k.
-template <FloatingElement T>
+template <DifferentiableElement T>
 KVCache<T> gist_kv(const KVCache<T>& full, const std::vector<std::int32_t>& spans, std::int64_t k) {
   typename KVCache<T>::NamedTensors named;
   for (std::int64_t i = 0; i < full.num_layers(); ++i) {
@@ -232,7 +232,7 @@ inline std::vector<std::int64_t> gist_rows(std::int64_t cache_rows, std::int64_t
 
 /// Checks that the per-layer K/V of a cache fit attention layers with `n_kv_heads` heads
 /// of `head_dim` and that the cache is consistent: `n_layers` layers of [B, Hkv, k, Dh].
-template <FloatingElement T>
+template <DifferentiableElement T>
 void check_gist_kv(const KVCache<T>& kv, const std::vector<std::int64_t>& next_position, std::int64_t num_gist,
                    std::int64_t n_layers, std::int64_t n_kv_heads, std::int64_t head_dim, const char* what) {
   const auto B = static_cast<std::int64_t>(next_position.size());
@@ -253,7 +253,7 @@ void check_gist_kv(const KVCache<T>& kv, const std::vector<std::int64_t>& next_p
 }
 
 /// Checks a GistCache against a decoder-only model.
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 void check_gist_cache(const DecoderLM<T, M>& model, const GistCache<T>& cache) {
   const auto& attn = model.layers.empty() ? MultiHeadAttentionOptions{} : model.layers[0]->attn.options();
   check_gist_kv(cache.kv, cache.next_position, cache.num_gist, model.num_layers(), attn.n_kv_heads, attn.head_dim,
@@ -261,7 +261,7 @@ void check_gist_cache(const DecoderLM<T, M>& model, const GistCache<T>& cache) {
 }
 
 /// Checks a GistEncoderCache against an encoder-decoder model.
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 void check_gist_cache(const EncoderDecoder<T, EM, CM>& model, const GistEncoderCache<T>& cache) {
   const auto& layers = model.encoder.layers;
   const auto& attn = layers.empty() ? MultiHeadAttentionOptions{} : layers[0]->attn.options();
@@ -282,7 +282,7 @@ inline Tensor<std::int64_t> gist_positions(const std::vector<std::int64_t>& star
 }
 
 /// The tensors and metadata of a cache file.
-template <FloatingElement T>
+template <DifferentiableElement T>
 io::TensorFile gist_file(const KVCache<T>& kv, const Tensor<T>* states, const std::vector<std::int64_t>& next_position,
                          std::int64_t num_gist, const char* format) {
   io::TensorFile file;
@@ -312,7 +312,7 @@ inline std::int64_t gist_meta_int(const io::TensorFile& file, const std::string&
 /// The parts of a cache file, validated: layer K/V all of one shape [B, Hkv, k, Dh] with
 /// k == num_gist, the number of layers as recorded, next_position [B] >= k, and (for an
 /// encoder cache) states [B, k, d].
-template <FloatingElement T>
+template <DifferentiableElement T>
 void read_gist_file(const io::TensorFile& file, const std::string& path, const char* format, KVCache<T>& kv,
                     Tensor<T>* states, std::vector<std::int64_t>& next_position, std::int64_t& num_gist) {
   const auto fmt = file.metadata.find("format");
@@ -373,7 +373,7 @@ void read_gist_file(const io::TensorFile& file, const std::string& path, const c
 
 /// Writes `cache` to `path` as safetensors (layers.<i>.k / .v, next_position; metadata
 /// format "condense.gist_cache", num_layers, num_gist).
-template <FloatingElement T>
+template <DifferentiableElement T>
 void save_gist_cache(const GistCache<T>& cache, const std::string& path) {
   io::save_safetensors(path, detail::gist_file<T>(cache.kv, nullptr, cache.next_position, cache.num_gist,
                                                   detail::gist_format));
@@ -381,7 +381,7 @@ void save_gist_cache(const GistCache<T>& cache, const std::string& path) {
 
 /// Writes `cache` to `path` as safetensors (as save_gist_cache, plus "states"; format
 /// "condense.gist_encoder_cache").
-template <FloatingElement T>
+template <DifferentiableElement T>
 void save_gist_cache(const GistEncoderCache<T>& cache, const std::string& path) {
   io::save_safetensors(path, detail::gist_file<T>(cache.kv, &cache.states, cache.next_position, cache.num_gist,
                                                   detail::gist_encoder_format));
@@ -391,7 +391,7 @@ void save_gist_cache(const GistEncoderCache<T>& cache, const std::string& path) 
 /// it is not a gist cache of element type T or its tensors disagree (missing layers or
 /// tensors, layers of different shapes, a gist length other than num_gist, next_position
 /// of the wrong size).
-template <FloatingElement T>
+template <DifferentiableElement T>
 GistCache<T> load_gist_cache(const std::string& path) {
   GistCache<T> out;
   detail::read_gist_file<T>(io::load_safetensors(path), path, detail::gist_format, out.kv, nullptr, out.next_position,
@@ -400,7 +400,7 @@ GistCache<T> load_gist_cache(const std::string& path) {
 }
 
 /// Reads a GistCache and checks that it fits `model` (layers, K/V heads, head dim).
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 GistCache<T> load_gist_cache(const std::string& path, const DecoderLM<T, M>& model) {
   GistCache<T> out = load_gist_cache<T>(path);
   detail::check_gist_cache(model, out);
@@ -409,7 +409,7 @@ GistCache<T> load_gist_cache(const std::string& path, const DecoderLM<T, M>& mod
 
 /// Reads a GistEncoderCache saved by save_gist_cache (validated as load_gist_cache, plus
 /// the gist states [B, k, d]).
-template <FloatingElement T>
+template <DifferentiableElement T>
 GistEncoderCache<T> load_gist_encoder_cache(const std::string& path) {
   GistEncoderCache<T> out;
   detail::read_gist_file<T>(io::load_safetensors(path), path, detail::gist_encoder_format, out.kv, &out.states,
@@ -418,7 +418,7 @@ GistEncoderCache<T> load_gist_encoder_cache(const std::string& path) {
 }
 
 /// Reads a GistEncoderCache and checks that it fits `model`.
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 GistEncoderCache<T> load_gist_encoder_cache(const std::string& path, const EncoderDecoder<T, EM, CM>& model) {
   GistEncoderCache<T> out = load_gist_encoder_cache<T>(path);
   detail::check_gist_cache(model, out);
@@ -429,7 +429,7 @@ GistEncoderCache<T> load_gist_encoder_cache(const std::string& path, const Encod
 /// span [g0_b, g1_b), all of one length k) through a DecoderLM under mask::Gist and keeps
 /// only the gist K/V of every row. Runs without recording gradients.
 // prefix_ids: [B, P] (int64), gist_spans: [B * 2] (g0, g1 per row) -> per layer [B, Hkv, k, Dh]
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 GistCache<T> compress_instructions(const DecoderLM<T, M>& model, const Tensor<std::int64_t>& prefix_ids,
                                    const std::vector<std::int32_t>& gist_spans) {
   detail::check_ids(detail::gist_op, prefix_ids);
@@ -458,7 +458,7 @@ GistCache<T> compress_instructions(const DecoderLM<T, M>& model, const Tensor<st
 /// a non-empty one continues (its tokens after the gist keep counting positions), which
 /// lets a caller run its own decoding loop.
 // ids: [B, T] (int64) -> [B, T, V]
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 Tensor<T> forward_from_gist(const DecoderLM<T, M>& model, const GistCache<T>& cache, const Tensor<std::int64_t>& ids,
                             KVCache<T>* extend = nullptr) {
   detail::check_ids(detail::gist_op, ids);
@@ -493,7 +493,7 @@ Tensor<T> forward_from_gist(const DecoderLM<T, M>& model, const GistCache<T>& ca
 /// every row decodes exactly as it would alone (and as the full prompt under mask::Gist).
 /// Returns the new tokens of each row. Runs without recording gradients; the cache is not
 /// modified.
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 std::vector<std::vector<std::int64_t>> generate_from_gist(const DecoderLM<T, M>& model, const GistCache<T>& cache,
                                                           const std::vector<std::vector<std::int64_t>>& inputs,
                                                           const GenerateOptions& options, Generator& gen) {
@@ -556,7 +556,7 @@ std::vector<std::vector<std::int64_t>> generate_from_gist(const DecoderLM<T, M>&
 
 /// Greedy shorthand: up to `max_new_tokens` per row, stopping a row after `stop_token`
 /// (kept in the output; a negative stop_token never stops).
-template <FloatingElement T, class M>
+template <DifferentiableElement T, class M>
 std::vector<std::vector<std::int64_t>> generate_from_gist(const DecoderLM<T, M>& model, const GistCache<T>& cache,
                                                           const std::vector<std::vector<std::int64_t>>& inputs,
                                                           std::int64_t max_new_tokens, std::int64_t stop_token = -1) {
@@ -573,7 +573,7 @@ std::vector<std::vector<std::int64_t>> generate_from_gist(const DecoderLM<T, M>&
 /// states of the gist tokens. Prefix tokens see only the prefix under that mask, so the
 /// padding after g1_b changes nothing. Runs without recording gradients.
 // prefix_ids: [B, P] (int64), gist_spans: [B * 2] -> per encoder layer [B, Hkv, k, Dh], states [B, k, d]
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 GistEncoderCache<T> compress_instructions(const EncoderDecoder<T, EM, CM>& model, const Tensor<std::int64_t>& prefix_ids,
                                           const std::vector<std::int32_t>& gist_spans) {
   detail::check_ids(detail::gist_op, prefix_ids);
@@ -601,7 +601,7 @@ GistEncoderCache<T> compress_instructions(const EncoderDecoder<T, EM, CM>& model
 /// states of the gist tokens come from the cache. A one-row cache serves any batch; the
 /// cache is not modified.
 // ids: [B, S] (int64) -> states [B, k + S, d], key_lengths [B] = k + lengths[b]
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 GistEncoding<T> encode_from_gist(const EncoderDecoder<T, EM, CM>& model, const GistEncoderCache<T>& cache,
                                  const Tensor<std::int64_t>& ids, const std::vector<std::int64_t>& lengths = {}) {
   constexpr const char* op = detail::gist_op;
@@ -638,7 +638,7 @@ GistEncoding<T> encode_from_gist(const EncoderDecoder<T, EM, CM>& model, const G
 /// model's decode under mask::GistCross). `opts` as in EncoderDecoder::decode (a cache
 /// there keeps the cross K/V of these states).
 // ids: [B, T] (int64) -> [B, T, V]
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 Tensor<T> decode_from_gist(const EncoderDecoder<T, EM, CM>& model, const GistEncoding<T>& encoding,
                            const Tensor<std::int64_t>& ids, const ForwardOptions<T>& opts = {}) {
   CONDENSE_CHECK(encoding.states.defined() && static_cast<std::int64_t>(encoding.key_lengths.size()) == encoding.states.size(0),
@@ -651,7 +651,7 @@ Tensor<T> decode_from_gist(const EncoderDecoder<T, EM, CM>& model, const GistEnc
 /// inputs (right-padded, non-empty) against the cache, then decodes every row from
 /// `start_token` as generate_seq2seq() does. Returns the generated tokens of each row.
 /// Runs without recording gradients.
-template <FloatingElement T, class EM, class CM>
+template <DifferentiableElement T, class EM, class CM>
 std::vector<std::vector<std::int64_t>> generate_from_gist(const EncoderDecoder<T, EM, CM>& model,
                                                           const GistEncoderCache<T>& cache,
                                                           const std::vector<std::vector<std::int64_t>>& inputs,

@@ -28,7 +28,7 @@ namespace condense::nn {
 /// Keys and values of one attention layer: self-attention K/V [B, Hkv, L, Dh] with spare
 /// capacity along L, and optional cross-attention K/V [B, Hkv, S, Dh] of encoder states.
 /// Move-only (a copy would share the buffer); use clone() for a deep copy.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class LayerKV {
  public:
   LayerKV() = default;
@@ -231,7 +231,7 @@ class LayerKV {
 /// The KV cache of a whole model: one LayerKV per attention layer, all of one length.
 /// A default-constructed cache is empty; a model's forward sizes it on first use.
 /// Move-only; clone() makes a deep copy.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class KVCache {
  public:
   /// (name, tensor) pairs, as named_tensors() returns them.

@@ -13,7 +13,7 @@ namespace condense::nn {
 
 /// Affine layer. Parameters: "weight" [out, in] and, unless disabled, "bias" [out].
 /// Initialised like PyTorch: U(-1/sqrt(in), 1/sqrt(in)) for both.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Linear : public Module<T> {
  public:
   /// A layer mapping `in_features` to `out_features`, with a bias when `bias`.

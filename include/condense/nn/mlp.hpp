@@ -26,7 +26,7 @@ struct MlpOptions {
 
 /// Feed-forward block. Parameters: "up_proj", "down_proj" (GELU) or "gate_proj",
 /// "up_proj", "down_proj" (SwiGLU), each a Linear.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Mlp : public Module<T> {
  public:
   /// Builds the projections (PyTorch Linear init) from `gen`.

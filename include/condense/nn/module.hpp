@@ -20,7 +20,7 @@ namespace condense::nn {
 
 /// Base class of modules. Non-copyable and non-movable: parents hold pointers to their
 /// children, and derived classes hold references to their parameter slots.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Module {
  public:
   /// (name, tensor) pairs in a fixed order.

@@ -16,7 +16,7 @@ namespace condense::nn {
 enum class NormKind { LayerNorm, RMSNorm };
 
 /// Layer normalisation. Parameters: "weight" [d] (ones) and, unless disabled, "bias" [d] (zeros).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class LayerNorm : public Module<T> {
  public:
   /// Normalises over a last dim of `d`.
@@ -44,7 +44,7 @@ class LayerNorm : public Module<T> {
 };
 
 /// RMS normalisation. Parameter: "weight" [d] (ones).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class RMSNorm : public Module<T> {
  public:
   /// Normalises over a last dim of `d`.
@@ -69,7 +69,7 @@ class RMSNorm : public Module<T> {
 
 /// LayerNorm or RMSNorm chosen at construction, with the same parameter names as the
 /// chosen module ("weight", plus "bias" for LayerNorm with bias).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Norm : public Module<T> {
  public:
   /// A `kind` norm over a last dim of `d` (bias: LayerNorm only).

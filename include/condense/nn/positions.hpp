@@ -17,7 +17,7 @@ namespace condense::nn {
 enum class PositionKind { Learned, Rope, None };
 
 /// Learned absolute positions. Parameter: "weight" [max_len, d], N(0, init_std^2).
-template <FloatingElement T>
+template <DifferentiableElement T>
 class LearnedPositions : public Module<T> {
  public:
   /// A table of `max_len` positions of `d` values.
@@ -53,7 +53,7 @@ class LearnedPositions : public Module<T> {
 };
 
 /// Rotary position embedding for heads of `head_dim` (even) with base `theta`. No parameters.
-template <FloatingElement T>
+template <DifferentiableElement T>
 class Rotary : public Module<T> {
  public:
   /// Rotary embedding for heads of `head_dim` with base `theta`.
@@ -63,7 +63,7 @@ class Rotary : public Module<T> {
   }
   /// The cos/sin table of `positions` (build once per forward, share across layers).
   // positions: [T] or [B, T] -> table [1 or B, T, head_dim/2]
-  RopeTable<T> table(const Tensor<std::int64_t>& positions) const { return rope_table<T>(positions, head_dim_, theta_); }
+  RopeTable<compute_type_t<T>> table(const Tensor<std::int64_t>& positions) const { return rope_table<compute_type_t<T>>(positions, head_dim_, theta_); }
   /// x rotated at `positions`.
   // x: [B, H, T, head_dim], positions: [T] or [B, T] -> [B, H, T, head_dim]
   Tensor<T> forward(const Tensor<T>& x, const Tensor<std::int64_t>& positions) const { return rope(x, table(positions)); }

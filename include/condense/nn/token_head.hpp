@@ -15,7 +15,7 @@ namespace condense::nn {
 /// Vocabulary logits of hidden states: `lm_head` when there is one, else the embedding table
 /// (tied embeddings).
 // hidden: [..., d], embed: [V, d] -> [..., V]
-template <FloatingElement T>
+template <DifferentiableElement T>
 Tensor<T> token_logits(const Embedding<T>& embed, const Linear<T>* lm_head, const Tensor<T>& hidden) {
   return lm_head ? lm_head->forward(hidden) : linear(hidden, embed.weight());
 }
@@ -23,7 +23,7 @@ Tensor<T> token_logits(const Embedding<T>& embed, const Linear<T>* lm_head, cons
 /// Appends `n_new` rows to the embedding table and, when untied, to the output layer, each
 /// the mean of the existing rows. Parameter tensors are replaced, so an optimizer built on
 /// the old ones must be rebuilt.
-template <FloatingElement T>
+template <DifferentiableElement T>
 void grow_token_rows(Embedding<T>& embed, Linear<T>* lm_head, std::int64_t n_new) {
   embed.grow(n_new);
   if (lm_head) {

@@ -270,10 +270,15 @@ class GradAccumulation {
   std::int64_t micro_steps() const { return k_; }
   /// 1 / k, the factor for each micro-batch loss.
   double loss_scale() const { return 1.0 / static_cast<double>(k_); }
-  /// loss / k (differentiable).
-  template <FloatingElement T>
+  /// loss / k (differentiable; a 16-bit loss is divided in float and rounded once).
+  template <DifferentiableElement T>
   Tensor<T> scale(const Tensor<T>& loss) const {
-    return k_ == 1 ? loss : loss / static_cast<T>(k_);
+    if (k_ == 1) return loss;
+    if constexpr (HalfElement<T>) {
+      return loss / static_cast<float>(k_);
+    } else {
+      return loss / static_cast<T>(k_);
+    }
   }
   /// Counts one micro-batch whose backward is done; true on every k-th call (step now).
   bool tick() {
