@@ -11,9 +11,11 @@ scaled_dot_product_attention(is_causal=True)); batch 8 x 256 tokens; AdamW.
 GPU (--device cuda): condense's bench_cuda_train_lm against PyTorch on the same GPU, the
 GPT-2-small size (vocabulary 50257, 12 layers, d_model 768, 12 heads, batch 8 x 1024 tokens)
 with gradient clipping at 1.0 before AdamW, float parameters, and either TF32 GEMMs on both
-sides (default) or --bf16: condense's bfloat16 GEMMs against torch.autocast(bfloat16).
+sides (default) or --bf16: condense's bfloat16 GEMMs against torch.autocast(bfloat16), or
+--bf16-params: condense's DecoderLM<bfloat16> with AdamW<bfloat16> (float master weights)
+against the same torch.autocast(bfloat16) run (PyTorch's usual mixed-precision recipe).
 
-Usage: python3 bench/torch_train_lm.py [--device cpu|cuda] [--bf16] [--bench PATH] [--threads 2]
+Usage: python3 bench/torch_train_lm.py [--device cpu|cuda] [--bf16 | --bf16-params] [--bench PATH] [--threads 2]
        [--layers N] [--d-model N] [--heads N] [--seq N] [--batch N] [--vocab N] [--steps 10]
 Installs PyTorch with pip when it is missing.
 """
@@ -103,7 +105,11 @@ def main():
     ap.add_argument("--vocab", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--bf16", action="store_true", help="GPU: bfloat16 GEMMs and attention (condense) against autocast (PyTorch)")
+    ap.add_argument("--bf16-params", action="store_true",
+                    help="GPU: bfloat16 parameters with float master weights (condense) against autocast (PyTorch)")
     args = ap.parse_args()
+    mode = 2 if args.bf16_params else 1 if args.bf16 else 0
+    args.bf16 = mode > 0  # PyTorch runs autocast for both bf16 modes
     gpu = args.device == "cuda"
     # Defaults per device: the sizes the condense benchmark of that device uses.
     for name, cpu_value, gpu_value in [("layers", 4, 12), ("d_model", 256, 768), ("heads", 4, 12), ("seq", 256, 1024),
@@ -119,13 +125,14 @@ def main():
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    bench_name = (f"BM_cuda_train_step_gpt2_small/{1 if args.bf16 else 0}$" if gpu else "BM_train_step_gpt2_small")
+    bench_name = (f"BM_cuda_train_step_gpt2_small/{mode}$" if gpu else "BM_train_step_gpt2_small")
     ours = [b for b in run_condense_bench(args.bench, args.threads, bench_name, 5.0 if gpu else 2.0)
             if b.get("run_type", "iteration") == "iteration"]
     ours_tps = ours[0]["tokens/s"]
     theirs_tps = torch_tokens_per_second(torch, args)
     where = torch.cuda.get_device_name() if gpu else f"threads={torch.get_num_threads()}"
-    precision = ("bf16 GEMMs and attention / autocast bf16" if args.bf16 else "tf32 GEMMs") if gpu else "float32"
+    precision = (["tf32 GEMMs", "bf16 GEMMs and attention / autocast bf16",
+                  "bf16 parameters + float masters / autocast bf16"][mode]) if gpu else "float32"
     print(f"torch {torch.__version__}, {where}, {precision}; model: vocab {args.vocab}, {args.layers} layers, "
           f"d={args.d_model}, {args.heads} heads, T={args.seq}, batch {args.batch}")
     print(f"condense      {ours_tps:10.0f} tokens/s")

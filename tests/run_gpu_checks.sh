@@ -60,6 +60,7 @@ if python3 -c "import torch" 2>/dev/null; then
     --sizes "${attention_sizes//|/,}" --policies causal,gist_prompt_75pct --json "$out/torch_attention.json"
   run torch_train_tf32 python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5
   run torch_train_bf16 python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5 --bf16
+  run torch_train_bf16_params python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5 --bf16-params
 fi
 # Last, as they are the slowest and need a runtime that lets the sanitizer at the device.
 if command -v compute-sanitizer >/dev/null; then
