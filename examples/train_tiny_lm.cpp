@@ -7,7 +7,11 @@
 //
 //   train_tiny_lm [--steps 500] [--text /usr/share/common-licenses/GPL-3]
 //                 [--out train_tiny_lm.safetensors] [--seed 1] [--threads 2] [--resume CKPT]
-//                 [--stop-at N]
+//                 [--stop-at N] [--dtype float|bf16]
+//
+// --dtype bf16 trains the model on bfloat16 parameters and activations with AdamW's float
+// master weights (each op computes in float and rounds once); the checkpoint then holds
+// bfloat16 weights, which export_logits loads into its float model.
 //
 // --stop-at N stops after step N (of --steps) and saves the checkpoint, as if the run had
 // been interrupted; --resume CKPT continues it up to --steps (same --steps, --text and
@@ -39,6 +43,7 @@ struct Settings {
   int threads = 2;
   std::string resume;
   std::int64_t stop_at = 0;  // 0: run to --steps
+  bool bf16 = false;          // --dtype bf16
 };
 
 constexpr std::int64_t seq = 128;        // tokens per training window
@@ -63,9 +68,13 @@ Settings parse_args(int argc, char** argv) {
     else if (arg == "--threads") s.threads = std::stoi(value());
     else if (arg == "--resume") s.resume = value();
     else if (arg == "--stop-at") s.stop_at = std::stoll(value());
-    else throw std::runtime_error("unknown option " + arg +
-                                  " (options: --steps N --text PATH --out PATH --seed N --threads N --resume CKPT"
-                                  " --stop-at N)");
+    else if (arg == "--dtype") {
+      const std::string dtype = value();
+      if (dtype != "float" && dtype != "bf16") throw std::runtime_error("--dtype must be float or bf16, got " + dtype);
+      s.bf16 = dtype == "bf16";
+    } else throw std::runtime_error("unknown option " + arg +
+                                    " (options: --steps N --text PATH --out PATH --seed N --threads N --resume CKPT"
+                                    " --stop-at N --dtype float|bf16)");
   }
   if (s.steps < 1) throw std::runtime_error("--steps must be >= 1");
   return s;
@@ -99,8 +108,15 @@ std::pair<Tensor<std::int64_t>, Tensor<std::int64_t>> make_batch(const std::vect
   return {from_vector<std::int64_t>(in, {rows, seq}), from_vector<std::int64_t>(target, {rows * seq})};
 }
 
+/// A loss value as a double.
+template <DifferentiableElement T>
+double value_of(const Tensor<T>& loss) {
+  return convert_element<double>(loss.item());
+}
+
 /// Mean next-token loss over non-overlapping windows of the held-out tokens.
-double validation_loss(nn::DecoderLM<float>& model, const std::vector<std::int64_t>& val) {
+template <DifferentiableElement T>
+double validation_loss(nn::DecoderLM<T>& model, const std::vector<std::int64_t>& val) {
   NoGradGuard no_grad;
   model.eval();
   train::LossMeter meter;
@@ -114,18 +130,15 @@ double validation_loss(nn::DecoderLM<float>& model, const std::vector<std::int64
     const auto [in, target] = make_batch(val, chunk);
     const auto logits = model.forward(in);
     const auto loss = cross_entropy(logits.reshape({target.numel(), model.vocab_size()}), target);
-    meter.add_mean(loss.item(), target.numel());
+    meter.add_mean(value_of(loss), target.numel());
   }
   model.train();
   return meter.mean();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  const Settings s = parse_args(argc, argv);
-  set_num_threads(s.threads);
-
+/// Trains, evaluates, saves and samples a DecoderLM<T> as the settings say.
+template <DifferentiableElement T>
+int train_and_sample(const Settings& s) {
   io::ByteTokenizer tok;
   const std::string text = read_file(s.text);
   const std::vector<std::int64_t> tokens = tok.encode(text);
@@ -139,8 +152,8 @@ int main(int argc, char** argv) try {
 
   const nn::DecoderLMOptions options = model_options(tok.vocab_size());
   Generator init(s.seed);
-  nn::DecoderLM<float> model(options, init);
-  optim::AdamW<float> opt(model.named_parameters(), {.lr = base_lr, .weight_decay = 0.1});
+  nn::DecoderLM<T> model(options, init);
+  optim::AdamW<T> opt(model.named_parameters(), {.lr = base_lr, .weight_decay = 0.1});
   Generator data(s.seed + 1);  // draws the training windows
   const std::map<std::string, std::string> metadata{
       {std::string(io::decoder_lm_options_key), io::decoder_lm_options_to_json(options).dump()},
@@ -156,11 +169,11 @@ int main(int argc, char** argv) try {
     const std::int64_t step = io::load_training_checkpoint(s.resume, model, opt, {{"data", &data}});
     std::printf("resumed from %s at step %lld\n", s.resume.c_str(), static_cast<long long>(step));
   }
-  std::printf("model: GPT-2 style, vocab %lld, d_model %lld, %lld layers, %lld heads, %lld parameters; "
+  std::printf("model: GPT-2 style, vocab %lld, d_model %lld, %lld layers, %lld heads, %lld %s parameters; "
               "batch %lld x %lld tokens, %d threads\n",
               static_cast<long long>(options.vocab_size), static_cast<long long>(options.d_model),
               static_cast<long long>(options.n_layers), static_cast<long long>(options.n_heads),
-              static_cast<long long>(model.num_parameters()), static_cast<long long>(batch),
+              static_cast<long long>(model.num_parameters()), dtype_name(dtype_of<T>).data(), static_cast<long long>(batch),
               static_cast<long long>(seq), s.threads);
 
   const double start_val = validation_loss(model, val_tokens);
@@ -192,7 +205,7 @@ int main(int argc, char** argv) try {
     const double lr = opt.lr();
     opt.step();
     opt.zero_grad();
-    last_loss = loss.item();
+    last_loss = value_of(loss);
     if (first_loss < 0) first_loss = last_loss;
     log.log({.step = opt.steps(), .loss = last_loss, .lr = lr, .grad_norm = norm, .tokens = batch * seq});
     hooks.run(opt.steps());
@@ -236,6 +249,14 @@ int main(int argc, char** argv) try {
   }
   std::printf("\nsample (temperature 0.8, top-k 20):\n%s\n", tok.decode(sample, {.skip_special = true}).c_str());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Settings s = parse_args(argc, argv);
+  set_num_threads(s.threads);
+  return s.bf16 ? train_and_sample<bfloat16>(s) : train_and_sample<float>(s);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "train_tiny_lm: %s\n", e.what());
   return 1;
