@@ -6,6 +6,9 @@
 # (memcheck, racecheck) on the attention and op tests; writes their output and JSON under
 # $OUT_DIR.
 # Usage: bash tests/run_gpu_checks.sh [build-dir]   (ARCH=90 JOBS=n OUT_DIR=... to change)
+# PHASES (default "parity bench torch sanitizer") picks the groups of steps to run after the
+# build, so a short device session can split the work over two calls on a warm machine:
+# PHASES="parity bench" first, then PHASES="torch sanitizer" (the build is incremental).
 # On a machine without a package mirror: run third_party/download_offline_debs.sh where
 # apt-get works and bring .debs/ along; the .deb files are unpacked into a private prefix
 # that CMake searches first.
@@ -36,6 +39,8 @@ echo "=== build took $(( $(date +%s) - start ))s ==="
 # Every step runs even when an earlier one fails (one device session has to collect them
 # all); the failures are listed at the end and make the exit status non-zero.
 failed=()
+phases=" ${PHASES:-parity bench torch sanitizer} "
+want() { [[ "$phases" == *" $1 "* ]]; }
 # Each step is cut off after STEP_TIMEOUT seconds (default 240) so that one slow step (a
 # sanitizer run) cannot use up a short device session.
 run() {
@@ -44,18 +49,22 @@ run() {
   echo "=== $name ==="
   timeout "${STEP_TIMEOUT:-240}" "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
 }
-run parity "$build/tests/condense_cuda_tests"
-run custom_policy "$build/examples/custom_policy_cuda"
 attention_sizes="${ATTENTION_SIZES:-1024|4096}"
-run bench_attention "$build/bench/bench_cuda_attention" \
-  --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/($attention_sizes)}" \
-  --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
-run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
-  --benchmark_min_time=0.2
-run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
-  --benchmark_min_time=3
+if want parity; then
+  run parity "$build/tests/condense_cuda_tests"
+  run custom_policy "$build/examples/custom_policy_cuda"
+fi
+if want bench; then
+  run bench_attention "$build/bench/bench_cuda_attention" \
+    --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/($attention_sizes)}" \
+    --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
+  run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
+    --benchmark_min_time=0.2
+  run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
+    --benchmark_min_time=3
+fi
 # PyTorch side by side (when python3 has torch; the scripts rerun the condense benchmarks).
-if python3 -c "import torch" 2>/dev/null; then
+if want torch && python3 -c "import torch" 2>/dev/null; then
   run torch_attention python3 bench/torch_cuda_attention.py --bench "$build/bench/bench_cuda_attention" \
     --sizes "${attention_sizes//|/,}" --policies causal,gist_prompt_75pct --json "$out/torch_attention.json"
   run torch_train_tf32 python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5
@@ -63,7 +72,7 @@ if python3 -c "import torch" 2>/dev/null; then
   run torch_train_bf16_params python3 bench/torch_train_lm.py --device cuda --bench "$build/bench/bench_cuda_train_lm" --steps 5 --bf16-params
 fi
 # Last, as they are the slowest and need a runtime that lets the sanitizer at the device.
-if command -v compute-sanitizer >/dev/null; then
+if want sanitizer && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     run "sanitizer_$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/condense_cuda_tests" \
       --test-case='cuda attention*,cuda parity: softmax*,cuda parity: reductions*,*norm*,*rope*,*embedding*,*cross_entropy*,*AdamW*,*dropout*,*cumsum*,*argmax*,*index_select*'
