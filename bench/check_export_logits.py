@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cross-checks examples/export_logits against an independent forward pass.
 
-Reads the checkpoint written by examples/train_tiny_lm and the file written by
+Reads the checkpoint written by examples/train_tiny_lm (float or, with --dtype bf16,
+bfloat16 weights) and the file written by
 examples/export_logits with nothing but the standard library (the safetensors header is
 parsed by hand; no numpy, torch or safetensors package), recomputes the logits of the
 GPT-2-style model (learned positions, LayerNorm, GELU MLP, biases, tied embeddings) in
@@ -20,7 +21,13 @@ import operator
 import struct
 import sys
 
-DTYPES = {"F32": ("f", 4), "F64": ("d", 8), "I64": ("q", 8), "I32": ("i", 4)}
+DTYPES = {"F32": ("f", 4), "F64": ("d", 8), "I64": ("q", 8), "I32": ("i", 4), "BF16": ("H", 2), "F16": ("e", 2)}
+
+
+def bf16_to_float(bits):
+    """The float value of each bfloat16 bit pattern (the upper half of a float32)."""
+    widened = array.array("I", (b << 16 for b in bits))
+    return array.array("f", widened.tobytes()).tolist()
 
 
 def read_safetensors(path):
@@ -35,11 +42,14 @@ def read_safetensors(path):
     for name, entry in header.items():
         code, size = DTYPES[entry["dtype"]]
         begin, end = entry["data_offsets"]
+        if code == "e":  # float16: array has no such type code; struct decodes it
+            tensors[name] = (entry["shape"], [v for (v,) in struct.iter_unpack("<e", data[begin:end])])
+            continue
         values = array.array(code)
         values.frombytes(data[begin:end])
         if sys.byteorder != "little":
             values.byteswap()
-        tensors[name] = (entry["shape"], values.tolist())
+        tensors[name] = (entry["shape"], bf16_to_float(values) if entry["dtype"] == "BF16" else values.tolist())
     return tensors, metadata
 
 
