@@ -1,8 +1,10 @@
 // CUDA GEMM benchmarks: condense's linear (x @ W^T, one cuBLAS strided-batched call behind
-// the op) against cublasSgemm called directly on the same buffers, in the same process, on
-// the projection shapes of GPT-2 small and of a 2048-wide model with B*T = 16k tokens, fp32
-// (TF32 off, as in the library's default). Report: condense time / cuBLAS time per shape
-// (target: at most 1/0.95). Without a CUDA device every benchmark is skipped.
+// the op) against cuBLAS called directly on the same buffers, in the same process, on the
+// projection shapes of GPT-2 small and of a 2048-wide model with B*T = 16k tokens: float
+// tensors against cublasSgemm (TF32 off, as in the library's default), and bfloat16 tensors
+// (the GEMMs of a DecoderLM<bfloat16>) against cublasGemmEx with bf16 inputs and output and
+// fp32 accumulation. Report: condense time / cuBLAS time per shape and type (target: at
+// most 1/0.95). Without a CUDA device every benchmark is skipped.
 #include <benchmark/benchmark.h>
 
 #include <cublas_v2.h>
@@ -10,6 +12,7 @@
 
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "condense/backend/cuda/runtime.hpp"
@@ -27,15 +30,16 @@ const std::vector<std::tuple<int, int, int>> kShapes = {
 };
 
 /// The operands of shape `index` on the device, and the label and FLOP counter.
+template <class T>
 struct Problem {
   int rows, in, out;
-  Tensor<float> x, w;
+  Tensor<T> x, w;
 
   explicit Problem(benchmark::State& state) {
     std::tie(rows, in, out) = kShapes[static_cast<std::size_t>(state.range(0))];
     Generator gen(1);
-    x = randn<float>({rows, in}, gen).to(Device::cuda());
-    w = randn<float>({out, in}, gen).to(Device::cuda());
+    x = randn<T>({rows, in}, gen).to(Device::cuda());
+    w = randn<T>({out, in}, gen).to(Device::cuda());
   }
   void report(benchmark::State& state) const {
     state.SetLabel(std::to_string(rows) + "x" + std::to_string(in) + " @ " + std::to_string(in) + "x" + std::to_string(out));
@@ -44,12 +48,13 @@ struct Problem {
   }
 };
 
+template <class T>
 void BM_condense_linear(benchmark::State& state) {
   if (!cuda::is_available()) {
     state.SkipWithError("no CUDA device");
     return;
   }
-  const Problem p(state);
+  const Problem<T> p(state);
   for (auto _ : state) {
     benchmark::DoNotOptimize(linear(p.x, p.w).data());
     cuda::synchronize(0);
@@ -57,14 +62,15 @@ void BM_condense_linear(benchmark::State& state) {
   p.report(state);
 }
 
+template <class T>
 void BM_cublas_direct(benchmark::State& state) {
   if (!cuda::is_available()) {
     state.SkipWithError("no CUDA device");
     return;
   }
-  const Problem p(state);
+  const Problem<T> p(state);
   const auto& [rows, in, out, x, w] = p;
-  auto y = empty<float>({rows, out}, Device::cuda());
+  auto y = empty<T>({rows, out}, Device::cuda());
   cublasHandle_t handle = nullptr;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
     state.SkipWithError("cublasCreate failed");
@@ -73,7 +79,13 @@ void BM_cublas_direct(benchmark::State& state) {
   const float alpha = 1, beta = 0;
   for (auto _ : state) {
     // Row-major y = x W^T is column-major y^T = W x^T: W^T stored row-major is W col-major.
-    cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.data(), in, x.data(), in, &beta, y.data(), out);
+    if constexpr (std::is_same_v<T, float>) {
+      cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.data(), in, x.data(), in, &beta, y.data(),
+                  out);
+    } else {
+      cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w.data(), CUDA_R_16BF, in, x.data(),
+                   CUDA_R_16BF, in, &beta, y.data(), CUDA_R_16BF, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
     cudaDeviceSynchronize();
   }
   cublasDestroy(handle);
@@ -82,6 +94,8 @@ void BM_cublas_direct(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_condense_linear)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_cublas_direct)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_condense_linear<float>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cublas_direct<float>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_condense_linear<bfloat16>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cublas_direct<bfloat16>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();
