@@ -2,7 +2,7 @@
 // [b, h, t] row of a [B, H, T, D] view into a contiguous output, reading cos and sin from
 // a contiguous [1 or B, T, D/2] table (broadcast over heads, and over the batch when it has
 // one row). Forward and backward are the same kernel (the backward negates the sine).
-// Arithmetic in float for float and the 16-bit types, double for double.
+// Arithmetic and the tables in float for float and the 16-bit types, double for double.
 #include <cstdint>
 #include <string_view>
 
@@ -22,7 +22,7 @@ struct RopeLayout {
 };
 
 template <class T, class A>
-__global__ void rope_kernel(T* out, const T* x, const T* cos, const T* sin, RopeLayout l, A sign) {
+__global__ void rope_kernel(T* out, const T* x, const A* cos, const A* sin, RopeLayout l, A sign) {
   const std::int64_t pairs = l.batch * l.heads * l.length * l.half;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t p = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < pairs; p += stride) {
@@ -33,8 +33,8 @@ __global__ void rope_kernel(T* out, const T* x, const T* cos, const T* sin, Rope
     const std::int64_t b = row / (l.length * l.heads);
     const T* xr = x + b * l.stride_b + h * l.stride_h + t * l.stride_t;
     const std::int64_t at = ((l.per_row_table ? b : 0) * l.length + t) * l.half + i;
-    const A c = load(cos + at);
-    const A s = sign * load(sin + at);
+    const A c = cos[at];
+    const A s = sign * sin[at];
     const A x1 = load(xr + i * l.stride_d);
     const A x2 = load(xr + (i + l.half) * l.stride_d);
     T* o = out + row * 2 * l.half;
@@ -76,8 +76,8 @@ void rope_rotate(bool inverse, const StridedArg& out, const StridedArg& x, const
     using A = compute_t<T>;
     constexpr int threads = 256;
     rope_kernel<T, A><<<grid_for(pairs, threads), threads, 0, stream_of(x.device)>>>(
-        static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(cos),
-        static_cast<const T*>(sin), layout, inverse ? A(-1) : A(1));
+        static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const A*>(cos),
+        static_cast<const A*>(sin), layout, inverse ? A(-1) : A(1));
   });
   check_launch(op);
 }

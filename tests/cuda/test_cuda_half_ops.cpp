@@ -1,7 +1,7 @@
 // CUDA parity of the ops that run 16-bit tensors directly on the GPU while the CPU runs them
 // through float: matmul, bmm and linear (cuBLAS with 16-bit inputs and output, fp32
 // accumulation), layer_norm and rms_norm, softmax and log_softmax, relu, gelu (both forms),
-// silu, and cross_entropy. Both sides compute in float and round once, so values and
+// silu, cross_entropy, and rope (a float table). Both sides compute in float and round once, so values and
 // gradients agree within a few units in the last place of the 16-bit type (the GPU sums in
 // another order). Skips without a CUDA device.
 #include <doctest/doctest.h>
@@ -71,6 +71,20 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit cross_entropy", T, bfloat16, float16) {
     options.label_smoothing = reduction == Reduction::Sum ? 0.1 : 0.0;
     check_cpu_cuda_parity<T>(
         [&](const Inputs<T>& v) { return cross_entropy(v[0], targets.to(v[0].device()), options); }, {logits}, tol, tol);
+  }
+}
+
+TEST_CASE_TEMPLATE("cuda parity: 16-bit rope with a float table, shared and per-row positions", T, bfloat16, float16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(5);
+  const double tol = 2 * half_epsilon<T>;
+  // A transposed view ([B, T, H, D] -> [B, H, T, D]), as the attention modules pass it.
+  const auto x = randn<T>({2, 7, 3, 16}, gen);
+  const auto shared = from_vector<std::int64_t>({0, 1, 2, 3, 4, 5, 6}, {7});
+  const auto per_row = from_vector<std::int64_t>({3, 4, 5, 6, 7, 8, 9, 0, 0, 1, 2, 3, 4, 5}, {2, 7});
+  for (const auto& positions : {shared, per_row}) {
+    check_cpu_cuda_parity<T>(
+        [&](const Inputs<T>& v) { return rope(v[0].transpose(1, 2), positions.to(v[0].device())); }, {x}, tol, tol);
   }
 }
 

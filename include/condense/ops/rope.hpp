@@ -9,8 +9,9 @@
 // device; rope() on a CUDA x runs the kernel of backend/cuda/norm_kernels.hpp, and a
 // table on another device than x is copied to x's device first (build it from positions
 // on x's device to avoid that copy on every call). A 16-bit x (bfloat16, float16) takes a
-// float table (rope_table<compute_type_t<T>>) and runs through the float op: widened,
-// rotated in float and rounded once, gradients too.
+// float table (rope_table<compute_type_t<T>>): each pair is rotated in float and rounded
+// once, gradients too (the CUDA kernel reads the 16-bit x directly; the CPU runs the float
+// op on a widened copy).
 #pragma once
 
 #include <cmath>
@@ -151,7 +152,7 @@ RopeTable<T> rope_table_on(const RopeTable<T>& table, Device device) {
 }
 
 /// The launcher operand of a [B, H, T, D] tensor with all four dims kept.
-template <FloatingElement T>
+template <DifferentiableElement T>
 cuda::StridedArg rope_operand(const Tensor<T>& t) {
   cuda::StridedArg arg;
   arg.data = const_cast<void*>(static_cast<const void*>(t.data()));
@@ -165,11 +166,12 @@ cuda::StridedArg rope_operand(const Tensor<T>& t) {
   return arg;
 }
 
-/// rope of a CUDA x (any strides) with a table already on x's device (validated by rope()):
-/// one thread per rotated pair; the backward runs the same kernel with the negative angle.
+/// rope of a CUDA x (any strides) with a table in x's compute type already on x's device
+/// (validated by rope_table_for): one thread per rotated pair, in float for the 16-bit
+/// types; the backward runs the same kernel with the negative angle.
 // x: [B, H, T, D], table: [1 or B, T, D/2] on x's device -> [B, H, T, D]
-template <FloatingElement T>
-Tensor<T> cuda_rope(const Tensor<T>& x, const RopeTable<T>& table) {
+template <DifferentiableElement T>
+Tensor<T> cuda_rope(const Tensor<T>& x, const RopeTable<compute_type_t<T>>& table) {
   constexpr const char* op = "rope";
   Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
   cuda::rope_rotate(false, rope_operand(out), rope_operand(x), table.cos.data(), table.sin.data(), table.rows(), op);
@@ -181,15 +183,10 @@ Tensor<T> cuda_rope(const Tensor<T>& x, const RopeTable<T>& table) {
   return out;
 }
 
-}  // namespace detail
-
-/// Rotary position embedding with a precomputed table (see rope_table()). The input may
-/// have any strides (e.g. the [B, T, H, D] -> [B, H, T, D] transpose of a projection);
-/// the output is contiguous. Differentiable in x (the backward rotates by -angle). A table
-/// on another device than x is copied to x's device for the call.
-// x: [B, H, T, D], table: [1 or B, T, D/2] -> [B, H, T, D]
-template <FloatingElement T>
-Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table_in) {
+/// Checks x [B, H, T, D] against `table_in` (head dim, length, rows) and returns the table on
+/// x's device, contiguous (copied only when it is not).
+template <DifferentiableElement T, FloatingElement A>
+RopeTable<A> rope_table_for(const Tensor<T>& x, const RopeTable<A>& table_in) {
   constexpr const char* op = "rope";
   CONDENSE_CHECK(x.defined(), op, "undefined tensor argument");
   detail::check_rope_table(op, table_in);
@@ -200,10 +197,20 @@ Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table_in) {
                  " positions but the table has ", table_in.length());
   CONDENSE_CHECK(table_in.rows() == 1 || table_in.rows() == x.size(0), op, "positions are given per row for ",
                  table_in.rows(), " rows but x ", x.shape(), " has batch ", x.size(0));
-  const RopeTable<T> table =
-      table_in.cos.device() == x.device() && table_in.cos.is_contiguous() && table_in.sin.is_contiguous()
-          ? table_in
-          : detail::rope_table_on(table_in, x.device());
+  const bool ready = table_in.cos.device() == x.device() && table_in.cos.is_contiguous() && table_in.sin.is_contiguous();
+  return ready ? table_in : rope_table_on(table_in, x.device());
+}
+
+}  // namespace detail
+
+/// Rotary position embedding with a precomputed table (see rope_table()). The input may
+/// have any strides (e.g. the [B, T, H, D] -> [B, H, T, D] transpose of a projection);
+/// the output is contiguous. Differentiable in x (the backward rotates by -angle). A table
+/// on another device than x is copied to x's device for the call.
+// x: [B, H, T, D], table: [1 or B, T, D/2] -> [B, H, T, D]
+template <FloatingElement T>
+Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table_in) {
+  const RopeTable<T> table = detail::rope_table_for(x, table_in);
   if (x.device().is_cuda()) return detail::cuda_rope(x, table);
   Tensor<T> out = Tensor<T>::empty(x.shape());
   if (out.numel() > 0) detail::rope_rotate(x, table, false, out.data());
@@ -215,32 +222,26 @@ Tensor<T> rope(const Tensor<T>& x, const RopeTable<T>& table_in) {
   return out;
 }
 
-/// Rotary position embedding of x at explicit positions, rotating pairs (i, i + D/2) by
-/// position * theta^(-2i/D) (the LLaMA / Hugging Face rotate_half layout).
-// x: [B, H, T, D] (D even), positions: [T] or [B, T] (int64) -> [B, H, T, D]
-template <FloatingElement T>
-Tensor<T> rope(const Tensor<T>& x, const Tensor<std::int64_t>& positions, double theta = 10000.0) {
-  CONDENSE_CHECK(x.defined(), "rope", "undefined tensor argument");
-  CONDENSE_CHECK(x.dim() == 4, "rope", "x must be [B, H, T, D], got ", x.shape());
-  return rope(x, rope_table<T>(positions, x.size(3), theta));
-}
-
-/// Rotary position embedding of a 16-bit x (bfloat16, float16) with a float table: x is
-/// widened to float, rotated by the float op and rounded once; the gradient is rotated in
-/// float and rounded once as well. Build the table with rope_table<float>() (or
-/// rope_table<compute_type_t<T>>() in code generic over T).
+/// Rotary position embedding of a 16-bit x (bfloat16, float16) with a float table: each pair
+/// is rotated in float and rounded once, the gradient too (on CUDA by the rope kernel on the
+/// 16-bit values directly, on the CPU through the float op). Build the table with
+/// rope_table<float>() (or rope_table<compute_type_t<T>>() in code generic over T).
 // x: [B, H, T, D], table: [1 or B, T, D/2] (float) -> [B, H, T, D]
 template <HalfElement T>
 Tensor<T> rope(const Tensor<T>& x, const RopeTable<float>& table) {
+  if (x.defined() && x.device().is_cuda()) return detail::cuda_rope(x, detail::rope_table_for(x, table));
   return detail::through_float([&table](const Tensor<float>& xf) { return rope(xf, table); }, x);
 }
 
-/// Rotary position embedding of a 16-bit x at explicit positions, through float (the table
-/// is built in float, x widened, rotated and rounded once).
+/// Rotary position embedding of x at explicit positions, rotating pairs (i, i + D/2) by
+/// position * theta^(-2i/D) (the LLaMA / Hugging Face rotate_half layout). The table is
+/// built in x's compute type (float for the 16-bit floats).
 // x: [B, H, T, D] (D even), positions: [T] or [B, T] (int64) -> [B, H, T, D]
-template <HalfElement T>
+template <DifferentiableElement T>
 Tensor<T> rope(const Tensor<T>& x, const Tensor<std::int64_t>& positions, double theta = 10000.0) {
-  return detail::through_float([&](const Tensor<float>& xf) { return rope(xf, positions, theta); }, x);
+  CONDENSE_CHECK(x.defined(), "rope", "undefined tensor argument");
+  CONDENSE_CHECK(x.dim() == 4, "rope", "x must be [B, H, T, D], got ", x.shape());
+  return rope(x, rope_table<compute_type_t<T>>(positions, x.size(3), theta));
 }
 
 }  // namespace condense

@@ -78,8 +78,8 @@ void norm_backward_params(bool centered, DType dtype, int device, void* dweight,
                           std::string_view op);
 /// RoPE rotation: out (contiguous [B, H, T, D]) = x rotated pairwise, out[i] = x[i] c - x[i+h] s,
 /// out[i+h] = x[i+h] c + x[i] s with h = D/2, c and s read from the contiguous
-/// [table_rows, T, h] tables `cos` and `sin` of x's type (table_rows 1: shared by the
-/// batch, else B); `inverse` rotates by the negative angle (s -> -s). `x` is any view
+/// [table_rows, T, h] tables `cos` and `sin` of x's compute type (float for float and the
+/// 16-bit types, double for double; table_rows 1: shared by the batch, else B); `inverse` rotates by the negative angle (s -> -s). `x` is any view
 /// described with all four dims [B, H, T, D] (extent-1 dims kept).
 void rope_rotate(bool inverse, const StridedArg& out, const StridedArg& x, const void* cos, const void* sin,
                  std::int64_t table_rows, std::string_view op);
