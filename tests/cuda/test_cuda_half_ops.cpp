@@ -6,6 +6,7 @@
 // another order). Skips without a CUDA device.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -72,6 +73,12 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit cross_entropy", T, bfloat16, float16) {
     check_cpu_cuda_parity<T>(
         [&](const Inputs<T>& v) { return cross_entropy(v[0], targets.to(v[0].device()), options); }, {logits}, tol, tol);
   }
+  // The 16-bit kernel against the float kernel on the same device: one rounding apart.
+  const auto on_gpu = logits.to(Device::cuda());
+  const auto gpu_targets = targets.to(Device::cuda());
+  const float direct = static_cast<float>(cross_entropy(on_gpu, gpu_targets).item());
+  const float wide = cross_entropy(on_gpu.template cast<float>(), gpu_targets).item();
+  CHECK(std::abs(direct - wide) <= 2 * half_epsilon<T> * std::abs(wide));
 }
 
 TEST_CASE_TEMPLATE("cuda parity: 16-bit rope with a float table, shared and per-row positions", T, bfloat16, float16) {
