@@ -1,7 +1,7 @@
 // CUDA parity of the ops that run 16-bit tensors directly on the GPU while the CPU runs them
 // through float: matmul, bmm and linear (cuBLAS with 16-bit inputs and output, fp32
 // accumulation), layer_norm and rms_norm, softmax and log_softmax, relu, gelu (both forms),
-// silu, cross_entropy, and rope (a float table). Both sides compute in float and round once, so values and
+// silu, cross_entropy, rope (a float table), and dropout (the same mask as the CPU, bit for bit). Both sides compute in float and round once, so values and
 // gradients agree within a few units in the last place of the 16-bit type (the GPU sums in
 // another order). Skips without a CUDA device.
 #include <doctest/doctest.h>
@@ -12,6 +12,7 @@
 
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "half_test_util.hpp"
 
 namespace test_cuda_half_ops {
 
@@ -92,6 +93,31 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit rope with a float table, shared and per-
   for (const auto& positions : {shared, per_row}) {
     check_cpu_cuda_parity<T>(
         [&](const Inputs<T>& v) { return rope(v[0].transpose(1, 2), positions.to(v[0].device())); }, {x}, tol, tol);
+  }
+}
+
+TEST_CASE_TEMPLATE("cuda parity: 16-bit dropout draws the CPU mask and scales in float, bit for bit", T, bfloat16,
+                   float16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator data(5);
+  const auto x = randn<T>({3, 1001}, data);
+  for (double p : {0.1, 0.5}) {
+    CAPTURE(p);
+    Generator g_cpu(12), g_gpu(12);
+    const auto y_cpu = dropout(x, p, g_cpu);
+    const auto y_gpu = dropout(x.to(Device::cuda()), p, g_gpu);
+    REQUIRE(y_gpu.device() == Device::cuda());
+    // Bit equality also checks that the scale stays in float: a bfloat16 scale (1.109375 for
+    // p = 0.1) would change most products of the random values.
+    CHECK(condense::testing::bits(y_gpu.cpu()) == condense::testing::bits(y_cpu));
+    CHECK(g_gpu.state() == g_cpu.state());  // one key drawn on each side
+    // Gradients too, and a strided input, exactly (tolerance 0).
+    check_cpu_cuda_parity<T>(
+        [p](const Inputs<T>& v) {
+          Generator g(13);
+          return dropout(v[0].transpose(0, 1), p, g);
+        },
+        {x}, 0.0, 0.0);
   }
 }
 

@@ -23,10 +23,11 @@ namespace condense {
 namespace detail {
 
 /// Dropout of a CUDA tensor with the mask of `key` (drawn on the device, saved as a
-/// Tensor<bool> there for backward); `scale` is 1 / (1 - p) in T.
+/// Tensor<bool> there for backward); `scale` is 1 / (1 - p) in the compute type (float for
+/// 16-bit tensors, whose kept values are scaled in float and rounded once).
 // x: [...] -> [...]
-template <FloatingElement T>
-Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t threshold, T scale) {
+template <DifferentiableElement T>
+Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t threshold, compute_type_t<T> scale) {
   const Tensor<T> xd = x.detach();
   Tensor<bool> mask = Tensor<bool>::empty(x.shape(), x.device());
   Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
@@ -107,11 +108,16 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
 }
 
 /// dropout of a 16-bit tensor: the float op's mask for the same generator state, the kept
-/// values scaled in float and rounded once (detail::through_float).
+/// values scaled in float and rounded once. A CUDA tensor runs the dropout kernel on its
+/// 16-bit values directly; the CPU goes through float (detail::through_float).
 // x: [...] -> [...]
 template <HalfElement T>
 Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = true) {
   if (detail::dropout_returns_input(x, p, training)) return x;
+  if (x.device().is_cuda()) {
+    const std::uint64_t key = gen.next_u64();
+    return detail::cuda_dropout(x, key, detail::dropout_threshold(p), static_cast<float>(1.0 / (1.0 - p)));
+  }
   return detail::through_float([&](const Tensor<float>& xf) { return dropout(xf, p, gen, training); }, x);
 }
 
