@@ -1,8 +1,9 @@
 // CUDA kernels of the optimizers and of gradient clipping: the fused AdamW and SGD updates
 // of one contiguous parameter tensor (grid-stride loops, one thread per element, the CPU
-// loop's formulas in the same order), and the sum of squares behind the global gradient
-// norm (per-block partial sums in double, then one block adding the partials in a fixed
-// order, so the result depends on n alone and never on timing).
+// loop's formulas in the same order), the one-pass AdamW of 16-bit parameters through float
+// master weights, and the sum of squares behind the global gradient norm (per-block partial
+// sums in double, then one block adding the partials in a fixed order, so the result depends
+// on n alone and never on timing).
 #include <cstdint>
 #include <string_view>
 
@@ -23,7 +24,18 @@ struct AdamWScalars {
   C decay, step_size, bias2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps;
 };
 
+/// One element's AdamW update in the compute type C:
 /// p *= decay; m += (1 - b1) (g - m); v = b2 v + (1 - b2) g^2; p -= step (m / (sqrt(v) / sqrt(bias2) + eps)).
+/// Shared by both kernels below, so the fused master-weight update does float AdamW's arithmetic.
+template <class C>
+__device__ __forceinline__ void adamw_update(C& p, C g, C& m, C& v, const AdamWScalars<C>& s) {
+  if (s.apply_decay) p *= s.decay;
+  m += s.one_minus_beta1 * (g - m);
+  v = s.beta2 * v + s.one_minus_beta2 * (g * g);
+  p -= s.step_size * (m / (d_sqrt(v) / s.bias2_sqrt + s.eps));
+}
+
+/// AdamW on T parameters with T moments (compute_t<T> arithmetic).
 template <class T>
 __global__ void adamw_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, std::int64_t n,
                              AdamWScalars<compute_t<T>> s) {
@@ -31,15 +43,30 @@ __global__ void adamw_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     C p = load(param + i);
-    const C g = load(grad + i);
     C m = load(exp_avg + i);
     C v = load(exp_avg_sq + i);
-    if (s.apply_decay) p *= s.decay;
-    m += s.one_minus_beta1 * (g - m);
-    v = s.beta2 * v + s.one_minus_beta2 * (g * g);
-    p -= s.step_size * (m / (d_sqrt(v) / s.bias2_sqrt + s.eps));
+    adamw_update(p, load(grad + i), m, v, s);
     exp_avg[i] = to_element<T>(m);
     exp_avg_sq[i] = to_element<T>(v);
+    param[i] = to_element<T>(p);
+  }
+}
+
+/// AdamW of 16-bit parameters through float master weights, in one pass: the 16-bit gradient
+/// widened, the float master and moments updated as adamw_kernel<float> would, and the
+/// master rounded into the 16-bit parameter.
+template <class T>
+__global__ void adamw_master_kernel(T* param, const T* grad, float* master, float* exp_avg, float* exp_avg_sq,
+                                    std::int64_t n, AdamWScalars<float> s) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    float p = master[i];
+    float m = exp_avg[i];
+    float v = exp_avg_sq[i];
+    adamw_update(p, load(grad + i), m, v, s);
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    master[i] = p;
     param[i] = to_element<T>(p);
   }
 }
@@ -131,6 +158,16 @@ class Scratch {
   void* ptr_;
 };
 
+/// The host scalars of one AdamW update converted to the compute type C (as the CPU loop
+/// converts them to T).
+template <class C>
+AdamWScalars<C> adamw_scalars(const AdamWStepArgs& args) {
+  return {static_cast<C>(args.decay) != C(1),  static_cast<C>(args.decay),
+          static_cast<C>(args.step_size),      static_cast<C>(args.bias2_sqrt),
+          static_cast<C>(args.one_minus_beta1), static_cast<C>(args.beta2),
+          static_cast<C>(args.one_minus_beta2), static_cast<C>(args.eps)};
+}
+
 void check_count(std::int64_t n, std::string_view op) { CONDENSE_CHECK(n >= 0, op, "negative element count ", n); }
 
 }  // namespace
@@ -142,13 +179,25 @@ void adamw_step(DType dtype, int device, void* param, const void* grad, void* ex
   use_device(device, op);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    using C = compute_t<T>;
-    const AdamWScalars<C> s{static_cast<C>(args.decay) != C(1),  static_cast<C>(args.decay),
-                            static_cast<C>(args.step_size),      static_cast<C>(args.bias2_sqrt),
-                            static_cast<C>(args.one_minus_beta1), static_cast<C>(args.beta2),
-                            static_cast<C>(args.one_minus_beta2), static_cast<C>(args.eps)};
     adamw_kernel<T><<<grid_for(n, update_threads), update_threads, 0, stream_of(device)>>>(
-        static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(exp_avg), static_cast<T*>(exp_avg_sq), n, s);
+        static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(exp_avg), static_cast<T*>(exp_avg_sq), n,
+        adamw_scalars<compute_t<T>>(args));
+  });
+  check_launch(op);
+}
+
+void adamw_master_step(DType dtype, int device, void* param, const void* grad, float* master, float* exp_avg,
+                       float* exp_avg_sq, std::int64_t n, const AdamWStepArgs& args, std::string_view op) {
+  check_count(n, op);
+  CONDENSE_CHECK(dtype == DType::BFloat16 || dtype == DType::Float16, op,
+                 "the master-weight AdamW step takes bfloat16 or float16 parameters, got ", dtype_name(dtype));
+  if (n == 0) return;
+  use_device(device, op);
+  dispatch_dtype<::condense::bfloat16, ::condense::float16>(dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    adamw_master_kernel<T><<<grid_for(n, update_threads), update_threads, 0, stream_of(device)>>>(
+        static_cast<T*>(param), static_cast<const T*>(grad), master, exp_avg, exp_avg_sq, n,
+        adamw_scalars<float>(args));
   });
   check_launch(op);
 }

@@ -1,11 +1,12 @@
 // CUDA parity of the optimizers, gradient clipping and dropout: AdamW and SGD steps with
 // every option on CUDA parameters against the same optimizer on CPU copies (parameters and
 // state after several steps, a parameter that misses a gradient, strided gradients, odd,
-// single-element, empty and long tensors), the state round trip of a CUDA optimizer (saved
-// on the CPU, loaded from either device), clip_grad_norm and grad_norm (clipping or not,
-// non-finite norms, gradients on both devices), dropout masks equal bit for bit to the CPU
-// ones for the same seed and their gradients, and the device errors. Every test skips with
-// a message when no CUDA device is present.
+// single-element, empty and long tensors), the one-pass 16-bit AdamW against AdamW<float>
+// on the device, the state round trip of a CUDA optimizer (saved on the CPU, loaded from
+// either device), clip_grad_norm and grad_norm (clipping or not, non-finite norms, gradients
+// on both devices), dropout masks equal bit for bit to the CPU ones for the same seed and
+// their gradients, and the device errors. Every test skips with a message when no CUDA
+// device is present.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "half_test_util.hpp"
 
 namespace test_cuda_optim {
 
@@ -229,6 +231,67 @@ TEST_CASE_TEMPLATE("cuda optim: state round trip of a CUDA optimizer", T, float,
   auto bad_step = gpu_opt.state();
   bad_step[1].second = full<T>({}, T(9), Device::cuda());
   CHECK_THROWS_WITH_AS(gpu_opt.load_state(bad_step, 4), doctest::Contains("is not an integer step count in [0, 4]"), Error);
+}
+
+TEST_CASE_TEMPLATE("cuda optim: 16-bit AdamW's one-pass kernel takes AdamW<float>'s steps on the device, bit for bit", T,
+                   bfloat16, float16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // AdamW<T> (float masters, the fused kernel) against AdamW<float> on float copies of the
+  // same parameters with the widened gradients, on the device: masters, moments and step
+  // counts equal bit for bit, and each 16-bit parameter is its master rounded. A CPU AdamW<T>
+  // on the same inputs stays within float rounding (masters) and one 16-bit ulp (parameters).
+  const optim::AdamWOptions options{.lr = 0.02, .beta1 = 0.8, .beta2 = 0.95, .weight_decay = 0.1};
+  Generator gen(51);
+  optim::NamedTensors<T> half_gpu, half_cpu;
+  optim::NamedTensors<float> float_gpu;
+  for (const auto& [name, shape] : param_shapes) {
+    const auto v = randn<T>(shape, gen);
+    half_gpu.emplace_back(name, leaf_on(v, Device::cuda()));
+    half_cpu.emplace_back(name, leaf_on(v, Device::cpu()));
+    float_gpu.emplace_back(name, leaf_on(v.template cast<float>(), Device::cuda()));
+  }
+  optim::AdamW<T> half_opt(half_gpu, options);
+  optim::AdamW<T> cpu_opt(half_cpu, options);
+  optim::AdamW<float> float_opt(float_gpu, options);
+  for (int step = 0; step < 3; ++step) {
+    for (std::size_t i = 0; i < half_gpu.size(); ++i) {
+      const Tensor<T>& p = half_gpu[i].second;
+      if (i == 1 && step == 1) {  // no gradient: skipped, its step count lags
+        p.zero_grad();
+        half_cpu[i].second.zero_grad();
+        float_gpu[i].second.zero_grad();
+        continue;
+      }
+      const auto g = randn<T>(p.shape(), gen);
+      p.set_grad(g.to(Device::cuda()));
+      half_cpu[i].second.set_grad(g);
+      float_gpu[i].second.set_grad(g.template cast<float>().to(Device::cuda()));
+    }
+    half_opt.step();
+    cpu_opt.step();
+    float_opt.step();
+  }
+  CHECK(half_opt.steps() == 3);
+  const auto& masters = half_opt.master_parameters();
+  for (std::size_t i = 0; i < half_gpu.size(); ++i) {
+    CAPTURE(half_gpu[i].first);
+    CHECK(half_gpu[i].second.device() == Device::cuda());
+    CHECK(values(masters[i].second.cpu()) == values(float_gpu[i].second.cpu()));
+    CHECK(condense::testing::bits(half_gpu[i].second.cpu()) ==
+          condense::testing::bits(float_gpu[i].second.cpu().template cast<T>()));
+    check_close(masters[i].second, cpu_opt.master_parameters()[i].second, optim_rtol<float>, optim_atol<float>,
+                "master against the CPU");
+    CHECK_MESSAGE(allclose(half_gpu[i].second.cpu(), half_cpu[i].second, condense::testing::half_epsilon<T>, 0.0),
+                  "parameter against the CPU differs by ", max_abs_diff(half_gpu[i].second.cpu(), half_cpu[i].second));
+  }
+  // The float optimizer's entries of the state (moments, step counts) equal AdamW<float>'s.
+  const auto half_state = half_opt.state(), float_state = float_opt.state();
+  REQUIRE(half_state.size() == float_state.size() + half_gpu.size());  // plus one master each
+  for (std::size_t i = 0; i < float_state.size(); ++i) {
+    CAPTURE(float_state[i].first);
+    CHECK(half_state[i].first == float_state[i].first);
+    CHECK(values(half_state[i].second) == values(float_state[i].second));
+  }
 }
 
 TEST_CASE("cuda optim: optimizers reject mixed devices") {

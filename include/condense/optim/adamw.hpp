@@ -2,7 +2,8 @@
 // of PyTorch's torch.optim.AdamW (amsgrad off), with per-parameter step counts for the bias
 // correction, and no decay of vectors (biases, norm weights) unless asked for. Parameters on
 // a CUDA device are updated there by one fused kernel per parameter tensor. 16-bit parameters
-// are trained through float master weights (optim/master_weights.hpp).
+// are trained through float master weights (optim/master_weights.hpp), updated in the same
+// pass as the master.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include "condense/autograd/grad_mode.hpp"
 #include "condense/backend/cuda/optim_kernels.hpp"
+#include "condense/core/dtype.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/optim/master_weights.hpp"
@@ -77,7 +79,7 @@ class AdamW {
     struct Active {
       std::size_t index;
       Tensor<T> grad;
-      T decay, step_size, bias2_sqrt;
+      cuda::AdamWStepArgs args;
     };
     std::vector<Active> active;
     std::vector<std::int64_t> sizes;
@@ -85,39 +87,26 @@ class AdamW {
       const auto& [name, p] = params_[i];
       Tensor<T> g = detail::usable_grad<T>("AdamW", name, p);
       if (!g.defined()) continue;
-      const std::int64_t t = ++param_steps_[i];
-      const bool decayed = options_.decay_vectors || p.dim() >= 2;
-      const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(t));
-      const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
-      active.push_back({i, std::move(g), static_cast<T>(decayed ? 1.0 - options_.lr * options_.weight_decay : 1.0),
-                        static_cast<T>(options_.lr / bias1), static_cast<T>(std::sqrt(bias2))});
+      active.push_back({i, std::move(g), count_update(i)});
       sizes.push_back(p.numel());
     }
     if (params_.front().second.device().is_cuda()) {
-      step_on_cuda(active);
-      ++steps_;
-      return;
-    }
-    const T one_minus_b1 = static_cast<T>(1.0 - options_.beta1);
-    const T b2 = static_cast<T>(options_.beta2);
-    const T one_minus_b2 = static_cast<T>(1.0 - options_.beta2);
-    const T eps = static_cast<T>(options_.eps);
-    detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
-      const Active& a = active[slot];
-      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-      // Blocks small enough for the four passes below to stay in L1.
-      for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
-        const Eigen::Index n = static_cast<Eigen::Index>(std::min(e, b0 + detail::update_block) - b0);
-        Eigen::Map<Arr> p(params_[a.index].second.data() + b0, n);
-        Eigen::Map<const Arr> g(a.grad.data() + b0, n);
-        Eigen::Map<Arr> m(exp_avg_[a.index].data() + b0, n);
-        Eigen::Map<Arr> v(exp_avg_sq_[a.index].data() + b0, n);
-        if (a.decay != T(1)) p *= a.decay;
-        m += one_minus_b1 * (g - m);
-        v = b2 * v + one_minus_b2 * g.square();
-        p -= a.step_size * (m / (v.sqrt() / a.bias2_sqrt + eps));
+      for (const Active& a : active) {
+        const Tensor<T>& p = params_[a.index].second;
+        cuda::adamw_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), exp_avg_[a.index].data(),
+                         exp_avg_sq_[a.index].data(), p.numel(), a.args, "AdamW");
       }
-    });
+    } else {
+      detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
+        const Active& a = active[slot];
+        // Blocks small enough for the four passes of update_block to stay in L1.
+        for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
+          const std::int64_t n = std::min(e, b0 + detail::update_block) - b0;
+          update_block(params_[a.index].second.data() + b0, a.grad.data() + b0, exp_avg_[a.index].data() + b0,
+                       exp_avg_sq_[a.index].data() + b0, n, a.args);
+        }
+      });
+    }
     ++steps_;
   }
 
@@ -191,23 +180,39 @@ class AdamW {
   }
 
  private:
-  /// The CUDA update: one fused kernel per parameter that has a gradient (`active` holds
-  /// the host-side scalars of each).
-  template <class Active>
-  void step_on_cuda(const std::vector<Active>& active) {
-    for (const Active& a : active) {
-      const Tensor<T>& p = params_[a.index].second;
-      cuda::AdamWStepArgs args;
-      args.decay = static_cast<double>(a.decay);
-      args.step_size = static_cast<double>(a.step_size);
-      args.bias2_sqrt = static_cast<double>(a.bias2_sqrt);
-      args.one_minus_beta1 = 1.0 - options_.beta1;
-      args.beta2 = options_.beta2;
-      args.one_minus_beta2 = 1.0 - options_.beta2;
-      args.eps = options_.eps;
-      cuda::adamw_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), exp_avg_[a.index].data(),
-                       exp_avg_sq_[a.index].data(), p.numel(), args, "AdamW");
-    }
+  // The 16-bit AdamW runs its fused update on this class's moments and step counts.
+  template <DifferentiableElement U>
+  friend class AdamW;
+
+  /// Counts one more update of parameter i and returns the scalars of that update.
+  cuda::AdamWStepArgs count_update(std::size_t i) {
+    const std::int64_t t = ++param_steps_[i];
+    const bool decayed = options_.decay_vectors || params_[i].second.dim() >= 2;
+    cuda::AdamWStepArgs args;
+    args.decay = decayed ? 1.0 - options_.lr * options_.weight_decay : 1.0;
+    args.step_size = options_.lr / (1.0 - std::pow(options_.beta1, static_cast<double>(t)));
+    args.bias2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(t)));
+    args.one_minus_beta1 = 1.0 - options_.beta1;
+    args.beta2 = options_.beta2;
+    args.one_minus_beta2 = 1.0 - options_.beta2;
+    args.eps = options_.eps;
+    return args;
+  }
+
+  /// The CPU update of n elements (the formula of the class comment), each scalar rounded to T.
+  static void update_block(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, std::int64_t n,
+                           const cuda::AdamWStepArgs& args) {
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+    const auto size = static_cast<Eigen::Index>(n);
+    Eigen::Map<Arr> p(param, size);
+    Eigen::Map<const Arr> g(grad, size);
+    Eigen::Map<Arr> m(exp_avg, size);
+    Eigen::Map<Arr> v(exp_avg_sq, size);
+    const T decay = static_cast<T>(args.decay);
+    if (decay != T(1)) p *= decay;
+    m += static_cast<T>(args.one_minus_beta1) * (g - m);
+    v = static_cast<T>(args.beta2) * v + static_cast<T>(args.one_minus_beta2) * g.square();
+    p -= static_cast<T>(args.step_size) * (m / (v.sqrt() / static_cast<T>(args.bias2_sqrt) + static_cast<T>(args.eps)));
   }
 
   NamedTensors<T> params_;
@@ -219,16 +224,64 @@ class AdamW {
 };
 
 /// AdamW for bfloat16 / float16 parameters: AdamW<float> run on float master copies of the
-/// parameters (detail::MasterWeightOptimizer). Each step widens the 16-bit gradients, updates
-/// the masters and their float moments exactly as AdamW<float> would, and rounds the masters
-/// that had a gradient back into the parameters' storage. The state adds "<param>.master"
-/// (the float copy) to AdamW<float>'s entries.
+/// parameters (detail::MasterWeightOptimizer). Each step updates the masters and their float
+/// moments exactly as AdamW<float> would from the widened 16-bit gradients, and rounds the
+/// masters that had a gradient back into the parameters' storage, in one pass per parameter
+/// (one fused kernel on a CUDA device). The state adds "<param>.master" (the float copy) to
+/// AdamW<float>'s entries.
 template <HalfElement T>
 class AdamW<T> : public detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOptions> {
+  using Base = detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOptions>;
+
  public:
   /// Same checks as AdamW<float>; the masters start as the parameters' values.
-  AdamW(NamedTensors<T> params, AdamWOptions options = {})
-      : detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOptions>("AdamW", std::move(params), options) {}
+  AdamW(NamedTensors<T> params, AdamWOptions options = {}) : Base("AdamW", std::move(params), options) {}
+
+  /// Applies one update to every parameter that has a gradient, then counts the step.
+  void step() {
+    NoGradGuard no_grad;
+    const NamedTensors<T>& params = this->weights_.parameters();
+    const NamedTensors<float>& masters = this->weights_.masters();
+    AdamW<float>& opt = this->master_;
+    struct Active {
+      std::size_t index;
+      Tensor<T> grad;
+      cuda::AdamWStepArgs args;
+    };
+    std::vector<Active> active;
+    std::vector<std::int64_t> sizes;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const auto& [name, p] = params[i];
+      Tensor<T> g = detail::usable_grad<T>("AdamW", name, p);
+      if (!g.defined()) continue;
+      active.push_back({i, std::move(g), opt.count_update(i)});
+      sizes.push_back(p.numel());
+    }
+    if (params.front().second.device().is_cuda()) {
+      for (const Active& a : active) {
+        const Tensor<T>& p = params[a.index].second;
+        cuda::adamw_master_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), masters[a.index].second.data(),
+                                opt.exp_avg_[a.index].data(), opt.exp_avg_sq_[a.index].data(), p.numel(), a.args,
+                                "AdamW");
+      }
+    } else {
+      detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
+        const Active& a = active[slot];
+        alignas(64) float widened[detail::update_block];
+        for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
+          const std::int64_t n = std::min(e, b0 + detail::update_block) - b0;
+          const T* g = a.grad.data() + b0;
+          for (std::int64_t k = 0; k < n; ++k) widened[k] = convert_element<float>(g[k]);
+          float* master = masters[a.index].second.data() + b0;
+          AdamW<float>::update_block(master, widened, opt.exp_avg_[a.index].data() + b0,
+                                     opt.exp_avg_sq_[a.index].data() + b0, n, a.args);
+          T* out = params[a.index].second.data() + b0;
+          for (std::int64_t k = 0; k < n; ++k) out[k] = convert_element<T>(master[k]);
+        }
+      });
+    }
+    ++opt.steps_;
+  }
 };
 
 }  // namespace condense::optim

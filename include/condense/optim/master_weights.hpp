@@ -196,9 +196,9 @@ class MasterWeightOptimizer {
     weights_.load(masters);
   }
 
- private:
-  MasterWeights<T> weights_;
-  FloatOptimizer master_;
+ protected:
+  MasterWeights<T> weights_;  ///< the 16-bit parameters and their float masters
+  FloatOptimizer master_;     ///< the float optimizer of the masters
 };
 
 }  // namespace condense::optim::detail

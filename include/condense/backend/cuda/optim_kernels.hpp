@@ -1,10 +1,11 @@
 // The CUDA launchers of the optimizers, of gradient clipping and of dropout: fused AdamW and
-// SGD updates of one contiguous parameter tensor, a deterministic sum of squares in double
-// (the global gradient norm), and the dropout mask / scale forward and backward. Plain C++
-// declarations on raw device pointers: the definitions live in kernels/optim.cu and
-// kernels/dropout.cu; in a build without CUDA each launcher throws condense::Error naming the
-// op. Also holds the dropout bit generator (splitmix64 of key and element index), shared by
-// the CPU loop of ops/dropout.hpp and the CUDA kernel so both draw the same mask.
+// SGD updates of one contiguous parameter tensor (AdamW also through float master weights),
+// a deterministic sum of squares in double (the global gradient norm), and the dropout
+// mask / scale forward and backward. Plain C++ declarations on raw device pointers: the
+// definitions live in kernels/optim.cu and kernels/dropout.cu; in a build without CUDA each
+// launcher throws condense::Error naming the op. Also holds the dropout bit generator
+// (splitmix64 of key and element index), shared by the CPU loop of ops/dropout.hpp and the
+// CUDA kernel so both draw the same mask.
 #pragma once
 
 #include <cmath>
@@ -71,6 +72,11 @@ struct SGDStepArgs {
 /// 16-bit types compute in float.
 void adamw_step(DType dtype, int device, void* param, const void* grad, void* exp_avg, void* exp_avg_sq, std::int64_t n,
                 const AdamWStepArgs& args, std::string_view op);
+/// One fused AdamW update of `n` contiguous 16-bit parameters (`dtype` bfloat16 or float16)
+/// through float master weights: grad is widened, master, exp_avg and exp_avg_sq (float) are
+/// updated as adamw_step does for float, and param becomes the master rounded, in one pass.
+void adamw_master_step(DType dtype, int device, void* param, const void* grad, float* master, float* exp_avg,
+                       float* exp_avg_sq, std::int64_t n, const AdamWStepArgs& args, std::string_view op);
 /// One fused SGD update of `n` contiguous elements: param (and momentum_buffer, which may be
 /// null when args.use_momentum is false) updated in place from grad.
 void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
@@ -90,6 +96,10 @@ void dropout_backward(const StridedArg& grad_in, const void* mask, const Strided
 #else
 inline void adamw_step(DType, int, void*, const void*, void*, void*, std::int64_t, const AdamWStepArgs&,
                        std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void adamw_master_step(DType, int, void*, const void*, float*, float*, float*, std::int64_t, const AdamWStepArgs&,
+                              std::string_view op) {
   throw_no_cuda(op);
 }
 inline void sgd_step(DType, int, void*, const void*, void*, std::int64_t, const SGDStepArgs&, std::string_view op) {
