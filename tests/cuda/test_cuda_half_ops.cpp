@@ -1,9 +1,10 @@
 // CUDA parity of the ops that run 16-bit tensors directly on the GPU while the CPU runs them
 // through float: matmul, bmm and linear (cuBLAS with 16-bit inputs and output, fp32
-// accumulation), layer_norm and rms_norm, softmax and log_softmax, relu, gelu (both forms),
-// silu, cross_entropy, rope (a float table), and dropout (the same mask as the CPU, bit for bit). Both sides compute in float and round once, so values and
-// gradients agree within a few units in the last place of the 16-bit type (the GPU sums in
-// another order). Skips without a CUDA device.
+// accumulation; weight gradients summed over the batch in one GEMM, so rounded once),
+// layer_norm and rms_norm, softmax and log_softmax, relu, gelu (both forms), silu,
+// cross_entropy, rope (a float table), and dropout (the CPU's mask, bit for bit). Both sides
+// compute in float and round once, so values and gradients agree within a few units in the
+// last place of the 16-bit type (the GPU sums in another order). Skips without a CUDA device.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -36,6 +37,10 @@ TEST_CASE_TEMPLATE("cuda parity: 16-bit matmul, bmm and linear on cuBLAS", T, bf
   const auto bias = randn<T>({23}, gen);
   check_cpu_cuda_parity<T>([](const Inputs<T>& x) { return linear(x[0], x[1], x[2]); }, {a, w, bias}, tol, tol);
   check_cpu_cuda_parity<T>([](const Inputs<T>& x) { return linear(x[0], x[1]); }, {a, w}, tol, tol);
+  // The gradient of an operand broadcast over some batch dims only (summed over dim 0, kept
+  // over dim 1): the full product is summed in float, so it too is rounded once.
+  const auto a4 = randn<T>({2, 3, 17, 40}, gen);
+  check_cpu_cuda_parity<T>([](const Inputs<T>& x) { return matmul(x[0], x[1]); }, {a4, b}, tol, tol);
 }
 
 TEST_CASE_TEMPLATE("cuda parity: 16-bit layer_norm, rms_norm, softmax and log_softmax", T, bfloat16, float16) {

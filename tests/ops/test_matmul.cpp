@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "condense/core/factories.hpp"
@@ -347,6 +348,42 @@ TEST_CASE("size-0 dims") {
   auto q = ones<double>({3, 4}).requires_grad_();
   sum(matmul(p, q)).backward();
   CHECK(values(q.grad()) == std::vector<double>(12, 0.0));
+}
+
+TEST_CASE("batch_folded_into_contraction: one product equals the batch sum, as views where the layout allows") {
+  // The CUDA path of a c broadcast over the whole batch (a weight gradient) runs this fold;
+  // its views are checked here on the CPU against the sum of the per-entry products.
+  Generator gen(21);
+  struct Case {
+    std::string what;
+    Tensor<double> a, b;
+    Shape batch;
+    bool a_view, b_view;  // whether the fold can use views
+  };
+  const auto g = randn<double>({3, 5, 4}, gen);  // [B, T, out]
+  const auto x = randn<double>({3, 5, 6}, gen);  // [B, T, in]
+  const auto big = randn<double>({2, 3, 4, 5}, gen);
+  const std::vector<Case> cases = {
+      {"weight gradient: g^T @ x", g.transpose(-1, -2), x, Shape{3}, true, true},
+      {"row-major a (copied)", randn<double>({3, 4, 5}, gen), x, Shape{3}, false, true},
+      {"broadcast a (copied)", randn<double>({4, 5}, gen), x, Shape{3}, false, true},
+      {"transposed b (copied)", g.transpose(-1, -2), x.transpose(-1, -2).contiguous().transpose(-1, -2), Shape{3}, true,
+       false},
+      {"broadcast b (copied)", g.transpose(-1, -2), randn<double>({5, 6}, gen), Shape{3}, true, false},
+      {"two batch dims", big.transpose(-1, -2), randn<double>({2, 3, 4, 7}, gen), Shape{2, 3}, true, true},
+      {"empty batch", zeros<double>({0, 4, 5}), zeros<double>({0, 5, 6}), Shape{0}, false, true},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    const auto [fa, fb] = detail::batch_folded_into_contraction(c.a, c.b, c.batch);
+    const std::int64_t count = numel_of(c.batch);
+    CHECK(fa.shape() == Shape{c.a.size(-2), count * c.a.size(-1)});
+    CHECK(fb.shape() == Shape{count * c.b.size(-2), c.b.size(-1)});
+    CHECK(fa.storage().same_block(c.a.storage()) == c.a_view);
+    CHECK(fb.storage().same_block(c.b.storage()) == c.b_view);
+    const auto expected = sum_to(matmul(c.a, c.b), Shape{c.a.size(-2), c.b.size(-1)});
+    CHECK(max_abs_diff(matmul(fa, fb), expected) < 1e-12);
+  }
 }
 
 }  // namespace test_matmul

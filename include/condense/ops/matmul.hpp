@@ -160,10 +160,50 @@ void cuda_gemm_into(const Tensor<U>& a_in, const Tensor<U>& b_in, const Tensor<T
   cuda::gemm(g, op);
 }
 
+/// The operands of c (+)= sum over the batch of a @ b as one product with the batch folded
+/// into the contraction: a as [M, batch*K] and b as [batch*K, N] (views where the batch dims
+/// collapse onto K's stride, else copies laid out so they do; not recording).
+// a: [batch..., M, K], b: [batch..., K, N] -> [M, batch*K], [batch*K, N]
+template <Element T>
+std::pair<Tensor<T>, Tensor<T>> batch_folded_into_contraction(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch) {
+  const std::int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  Shape full_a = batch, full_b = batch;
+  full_a.push_back(M);
+  full_a.push_back(K);
+  full_b.push_back(K);
+  full_b.push_back(N);
+  // The stride of t's dim `d` counted from the end (-1: the last).
+  const auto stride = [](const Tensor<T>& t, int d) { return t.strides()[t.shape().size() - static_cast<std::size_t>(-d)]; };
+  // Dims (extent, stride) of `t`'s batch followed by its dim `inner`, collapsed to one.
+  const auto fold = [&](const Tensor<T>& t, int inner, std::int64_t* extent, std::int64_t* folded_stride) {
+    const auto strides = aligned_batch_strides(t, batch);
+    std::vector<std::pair<std::int64_t, std::int64_t>> dims;
+    for (std::size_t d = 0; d < batch.size(); ++d) dims.emplace_back(batch[d], strides[d]);
+    dims.emplace_back(t.size(inner), stride(t, inner));
+    return collapse_dims(dims, extent, folded_stride);
+  };
+  std::int64_t ka = 0, sa = 0, kb = 0, sb = 0;
+  Tensor<T> fa = a.detach();
+  if (!fold(fa, -1, &ka, &sa)) {
+    // [batch..., K, M] contiguous, seen as [batch..., M, K]: the batch and K collapse (stride M).
+    fa = contiguous(fa.expand(full_a).transpose(-1, -2)).transpose(-1, -2);
+    CONDENSE_CHECK(fold(fa, -1, &ka, &sa), "matmul", "cannot fold the batch of ", a.describe(), " into its columns");
+  }
+  Tensor<T> fb = b.detach();
+  if (!fold(fb, -2, &kb, &sb)) {
+    fb = contiguous(fb.expand(full_b));  // [batch..., K, N]: the batch and K collapse (stride N)
+    CONDENSE_CHECK(fold(fb, -2, &kb, &sb), "matmul", "cannot fold the batch of ", b.describe(), " into its rows");
+  }
+  return {Tensor<T>::from_storage(fa.storage(), Shape{M, ka}, Strides{stride(fa, -2), sa}, fa.offset()),
+          Tensor<T>::from_storage(fb.storage(), Shape{kb, N}, Strides{sb, stride(fb, -1)}, fb.offset())};
+}
+
 /// The CUDA form of matmul_into (same contract): one cuBLAS strided-batched GEMM
 /// (cuda_gemm_into), with float operands rounded to bfloat16 first when
 /// cuda::allow_bf16_matmul(). 16-bit operands give a 16-bit product (fp32 accumulation,
-/// one rounding). Batch dims c is broadcast over are computed in full and summed down.
+/// one rounding). A c broadcast over the whole batch (a weight gradient) is one GEMM with the
+/// batch folded into the contraction; a c broadcast over some batch dims only gets the full
+/// product summed down (computed in float for 16-bit operands, so still one rounding).
 template <NumericElement T>
 void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor<T>& c, const Shape& batch, bool accumulate) {
   constexpr std::string_view op = "matmul";
@@ -172,17 +212,35 @@ void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor
   } else {
     const std::int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
     const auto sc = aligned_batch_strides(c, batch);
-    bool reduced = false;
-    for (std::size_t d = 0; d < batch.size(); ++d) reduced = reduced || (batch[d] != 1 && sc[d] == 0);
+    bool reduced = false, kept = false;
+    for (std::size_t d = 0; d < batch.size(); ++d) {
+      reduced = reduced || (batch[d] != 1 && sc[d] == 0);
+      kept = kept || (batch[d] != 1 && sc[d] != 0);
+    }
+    if (reduced && !kept) {
+      const auto [fa, fb] = batch_folded_into_contraction(a_in, b_in, batch);
+      const std::size_t rank = c.shape().size();
+      const Tensor<T> c2 =
+          Tensor<T>::from_storage(c.storage(), Shape{M, N}, Strides{c.strides()[rank - 2], c.strides()[rank - 1]}, c.offset());
+      cuda_matmul_into(fa, fb, c2, Shape{}, accumulate);
+      return;
+    }
     if (reduced) {
       Shape full = batch;
       full.push_back(M);
       full.push_back(N);
-      const Tensor<T> product = Tensor<T>::empty(full, c.device());
-      cuda_matmul_into(a_in, b_in, product, batch, false);
-      const Tensor<T> summed = sum_to(product, c.shape());
+      using Wide = compute_type_t<T>;
+      const Tensor<Wide> product = Tensor<Wide>::empty(full, c.device());
+      if constexpr (std::is_same_v<Wide, T>) {
+        cuda_matmul_into(a_in, b_in, product, batch, false);
+      } else if (K == 0) {
+        cuda_fill(op, product, 0.0);
+      } else {  // float GEMMs of the widened operands (exact copies), never rounded to bfloat16
+        cuda_gemm_into(cast<Wide>(a_in.detach()), cast<Wide>(b_in.detach()), product, batch, false);
+      }
+      const Tensor<Wide> summed = sum_to(product, c.shape());
       if (accumulate) {
-        cuda::binary({cuda::BinaryOp::Add}, cuda_arg(op, c), cuda_arg(op, c), cuda_arg(op, summed), op);
+        cuda_copy_into(op, c, add(cast<Wide>(c.detach()), summed));
       } else {
         cuda_copy_into(op, c, summed);
       }
