@@ -17,6 +17,7 @@
 
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "half_test_util.hpp"
 
 namespace test_cuda_attention {
 
@@ -352,6 +353,19 @@ TEST_CASE("cuda attention: float16 tensors run where this build has kernels for 
   condense::testing::check_cpu_cuda_parity<float16>(
       [](const std::vector<Tensor<float16>>& x) { return attention(x[0], x[1], x[2], mask::Causal{}); }, {q, k, v}, 1e-2,
       1e-2);
+  // The bf16 mode of float attention leaves float16 inputs alone (bfloat16 would round them):
+  // the same output and gradients, bit for bit, with the mode on and off.
+  const auto run = [&](bool bf16_mode) {
+    const Bf16AttentionScope mode(bf16_mode);
+    std::vector<Tensor<float16>> leaves;
+    for (const auto& t : {q, k, v}) leaves.push_back(condense::testing::leaf_on(t, Device::cuda()));
+    const auto out = attention(leaves[0], leaves[1], leaves[2], mask::Causal{});
+    out.backward(ones<float16>(out.shape(), Device::cuda()));
+    std::vector<std::vector<std::uint16_t>> bits{condense::testing::bits(out.cpu())};
+    for (const auto& leaf : leaves) bits.push_back(condense::testing::bits(leaf.grad().cpu()));
+    return bits;
+  };
+  CHECK(run(true) == run(false));
 }
 
 TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 classification") {

@@ -92,6 +92,23 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
 }
 
 /// The launcher arguments of one CUDA attention call over contiguous tensors.
+/// True on a thread while attention_forward runs float16 inputs on the float kernels: their
+/// widened values must not be staged through bfloat16 (cuda::allow_bf16_attention() is a
+/// float model's opt-in, and bfloat16 would drop 3 of float16's significant bits).
+inline thread_local bool float16_on_float_attention = false;
+
+/// Sets float16_on_float_attention for its lifetime (restoring the previous value).
+class Float16OnFloatAttentionScope {
+ public:
+  Float16OnFloatAttentionScope() : previous_(float16_on_float_attention) { float16_on_float_attention = true; }
+  ~Float16OnFloatAttentionScope() { float16_on_float_attention = previous_; }
+  Float16OnFloatAttentionScope(const Float16OnFloatAttentionScope&) = delete;
+  Float16OnFloatAttentionScope& operator=(const Float16OnFloatAttentionScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 template <DifferentiableElement T>
 cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const Tensor<T>& q, const Tensor<T>& k,
                                         const Tensor<T>& v, const Tensor<T>& bias) {
@@ -107,7 +124,7 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   a.bias_heads = g.bias_heads;
   a.scale = g.scale;
   a.skip_tiles = g.skip_tiles;
-  a.bf16_tensor_cores = std::is_same_v<T, float> && cuda::allow_bf16_attention();
+  a.bf16_tensor_cores = std::is_same_v<T, float> && cuda::allow_bf16_attention() && !float16_on_float_attention;
   a.q = q.data();
   a.k = k.data();
   a.v = v.data();
@@ -297,6 +314,9 @@ AttentionResult<T> attention_forward(const Tensor<T>& q, const Tensor<T>& k, con
   if constexpr (HalfElement<T>) {
     if (!q.device().is_cuda() || !detail::cuda_attention_takes_half<T>(g.dim)) {
       using detail::widen_to_float;
+      // bfloat16 values survive bfloat16 staging exactly; float16 ones would not.
+      std::optional<detail::Float16OnFloatAttentionScope> keep_float;
+      if constexpr (std::is_same_v<T, float16>) keep_float.emplace();
       AttentionResult<float> wide = attention_forward(widen_to_float(q), widen_to_float(k), widen_to_float(v), policy,
                                                       options, widen_to_float(bias));
       return {cast<T>(wide.out), wide.lse, wide.tiles};
