@@ -16,6 +16,20 @@ using namespace detail;
 
 // ---- the maps --------------------------------------------------------------------------
 
+/// x^e with the CPU op's exact forms for e in {0, 1, 2, 3, -1, -2, 0.5} (ops/unary.hpp), so
+/// pow(x, 2) is x * x on both devices; other exponents use pow.
+template <class C>
+__device__ __forceinline__ C pow_scalar(C x, C e) {
+  if (e == C(2)) return x * x;
+  if (e == C(1)) return x;
+  if (e == C(0)) return C(1);
+  if (e == C(3)) return x * x * x;
+  if (e == C(-1)) return C(1) / x;
+  if (e == C(-2)) return C(1) / (x * x);
+  if (e == C(0.5)) return x == -C(INFINITY) ? C(INFINITY) : d_sqrt(x) + C(0);  // as pow: +0 and +inf
+  return d_pow(x, e);
+}
+
 template <class C>
 struct UnaryFn {
   UnaryOp code;
@@ -23,7 +37,7 @@ struct UnaryFn {
   __device__ __forceinline__ C operator()(C x) const {
     switch (code) {
       case UnaryOp::Neg: return -x;
-      case UnaryOp::Abs: return x < C(0) ? C(0) - x : x;
+      case UnaryOp::Abs: return d_abs(x);  // abs(-0) = +0, as std::abs
       case UnaryOp::Square: return x * x;
       case UnaryOp::Exp: return d_exp(x);
       case UnaryOp::Log: return d_log(x);
@@ -41,7 +55,7 @@ struct UnaryFn {
       case UnaryOp::AddScalar: return x + s0;
       case UnaryOp::MulScalar: return x * s0;
       case UnaryOp::RDivScalar: return s0 / x;
-      case UnaryOp::PowScalar: return d_pow(x, s0);
+      case UnaryOp::PowScalar: return pow_scalar(x, s0);
       case UnaryOp::Clamp: return x != x ? x : (x < s0 ? s0 : (x > s1 ? s1 : x));
       case UnaryOp::ClampMin: return x < s0 ? s0 : x;
       case UnaryOp::ClampMax: return x > s0 ? s0 : x;
@@ -68,7 +82,7 @@ struct BinaryFn {
       case BinaryOp::RsqrtGrad: return C(-0.5) * a * b * b * b;
       case BinaryOp::AbsGrad: return b > C(0) ? a : (b < C(0) ? -a : C(0));
       case BinaryOp::SquareGrad: return C(2) * a * b;
-      case BinaryOp::PowGrad: return s0 * a * d_pow(b, s0 - C(1));
+      case BinaryOp::PowGrad: return s0 * a * pow_scalar(b, s0 - C(1));
       case BinaryOp::TanhGrad: return a * (C(1) - b * b);
       case BinaryOp::SigmoidGrad: return a * b * (C(1) - b);
       case BinaryOp::ReluGrad: return b > C(0) ? a : C(0);
@@ -291,14 +305,14 @@ void unary(UnaryKernel kernel, const StridedArg& out, const StridedArg& in, std:
   if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
     dispatch_dtype<std::int32_t, std::int64_t>(out.dtype, op, [&](auto tag) {
       using T = decltype(tag);
-      launch_map<T>(out, IntUnaryFn<T>{kernel.code, static_cast<T>(kernel.s0), static_cast<T>(kernel.s1)}, op, in);
+      launch_map<T>(out, IntUnaryFn<T>{kernel.code, static_cast<T>(kernel.s0.integer), static_cast<T>(kernel.s1.integer)}, op, in);
     });
     return;
   }
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(out.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    launch_map<T>(out, UnaryFn<C>{kernel.code, static_cast<C>(kernel.s0), static_cast<C>(kernel.s1)}, op, in);
+    launch_map<T>(out, UnaryFn<C>{kernel.code, static_cast<C>(kernel.s0.real), static_cast<C>(kernel.s1.real)}, op, in);
   });
 }
 
@@ -309,14 +323,14 @@ void binary(BinaryKernel kernel, const StridedArg& out, const StridedArg& a, con
   if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
     dispatch_dtype<std::int32_t, std::int64_t>(out.dtype, op, [&](auto tag) {
       using T = decltype(tag);
-      launch_map<T>(out, IntBinaryFn<T>{kernel.code, static_cast<T>(kernel.s0), static_cast<T>(kernel.s1)}, op, a, b);
+      launch_map<T>(out, IntBinaryFn<T>{kernel.code, static_cast<T>(kernel.s0.integer), static_cast<T>(kernel.s1.integer)}, op, a, b);
     });
     return;
   }
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(out.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    launch_map<T>(out, BinaryFn<C>{kernel.code, static_cast<C>(kernel.s0), static_cast<C>(kernel.s1)}, op, a, b);
+    launch_map<T>(out, BinaryFn<C>{kernel.code, static_cast<C>(kernel.s0.real), static_cast<C>(kernel.s1.real)}, op, a, b);
   });
 }
 

@@ -1,9 +1,13 @@
 // The host-side part of the CUDA launch path, which runs without a GPU: dim coalescing of
 // launcher operands, operand descriptions with broadcast strides, which policies have CUDA
 // attention kernels and how attention() takes query offsets and key padding out of the
-// combinators around a policy, and the errors a CPU-only build gives for CUDA tensors.
+// combinators around a policy, the elementwise kernels' scalar parameters (exact int64), and
+// the errors a CPU-only build gives for CUDA tensors.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "condense/backend/cuda/attention.hpp"
@@ -83,6 +87,29 @@ static_assert(cuda::attention_kernels_built<mask::Gist>::value);
 static_assert(!cuda::attention_kernels_built<mask::Intersect<mask::KeyPadding, mask::Causal>>::value);
 
 #if !CONDENSE_WITH_CUDA
+TEST_CASE("cuda launch args: elementwise scalars stay exact for int64 and saturate from doubles") {
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  const std::int64_t odd = (std::int64_t{1} << 53) + 1;  // no double holds it
+  CHECK(cuda::MapScalar(odd).integer == odd);
+  CHECK(cuda::MapScalar(max).integer == max);
+  CHECK(cuda::MapScalar(min).integer == min);
+  CHECK(cuda::MapScalar(std::int32_t{-7}).integer == -7);
+  CHECK(cuda::MapScalar(std::int32_t{-7}).real == -7.0);
+  CHECK(cuda::MapScalar(2.5).real == 2.5);
+  CHECK(cuda::MapScalar(2.5f).real == 2.5);
+  CHECK(cuda::MapScalar(-2.5).integer == -2);
+  CHECK(cuda::MapScalar(1e300).integer == max);
+  CHECK(cuda::MapScalar(-1e300).integer == min);
+  CHECK(cuda::MapScalar(0x1p63).integer == max);
+  CHECK(cuda::MapScalar(-0x1p63).integer == min);
+  CHECK(cuda::MapScalar(std::nan("")).integer == 0);
+  // A kernel built from an op's integer bounds carries them exactly.
+  const cuda::UnaryKernel clamp_kernel{cuda::UnaryOp::Clamp, odd, max};
+  CHECK(clamp_kernel.s0.integer == odd);
+  CHECK(clamp_kernel.s1.integer == max);
+}
+
 TEST_CASE("cuda launch args: a CPU-only build names the op when asked for CUDA") {
   CHECK_FALSE(cuda::is_available());
   CHECK_THROWS_WITH_AS(zeros<float>({2}, Device::cuda()), doctest::Contains("built without CUDA"), Error);

@@ -209,7 +209,7 @@ namespace detail {
 /// a + s, with s in the compute type (so a 16-bit tensor can take a float scalar unrounded).
 template <NumericElement T>
 Tensor<T> add_scalar(const Tensor<T>& a, compute_type_t<T> s) {
-  Tensor<T> out = unary_map("add", a, in_compute_type<T>([s](auto x) { return x + s; }), {cuda::UnaryOp::AddScalar, double(s)});
+  Tensor<T> out = unary_map("add", a, in_compute_type<T>([s](auto x) { return x + s; }), {cuda::UnaryOp::AddScalar, s});
   if constexpr (DifferentiableElement<T>) {
     record<T>("add_scalar", out, {a}, [](const Tensor<T>& g, GradSink& sink) { sink.add(0, g); });
   }
@@ -219,7 +219,7 @@ Tensor<T> add_scalar(const Tensor<T>& a, compute_type_t<T> s) {
 /// a * s, with s in the compute type.
 template <NumericElement T>
 Tensor<T> mul_scalar(const Tensor<T>& a, compute_type_t<T> s) {
-  Tensor<T> out = unary_map("mul", a, in_compute_type<T>([s](auto x) { return x * s; }), {cuda::UnaryOp::MulScalar, double(s)});
+  Tensor<T> out = unary_map("mul", a, in_compute_type<T>([s](auto x) { return x * s; }), {cuda::UnaryOp::MulScalar, s});
   if constexpr (DifferentiableElement<T>) {
     record<T>("mul_scalar", out, {a}, [s](const Tensor<T>& g, GradSink& sink) { sink.add(0, mul_scalar(g, s)); });
   }
@@ -257,10 +257,10 @@ namespace detail {
 /// s / a, with s in the compute type.
 template <DifferentiableElement T>
 Tensor<T> rdiv_scalar(compute_type_t<T> s, const Tensor<T>& a) {
-  Tensor<T> out = unary_map("rdiv", a, in_compute_type<T>([s](auto x) { return s / x; }), {cuda::UnaryOp::RDivScalar, double(s)});
+  Tensor<T> out = unary_map("rdiv", a, in_compute_type<T>([s](auto x) { return s / x; }), {cuda::UnaryOp::RDivScalar, s});
   record<T>("rdiv", out, {a}, [s, a = a.detach()](const Tensor<T>& g, GradSink& sink) {
     sink.add(0, binary_map<T>("rdiv backward", g, a, in_compute_type<T>([s](auto gv, auto x) { return -gv * s / (x * x); }),
-                              {cuda::BinaryOp::RDivGrad, double(s)}));
+                              {cuda::BinaryOp::RDivGrad, s}));
   });
   return out;
 }

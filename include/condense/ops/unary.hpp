@@ -479,7 +479,7 @@ Tensor<T> pow(const Tensor<T>& t, std::type_identity_t<T> exponent) {
     CONDENSE_CHECK(e >= 0, "pow", "integer tensors cannot be raised to a negative power, got exponent ", e, " for ",
                    t.describe());
     return detail::unary_map("pow", t, [e](T x) { return detail::int_pow(x, e); },
-                             {cuda::UnaryOp::PowScalar, static_cast<double>(e)});
+                             {cuda::UnaryOp::PowScalar, e});
   } else {
     Tensor<T> out;
     if (t.defined() && t.device().is_cuda()) {
@@ -545,13 +545,13 @@ Tensor<T> clamp(const Tensor<T>& t, std::optional<std::type_identity_t<T>> lo, s
   if (lo && hi) {
     const T l = *lo, h = *hi;
     out = detail::unary_map("clamp", t, [l, h](T x) { return std::min(std::max(x, l), h); },
-                            {cuda::UnaryOp::Clamp, double(l), double(h)});
+                            {cuda::UnaryOp::Clamp, l, h});
   } else if (lo) {
     const T l = *lo;
-    out = detail::unary_map("clamp", t, [l](T x) { return std::max(x, l); }, {cuda::UnaryOp::ClampMin, double(l)});
+    out = detail::unary_map("clamp", t, [l](T x) { return std::max(x, l); }, {cuda::UnaryOp::ClampMin, l});
   } else {
     const T h = *hi;
-    out = detail::unary_map("clamp", t, [h](T x) { return std::min(x, h); }, {cuda::UnaryOp::ClampMax, double(h)});
+    out = detail::unary_map("clamp", t, [h](T x) { return std::min(x, h); }, {cuda::UnaryOp::ClampMax, h});
   }
   if constexpr (!detail::is_integer_element<T>) {
     record<T>("clamp", out, {t}, [x = t.detach(), lo, hi](const Tensor<T>& g, GradSink& s) {

@@ -9,6 +9,7 @@
 // tested on the CPU.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <string_view>
@@ -109,12 +110,35 @@ enum class BinaryOp : std::uint8_t {
   ClampGrad,           ///< s0 <= b <= s1 ? a : 0  (b = x)
 };
 
+/// A scalar parameter of an elementwise kernel, exact for every element type: the floating
+/// kernels read `real`, the integer kernels `integer` (a double would round an int64 beyond
+/// 2^53, and turn INT64_MAX into 2^63, which no int64 holds).
+struct MapScalar {
+  double real = 0;
+  std::int64_t integer = 0;
+
+  constexpr MapScalar() = default;
+  /// An integer scalar, exact in both forms where a double can hold it.
+  template <std::integral S>
+  constexpr MapScalar(S value) : real(static_cast<double>(value)), integer(static_cast<std::int64_t>(value)) {}
+  /// A floating scalar; its integer form saturates (NaN gives 0).
+  constexpr MapScalar(double value) : real(value), integer(saturated_int64(value)) {}
+
+ private:
+  static constexpr std::int64_t saturated_int64(double v) {
+    if (!(v == v)) return 0;
+    if (v >= 0x1p63) return INT64_MAX;
+    if (v < -0x1p63) return INT64_MIN;
+    return static_cast<std::int64_t>(v);
+  }
+};
+
 /// The CUDA side of an elementwise op: its code and scalar parameters.
 template <class Code>
 struct MapKernel {
   Code code;
-  double s0 = 0;
-  double s1 = 0;
+  MapScalar s0 = {};
+  MapScalar s1 = {};
 };
 using UnaryKernel = MapKernel<UnaryOp>;
 using BinaryKernel = MapKernel<BinaryOp>;
