@@ -143,21 +143,6 @@ __global__ void sum_partials(const double* partial, int count, double* out) {
   if (threadIdx.x == 0) *out = total;
 }
 
-/// Device scratch memory from the caching allocator, returned on scope exit (stream order
-/// keeps it alive for the kernels already queued).
-class Scratch {
- public:
-  Scratch(std::size_t bytes, int device, std::string_view op) : device_(device), ptr_(allocate(bytes, device, op)) {}
-  ~Scratch() { deallocate(ptr_, device_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  void* get() const { return ptr_; }
-
- private:
-  int device_;
-  void* ptr_;
-};
-
 /// The host scalars of one AdamW update converted to the compute type C (as the CPU loop
 /// converts them to T).
 template <class C>
@@ -232,7 +217,7 @@ void sum_of_squares(DType dtype, int device, const void* x, std::int64_t n, doub
       check_launch(op);
       return;
     }
-    const Scratch partial(blocks * sizeof(double), device, op);
+    const DeviceScratch partial(blocks * sizeof(double), device, op);
     double* partials = static_cast<double*>(partial.get());
     sum_of_squares_partial<T><<<blocks, sum_threads, 0, stream>>>(in, n, partials);
     check_launch(op);

@@ -1,8 +1,10 @@
 // Reduction and row-wise CUDA kernels: sum, mean, max and min over the trailing dims of
 // a strided view (one block per output row for long rows, one thread per row for short
-// ones); softmax / log_softmax forward and backward, logsumexp, and the backward rules of
-// amax/amin and logsumexp over contiguous rows (one block per row). Accumulation is in
-// float for float and the 16-bit types, double for double.
+// ones, column tiles with interleaved slices when the outputs are adjacent in memory and the
+// reduced dims outer); softmax / log_softmax forward and backward, logsumexp, and the
+// backward rules of amax/amin and logsumexp over contiguous rows (one block per row).
+// Accumulation is in float for float and the 16-bit types, double for double.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -98,6 +100,62 @@ __global__ void reduce_thread_per_row(T* out, const T* in, RowsAndCols layout, s
   }
 }
 
+/// Outputs per block of reduce_columns (one warp reads 32 adjacent elements) and the row
+/// groups that share a block.
+constexpr int column_tile = 32;
+constexpr int column_groups = 8;
+
+/// Reductions whose outputs are adjacent in memory while the reduced dims are outer (a bias
+/// gradient, [N, out] -> [out]): block (32, 8) covers 32 outputs, so each warp reads 32
+/// consecutive elements; blockIdx.y picks one of `splits` interleaved slices of the reduced
+/// positions. Each thread combines its positions in order, the 8 groups combine in order in
+/// shared memory, and the block writes the output (splits == 1) or its slice's partial
+/// (partial[y * rows + r]), so the order depends on the shape alone.
+template <class T, class A, class Acc>
+__global__ void reduce_columns(T* out, A* partial, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols,
+                               int splits, Acc acc) {
+  __shared__ A tile[column_groups][column_tile];
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * column_tile + threadIdx.x;
+  A value = acc.init();
+  if (r < rows) {
+    const T* base = in + layout.rows.offset(r);
+    const std::int64_t step = static_cast<std::int64_t>(column_groups) * splits;
+    for (std::int64_t c = static_cast<std::int64_t>(blockIdx.y) * column_groups + threadIdx.y; c < cols; c += step)
+      value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
+  }
+  tile[threadIdx.y][threadIdx.x] = value;
+  __syncthreads();
+  if (threadIdx.y == 0 && r < rows) {
+    A total = tile[0][threadIdx.x];
+    for (int g = 1; g < column_groups; ++g) total = acc.combine(total, tile[g][threadIdx.x]);
+    if (splits == 1) {
+      out[r] = to_element<T>(finish<T>(acc, total, cols));
+    } else {
+      partial[static_cast<std::int64_t>(blockIdx.y) * rows + r] = total;
+    }
+  }
+}
+
+/// out[r] = the `splits` partials of output r combined in slice order.
+template <class T, class A, class Acc>
+__global__ void combine_column_partials(T* out, const A* partial, std::int64_t rows, std::int64_t cols, int splits, Acc acc) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
+    A total = partial[r];
+    for (int s = 1; s < splits; ++s) total = acc.combine(total, partial[static_cast<std::int64_t>(s) * rows + r]);
+    out[r] = to_element<T>(finish<T>(acc, total, cols));
+  }
+}
+
+/// Slices of the reduced positions for reduce_columns: enough blocks to fill the device
+/// (about 1024), each thread still combining at least 16 positions, at most 1024 slices.
+inline int column_splits(std::int64_t rows, std::int64_t cols) {
+  const std::int64_t tiles = (rows + column_tile - 1) / column_tile;
+  std::int64_t splits = 1024 / tiles;
+  splits = std::min<std::int64_t>(splits, cols / (column_groups * 16));
+  return static_cast<int>(std::clamp<std::int64_t>(splits, 1, 1024));
+}
+
 template <class T, class A, class Acc>
 void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims, Acc acc, std::string_view op) {
   RowsAndCols layout;
@@ -121,6 +179,27 @@ void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims
   const cudaStream_t stream = stream_of(out.device);
   T* o = static_cast<T*>(out.data);
   const T* x = static_cast<const T*>(in.data);
+  // Outputs adjacent in memory (innermost kept dim of stride 1 and at least 16 long) with
+  // outer reduced dims: a block per output would read one element per 32-byte sector.
+  const bool adjacent_outputs = kept > 0 && layout.rows.strides[kept - 1] == 1 && layout.rows.sizes[kept - 1] >= 16;
+  if (cols >= 64 && adjacent_outputs) {
+    const int splits = column_splits(rows, cols);
+    const dim3 grid(static_cast<unsigned>((rows + column_tile - 1) / column_tile), static_cast<unsigned>(splits));
+    const dim3 block(column_tile, column_groups);
+    if (splits == 1) {
+      reduce_columns<T, A><<<grid, block, 0, stream>>>(o, static_cast<A*>(nullptr), x, layout, rows, cols, 1, acc);
+      check_launch(op);
+      return;
+    }
+    const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
+    A* partials = static_cast<A*>(partial.get());
+    reduce_columns<T, A><<<grid, block, 0, stream>>>(o, partials, x, layout, rows, cols, splits, acc);
+    check_launch(op);
+    combine_column_partials<T, A><<<grid_for(rows, reduce_threads), reduce_threads, 0, stream>>>(o, partials, rows, cols,
+                                                                                                   splits, acc);
+    check_launch(op);
+    return;
+  }
   if (cols >= 64) {
     const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
     reduce_block_per_row<T, A><<<blocks, reduce_threads, 0, stream>>>(o, x, layout, rows, cols, acc);

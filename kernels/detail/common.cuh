@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
@@ -32,6 +33,22 @@ inline void check_launch(std::string_view op) { check(cudaGetLastError(), op, "k
 
 /// Makes `device` current for the calling thread (throws naming `op`).
 inline void use_device(int device, std::string_view op) { check(cudaSetDevice(device), op, "cudaSetDevice"); }
+
+/// Device scratch memory from the caching allocator, returned on scope exit (stream order
+/// keeps it alive for the kernels already queued on the current stream).
+class DeviceScratch {
+ public:
+  DeviceScratch(std::size_t bytes, int device, std::string_view op)
+      : device_(device), ptr_(::condense::cuda::allocate(bytes, device, op)) {}
+  ~DeviceScratch() { ::condense::cuda::deallocate(ptr_, device_); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  void* get() const { return ptr_; }
+
+ private:
+  int device_;
+  void* ptr_;
+};
 
 /// The calling thread's current stream for `device`.
 inline cudaStream_t stream_of(int device) { return static_cast<cudaStream_t>(current_stream(device)); }
@@ -79,6 +96,7 @@ template <class C> __device__ __forceinline__ C d_rsqrt(C x) { if constexpr (std
 template <class C> __device__ __forceinline__ C d_tanh(C x) { if constexpr (std::is_same_v<C, float>) return tanhf(x); else return tanh(x); }
 template <class C> __device__ __forceinline__ C d_erf(C x) { if constexpr (std::is_same_v<C, float>) return erff(x); else return erf(x); }
 template <class C> __device__ __forceinline__ C d_pow(C x, C e) { if constexpr (std::is_same_v<C, float>) return powf(x, e); else return pow(x, e); }
+template <class C> __device__ __forceinline__ C d_abs(C x) { if constexpr (std::is_same_v<C, float>) return fabsf(x); else return fabs(x); }
 
 /// Overflow-free logistic function: from e = exp(-|x|); NaN stays NaN.
 template <class C>
