@@ -22,6 +22,32 @@ namespace {
 
 using detail::check;
 
+/// Makes `device` the calling thread's current device for its lifetime and then restores the
+/// caller's (an allocation must not change cuda::current_device() under the user).
+class CurrentDeviceScope {
+ public:
+  explicit CurrentDeviceScope(int device) noexcept {
+    if (cudaGetDevice(&previous_) != cudaSuccess) {
+      cudaGetLastError();
+      previous_ = -1;
+    }
+    ok_ = previous_ == device || cudaSetDevice(device) == cudaSuccess;
+  }
+  ~CurrentDeviceScope() {
+    int now = -1;
+    if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+    cudaGetLastError();
+  }
+  CurrentDeviceScope(const CurrentDeviceScope&) = delete;
+  CurrentDeviceScope& operator=(const CurrentDeviceScope&) = delete;
+  /// Whether the device was made current.
+  bool ok() const { return ok_; }
+
+ private:
+  int previous_ = -1;
+  bool ok_ = false;
+};
+
 /// cudaMalloc / cudaFree of one device, for BlockCache. Every size is cached; sizes up to
 /// 4 KiB round to 512 bytes.
 struct DeviceRawMemory {
@@ -29,15 +55,16 @@ struct DeviceRawMemory {
   static constexpr std::size_t small_granule = 512;
   int device = 0;
   void* allocate(std::size_t bytes) noexcept {
+    const CurrentDeviceScope scope(device);
     void* p = nullptr;
-    if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&p, bytes) != cudaSuccess) {
+    if (!scope.ok() || cudaMalloc(&p, bytes) != cudaSuccess) {
       cudaGetLastError();
       return nullptr;
     }
     return p;
   }
   void free(void* p, std::size_t) noexcept {
-    cudaSetDevice(device);
+    const CurrentDeviceScope scope(device);
     cudaFree(p);  // synchronises the device, so no queued kernel still reads the block
   }
 };
