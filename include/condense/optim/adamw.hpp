@@ -76,29 +76,17 @@ class AdamW {
   /// Applies one update to every parameter that has a gradient, then counts the step.
   void step() {
     NoGradGuard no_grad;
-    struct Active {
-      std::size_t index;
-      Tensor<T> grad;
-      cuda::AdamWStepArgs args;
-    };
-    std::vector<Active> active;
     std::vector<std::int64_t> sizes;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto& [name, p] = params_[i];
-      Tensor<T> g = detail::usable_grad<T>("AdamW", name, p);
-      if (!g.defined()) continue;
-      active.push_back({i, std::move(g), count_update(i)});
-      sizes.push_back(p.numel());
-    }
+    const auto active = plan_updates(params_, sizes);
     if (params_.front().second.device().is_cuda()) {
-      for (const Active& a : active) {
+      for (const auto& a : active) {
         const Tensor<T>& p = params_[a.index].second;
         cuda::adamw_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), exp_avg_[a.index].data(),
                          exp_avg_sq_[a.index].data(), p.numel(), a.args, "AdamW");
       }
     } else {
       detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
-        const Active& a = active[slot];
+        const auto& a = active[slot];
         // Blocks small enough for the four passes of update_block to stay in L1.
         for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
           const std::int64_t n = std::min(e, b0 + detail::update_block) - b0;
@@ -184,6 +172,31 @@ class AdamW {
   template <DifferentiableElement U>
   friend class AdamW;
 
+  /// One parameter's share of a step: its index, its gradient (contiguous) and the scalars of
+  /// its update.
+  template <DifferentiableElement G>
+  struct Update {
+    std::size_t index;
+    Tensor<G> grad;
+    cuda::AdamWStepArgs args;
+  };
+
+  /// The updates of this step, for the parameters in `params` (this optimizer's, or the 16-bit
+  /// parameters its masters stand for) that have a gradient, counting one update of each;
+  /// appends their sizes to `sizes`. Checks every gradient before counting any update.
+  template <DifferentiableElement G>
+  std::vector<Update<G>> plan_updates(const NamedTensors<G>& params, std::vector<std::int64_t>& sizes) {
+    std::vector<Tensor<G>> grads;
+    for (const auto& [name, p] : params) grads.push_back(detail::usable_grad<G>("AdamW", name, p));
+    std::vector<Update<G>> updates;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      updates.push_back({i, std::move(grads[i]), count_update(i)});
+      sizes.push_back(params[i].second.numel());
+    }
+    return updates;
+  }
+
   /// Counts one more update of parameter i and returns the scalars of that update.
   cuda::AdamWStepArgs count_update(std::size_t i) {
     const std::int64_t t = ++param_steps_[i];
@@ -243,22 +256,10 @@ class AdamW<T> : public detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOpti
     const NamedTensors<T>& params = this->weights_.parameters();
     const NamedTensors<float>& masters = this->weights_.masters();
     AdamW<float>& opt = this->master_;
-    struct Active {
-      std::size_t index;
-      Tensor<T> grad;
-      cuda::AdamWStepArgs args;
-    };
-    std::vector<Active> active;
     std::vector<std::int64_t> sizes;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const auto& [name, p] = params[i];
-      Tensor<T> g = detail::usable_grad<T>("AdamW", name, p);
-      if (!g.defined()) continue;
-      active.push_back({i, std::move(g), opt.count_update(i)});
-      sizes.push_back(p.numel());
-    }
+    const auto active = opt.plan_updates(params, sizes);
     if (params.front().second.device().is_cuda()) {
-      for (const Active& a : active) {
+      for (const auto& a : active) {
         const Tensor<T>& p = params[a.index].second;
         cuda::adamw_master_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), masters[a.index].second.data(),
                                 opt.exp_avg_[a.index].data(), opt.exp_avg_sq_[a.index].data(), p.numel(), a.args,
@@ -266,7 +267,7 @@ class AdamW<T> : public detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOpti
       }
     } else {
       detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
-        const Active& a = active[slot];
+        const auto& a = active[slot];
         alignas(64) float widened[detail::update_block];
         for (std::int64_t b0 = b; b0 < e; b0 += detail::update_block) {
           const std::int64_t n = std::min(e, b0 + detail::update_block) - b0;
