@@ -110,6 +110,42 @@ TEST_CASE("cuda parity: integer elementwise maps and division by zero") {
   for (std::int64_t e : {0, 1, 3, 7, 40})  // 40 wraps around, as on the CPU
     CHECK(values(pow(da, e).cpu()) == values(pow(a, e)));
   CHECK_THROWS_WITH_AS(da / zeros<std::int64_t>({4}, Device::cuda()), doctest::Contains("integer division by zero"), Error);
+  // int64 scalars reach the kernels exactly: beyond 2^53, and INT64_MAX as a clamp bound.
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  const auto big = tensor<std::int64_t>({1, -3, max - 5, std::numeric_limits<std::int64_t>::min()});
+  const auto dbig = big.to(Device::cuda());
+  const std::int64_t odd = (std::int64_t{1} << 53) + 1;
+  CHECK((dbig + odd).cpu().to_vector() == (big + odd).to_vector());
+  CHECK((dbig * std::int64_t{3}).cpu().to_vector() == (big * std::int64_t{3}).to_vector());
+  CHECK(clamp(dbig, std::nullopt, max).cpu().to_vector() == big.to_vector());
+  CHECK(clamp(dbig, odd, max).cpu().to_vector() == clamp(big, odd, max).to_vector());
+}
+
+TEST_CASE_TEMPLATE("cuda parity: abs of -0 and pow's exact exponents, bit for bit", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  const auto x = tensor<T>({-0.0, 0.0, -1.5, 2.0, 3.0, -inf, inf, 0.1, -7.25});
+  const auto dx = x.to(Device::cuda());
+  const auto bits_equal = [](const Tensor<T>& got, const Tensor<T>& want) {
+    const auto g = got.cpu().to_vector(), w = want.to_vector();
+    REQUIRE(g.size() == w.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      CAPTURE(i);
+      if (std::isnan(w[i])) {
+        CHECK(std::isnan(g[i]));  // the sign of a NaN is the hardware's
+      } else {
+        CHECK(g[i] == w[i]);
+        CHECK(std::signbit(g[i]) == std::signbit(w[i]));
+      }
+    }
+  };
+  bits_equal(abs(dx), abs(x));  // +0 for -0, as std::abs
+  for (const T e : {T(0), T(1), T(2), T(3), T(-1), T(-2), T(0.5)}) {
+    CAPTURE(e);
+    bits_equal(pow(dx, e), pow(x, e));
+  }
+  // The gradient of pow(x, 3) reads x^2, the same exact form on both devices.
+  check_cpu_cuda_parity<T>([](const auto& v) { return pow(v[0], T(3)); }, {tensor<T>({-1.5, 0.25, 3.0})}, 0.0, 0.0);
 }
 
 TEST_CASE_TEMPLATE("cuda parity: reductions", T, float, double) {
@@ -132,6 +168,24 @@ TEST_CASE_TEMPLATE("cuda parity: reductions", T, float, double) {
   // long rows take the block-per-row kernel, short ones the thread-per-row kernel
   check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {1}); }, {randn<T>({3, 5000}, gen)}, tol, tol);
   check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0], {1}); }, {randn<T>({3000, 3}, gen)}, tol, tol);
+  // Outputs adjacent in memory with the reduced dims outer take the column kernel: in slices
+  // combined by a second pass ([5000, 77] over dim 0, a bias gradient's sum_to), or in one
+  // pass ([100, 20]); amax there too, with a NaN that must win its column, exactly. The long
+  // sums add positive values: the CPU adds a column's 5000 floats one by one, and with random
+  // signs that order alone would put sums near 0 outside a relative tolerance.
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {0}); }, {uniform<T>({5000, 77}, 0.5, 1.5, gen)}, tol,
+                           tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0], {0}); }, {randn<T>({100, 20}, gen)}, tol, tol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum_to(v[0], Shape{50}); }, {uniform<T>({40, 30, 50}, 0.5, 1.5, gen)},
+                           tol, tol);
+  auto with_nan = randn<T>({300, 40}, gen);
+  with_nan.data()[7 * 40 + 3] = std::numeric_limits<T>::quiet_NaN();
+  const auto max_cpu = amax(with_nan, {0}), max_gpu = amax(with_nan.to(Device::cuda()), {0}).cpu();
+  CHECK(std::isnan(values(max_gpu)[3]));
+  for (std::int64_t c = 0; c < 40; ++c)
+    if (c != 3) CHECK(values(max_gpu)[static_cast<std::size_t>(c)] == values(max_cpu)[static_cast<std::size_t>(c)]);
+  const auto counts = randint<std::int64_t>({700, 33}, -1000, 1000, gen);
+  CHECK(sum(counts.to(Device::cuda()), {0}).cpu().to_vector() == sum(counts, {0}).to_vector());
   // empty reductions: sum 0, mean NaN
   const auto empty = zeros<T>({3, 0}, Device::cuda());
   CHECK(values(sum(empty, {1}).cpu()) == std::vector<double>{0, 0, 0});
