@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <sstream>
@@ -46,6 +47,21 @@ bool allclose(const Tensor<T>& a, const Tensor<T>& b, double rtol = 1e-5, double
 
 /// Argument list type of functions under gradcheck.
 using GradInputs = std::vector<Tensor<double>>;
+
+/// Largest |element| of a tensor on any device (0 for an empty tensor).
+template <Element T>
+double max_abs(const Tensor<T>& t) {
+  double m = 0.0;
+  for (const T v : t.cpu().to_vector()) m = std::max(m, std::abs(convert_element<double>(v)));
+  return m;
+}
+
+/// max |got - want| / max(max |want|, floor): the error relative to the reference's largest
+/// entry (`floor` keeps an all-zero reference from dividing by zero). Tensors on any device.
+template <Element T>
+double relative_error(const Tensor<T>& got, const Tensor<T>& want, double floor = 1e-30) {
+  return max_abs_diff(got.cpu(), want.cpu()) / std::max(max_abs(want), floor);
+}
 
 /// Values of a tensor as doubles (for CHECK comparisons against literals).
 template <Element T>

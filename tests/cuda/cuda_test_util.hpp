@@ -1,10 +1,12 @@
-// Helpers of the CUDA parity tests: the skip-without-device guard and CPU-vs-CUDA
-// comparisons of values and gradients.
+// Helpers of the CUDA parity tests: the skip-without-device guard, the skip for element
+// types this build has no attention kernels for, and CPU-vs-CUDA comparisons of values and
+// gradients.
 #pragma once
 
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "condense/backend/cuda/runtime.hpp"
@@ -19,6 +21,23 @@
       return;                             \
     }                                     \
   } while (0)
+
+/// Skips the test (with a message) when this build has no CUDA attention kernels for element
+/// type T: double attention needs CONDENSE_CUDA_ATTENTION_ALL (float16 without it runs on the
+/// float kernels, so it needs nothing).
+#if defined(CONDENSE_CUDA_ATTENTION_ALL) && CONDENSE_CUDA_ATTENTION_ALL
+#define CONDENSE_REQUIRE_CUDA_ATTENTION_FOR(T) \
+  do {                                         \
+  } while (0)
+#else
+#define CONDENSE_REQUIRE_CUDA_ATTENTION_FOR(T)                                                        \
+  do {                                                                                               \
+    if (std::is_same_v<T, double>) {                                                                 \
+      MESSAGE("SKIPPED: no double CUDA attention kernels in this build (CONDENSE_CUDA_ATTENTION_ALL)"); \
+      return;                                                                                        \
+    }                                                                                                \
+  } while (0)
+#endif
 
 namespace condense::testing {
 

@@ -28,7 +28,9 @@
 namespace test_half_models {
 
 using namespace condense;
+using condense::testing::max_abs;
 using condense::testing::max_abs_diff;
+using condense::testing::relative_error;
 
 namespace {
 
@@ -56,17 +58,6 @@ void round_in_place(const nn::Module<float>& m) {
   }
 }
 
-/// max |b|.
-double max_abs(const Tensor<float>& b) {
-  double scale = 0.0;
-  for (const float x : b.contiguous().to_vector()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-  return scale;
-}
-
-/// max |a - b| / max(max |b|, floor).
-double relative_diff(const Tensor<float>& a, const Tensor<float>& b, double floor = 1e-30) {
-  return max_abs_diff(a, b) / std::max(max_abs(b), floor);
-}
 
 /// Logits and the loss gradient of a 16-bit DecoderLM against the float model with the same
 /// (rounded) weights: relative error a few 16-bit ulps at most.
@@ -85,7 +76,7 @@ void check_decoder_against_float(const nn::DecoderLMOptions& options) {
   const Tensor<float> expected = wide.forward(ids, mask::Causal{});
   CHECK(logits.dtype() == dtype_of<T>);
   const double eps = std::is_same_v<T, bfloat16> ? 0x1p-8 : 0x1p-11;  // half an ulp
-  CHECK(relative_diff(logits.template cast<float>(), expected) < 16 * eps);
+  CHECK(relative_error(logits.template cast<float>(), expected) < 16 * eps);
 
   cross_entropy(logits.reshape({B * L, options.vocab_size}), targets).backward();
   cross_entropy(expected.reshape({B * L, options.vocab_size}), targets).backward();
@@ -100,7 +91,7 @@ void check_decoder_against_float(const nn::DecoderLMOptions& options) {
     // Gradients pass through every layer's rounding: a looser bound, far below a wrong rule.
     // Gradients that vanish in exact arithmetic (the key bias: softmax ignores a constant
     // added to a row's scores) are compared against a floor of 1e-3 of the largest one.
-    CHECK(relative_diff(hp[i].second.grad().template cast<float>(), wp[i].second.grad(), 1e-3 * largest) < 128 * eps);
+    CHECK(relative_error(hp[i].second.grad().template cast<float>(), wp[i].second.grad(), 1e-3 * largest) < 128 * eps);
   }
 }
 
@@ -124,7 +115,7 @@ TEST_CASE("16-bit EncoderDecoder: logits of the float model") {
   const auto src = randint<std::int64_t>({2, 9}, 0, 30, gen), tgt = randint<std::int64_t>({2, 7}, 0, 30, gen);
   const Tensor<bfloat16> logits = half.decode(tgt, half.encode(src));
   const Tensor<float> expected = wide.decode(tgt, wide.encode(src));
-  CHECK(relative_diff(logits.cast<float>(), expected) < 16 * 0x1p-8);
+  CHECK(relative_error(logits.cast<float>(), expected) < 16 * 0x1p-8);
 }
 
 TEST_CASE("bfloat16 DecoderLM trains with AdamW<bfloat16>") {
