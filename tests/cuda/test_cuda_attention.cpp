@@ -354,7 +354,8 @@ TEST_CASE("cuda attention: float16 tensors run where this build has kernels for 
       [](const std::vector<Tensor<float16>>& x) { return attention(x[0], x[1], x[2], mask::Causal{}); }, {q, k, v}, 1e-2,
       1e-2);
   // The bf16 mode of float attention leaves float16 inputs alone (bfloat16 would round them):
-  // the same output and gradients, bit for bit, with the mode on and off.
+  // the same output and gradients, bit for bit, with the mode on and off. (A build with
+  // CONDENSE_CUDA_ATTENTION_ALL runs float16 on its own kernels, where the mode has no say.)
   const auto run = [&](bool bf16_mode) {
     const Bf16AttentionScope mode(bf16_mode);
     std::vector<Tensor<float16>> leaves;

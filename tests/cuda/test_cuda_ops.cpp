@@ -110,13 +110,15 @@ TEST_CASE("cuda parity: integer elementwise maps and division by zero") {
   for (std::int64_t e : {0, 1, 3, 7, 40})  // 40 wraps around, as on the CPU
     CHECK(values(pow(da, e).cpu()) == values(pow(a, e)));
   CHECK_THROWS_WITH_AS(da / zeros<std::int64_t>({4}, Device::cuda()), doctest::Contains("integer division by zero"), Error);
-  // int64 scalars reach the kernels exactly: beyond 2^53, and INT64_MAX as a clamp bound.
+  // int64 scalars reach the kernels exactly: beyond 2^53, and INT64_MAX as a clamp bound
+  // (no sum or product here overflows).
   constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
-  const auto big = tensor<std::int64_t>({1, -3, max - 5, std::numeric_limits<std::int64_t>::min()});
-  const auto dbig = big.to(Device::cuda());
   const std::int64_t odd = (std::int64_t{1} << 53) + 1;
+  const auto big = tensor<std::int64_t>({1, -3, max - odd - 5, std::numeric_limits<std::int64_t>::min() + 7});
+  const auto dbig = big.to(Device::cuda());
   CHECK((dbig + odd).cpu().to_vector() == (big + odd).to_vector());
-  CHECK((dbig * std::int64_t{3}).cpu().to_vector() == (big * std::int64_t{3}).to_vector());
+  const auto small = tensor<std::int64_t>({1, -2, 3, 0});
+  CHECK((small.to(Device::cuda()) * odd).cpu().to_vector() == (small * odd).to_vector());
   CHECK(clamp(dbig, std::nullopt, max).cpu().to_vector() == big.to_vector());
   CHECK(clamp(dbig, odd, max).cpu().to_vector() == clamp(big, odd, max).to_vector());
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
@@ -217,7 +218,9 @@ void cuda_matmul_into(const Tensor<T>& a_in, const Tensor<T>& b_in, const Tensor
       reduced = reduced || (batch[d] != 1 && sc[d] == 0);
       kept = kept || (batch[d] != 1 && sc[d] != 0);
     }
-    if (reduced && !kept) {
+    // The folded depth must fit cuBLAS's int (beyond it: the summed-product path below).
+    const bool foldable = static_cast<double>(numel_of(batch)) * static_cast<double>(K) <= double(INT_MAX);
+    if (reduced && !kept && foldable) {
       const auto [fa, fb] = batch_folded_into_contraction(a_in, b_in, batch);
       const std::size_t rank = c.shape().size();
       const Tensor<T> c2 =
