@@ -228,21 +228,6 @@ void check_sizes(std::string_view op, std::int64_t rows, std::int64_t cols) {
                  "]");
 }
 
-/// Device memory from the caching allocator, returned when the scope ends (stream-ordered).
-class ScratchBuffer {
- public:
-  ScratchBuffer(std::size_t bytes, int device, std::string_view op)
-      : device_(device), data_(bytes > 0 ? allocate(bytes, device, op) : nullptr) {}
-  ~ScratchBuffer() { deallocate(data_, device_); }
-  ScratchBuffer(const ScratchBuffer&) = delete;
-  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
-  void* data() const { return data_; }
-
- private:
-  int device_;
-  void* data_;
-};
-
 }  // namespace
 
 void norm_forward(bool centered, DType dtype, int device, void* y, const void* x, const void* weight, const void* bias,
@@ -323,9 +308,9 @@ void norm_backward_params(bool centered, DType dtype, int device, void* dweight,
     using A = compute_t<T>;
     const std::size_t part_elements = static_cast<std::size_t>(plan.count * cols);
     const std::size_t buffers = (dweight ? 1 : 0) + (dbias ? 1 : 0);
-    const ScratchBuffer scratch(buffers * part_elements * sizeof(A), device, op);
-    A* dw_part = dweight ? static_cast<A*>(scratch.data()) : nullptr;
-    A* db_part = dbias ? static_cast<A*>(scratch.data()) + (dweight ? part_elements : 0) : nullptr;
+    const DeviceScratch scratch(buffers * part_elements * sizeof(A), device, op);
+    A* dw_part = dweight ? static_cast<A*>(scratch.get()) : nullptr;
+    A* db_part = dbias ? static_cast<A*>(scratch.get()) + (dweight ? part_elements : 0) : nullptr;
     if (plan.count > 0) {
       const dim3 grid(static_cast<unsigned>(slabs < (1 << 20) ? slabs : (1 << 20)), static_cast<unsigned>(plan.count));
       const dim3 block(param_cols, param_row_lanes);

@@ -35,11 +35,11 @@ inline void check_launch(std::string_view op) { check(cudaGetLastError(), op, "k
 inline void use_device(int device, std::string_view op) { check(cudaSetDevice(device), op, "cudaSetDevice"); }
 
 /// Device scratch memory from the caching allocator, returned on scope exit (stream order
-/// keeps it alive for the kernels already queued on the current stream).
+/// keeps it alive for the kernels already queued on the current stream); null for 0 bytes.
 class DeviceScratch {
  public:
   DeviceScratch(std::size_t bytes, int device, std::string_view op)
-      : device_(device), ptr_(::condense::cuda::allocate(bytes, device, op)) {}
+      : device_(device), ptr_(bytes > 0 ? ::condense::cuda::allocate(bytes, device, op) : nullptr) {}
   ~DeviceScratch() { ::condense::cuda::deallocate(ptr_, device_); }
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
