@@ -1,7 +1,8 @@
 // Reduction and row-wise CUDA kernels: sum, mean, max and min over the trailing dims of
-// a strided view (one block per output row for long rows, one thread per row for short
-// ones, column tiles with interleaved slices when the outputs are adjacent in memory and the
-// reduced dims outer); softmax / log_softmax forward and backward, logsumexp, and the
+// a strided view (one block per output row for long rows, contiguous chunks of a row on
+// several blocks combined by a second pass when there are too few rows to fill the device
+// (a whole-tensor sum), one thread per row for short rows, column tiles with interleaved
+// slices when the outputs are adjacent in memory and the reduced dims outer); softmax / log_softmax forward and backward, logsumexp, and the
 // backward rules of amax/amin and logsumexp over contiguous rows (one block per row).
 // Accumulation is in float for float and the 16-bit types, double for double.
 #include <algorithm>
@@ -69,23 +70,71 @@ __device__ __forceinline__ A finish(const Acc& acc, A total, std::int64_t count)
   return total;
 }
 
+/// Combines one value per thread of the block (blockDim.x == reduce_threads) in a fixed
+/// tree order; every thread gets the result. `scratch` holds reduce_threads values.
+template <class A, class Acc>
+__device__ __forceinline__ A block_combine(A value, A* scratch, const Acc& acc) {
+  scratch[threadIdx.x] = value;
+  __syncthreads();
+  for (int width = blockDim.x / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) scratch[threadIdx.x] = acc.combine(scratch[threadIdx.x], scratch[threadIdx.x + width]);
+    __syncthreads();
+  }
+  const A total = scratch[0];
+  __syncthreads();  // scratch is reused by the next call
+  return total;
+}
+
 /// One block per output row.
 template <class T, class A, class Acc>
 __global__ void reduce_block_per_row(T* out, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols, Acc acc) {
-  __shared__ A partial[reduce_threads];
+  __shared__ A scratch[reduce_threads];
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* base = in + layout.rows.offset(r);
     A value = acc.init();
     for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
-    partial[threadIdx.x] = value;
-    __syncthreads();
-    for (int width = blockDim.x / 2; width > 0; width /= 2) {
-      if (threadIdx.x < width) partial[threadIdx.x] = acc.combine(partial[threadIdx.x], partial[threadIdx.x + width]);
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, partial[0], cols));
-    __syncthreads();
+    const A total = block_combine(value, scratch, acc);
+    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, total, cols));
   }
+}
+
+/// Positions of a row per block of reduce_row_chunks: 16 per thread.
+constexpr std::int64_t row_chunk = reduce_threads * 16;
+
+/// Long rows, too few to fill the device (a whole-tensor sum has one): block (r, s) combines
+/// the s-th chunk of `chunk` consecutive positions of row r into partial[r * splits + s].
+template <class T, class A, class Acc>
+__global__ void reduce_row_chunks(A* partial, const T* in, RowsAndCols layout, std::int64_t cols, std::int64_t chunk,
+                                  Acc acc) {
+  __shared__ A scratch[reduce_threads];
+  const std::int64_t r = blockIdx.x, begin = static_cast<std::int64_t>(blockIdx.y) * chunk;
+  const std::int64_t end = begin + chunk < cols ? begin + chunk : cols;
+  const T* base = in + layout.rows.offset(r);
+  A value = acc.init();
+  for (std::int64_t c = begin + threadIdx.x; c < end; c += blockDim.x)
+    value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
+  const A total = block_combine(value, scratch, acc);
+  if (threadIdx.x == 0) partial[r * gridDim.y + blockIdx.y] = total;
+}
+
+/// out[r] = the `splits` chunk partials of row r combined (one block per row).
+template <class T, class A, class Acc>
+__global__ void combine_row_partials(T* out, const A* partial, std::int64_t rows, std::int64_t cols, int splits, Acc acc) {
+  __shared__ A scratch[reduce_threads];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    A value = acc.init();
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) value = acc.combine(value, partial[r * splits + s]);
+    const A total = block_combine(value, scratch, acc);
+    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, total, cols));
+  }
+}
+
+/// Chunks per row for reduce_row_chunks: about 1024 blocks in all, each reading at least
+/// row_chunk positions; 1 (one block per row) when the rows alone are enough.
+inline int row_splits(std::int64_t rows, std::int64_t cols) {
+  if (rows >= 256) return 1;
+  const std::int64_t splits = std::min<std::int64_t>(1024 / rows, cols / row_chunk);
+  return static_cast<int>(std::clamp<std::int64_t>(splits, 1, 1024));
 }
 
 /// One thread per output row (short rows).
@@ -201,6 +250,18 @@ void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims
     return;
   }
   if (cols >= 64) {
+    if (const int splits = row_splits(rows, cols); splits > 1) {
+      const std::int64_t chunk = (cols + splits - 1) / splits;
+      const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
+      A* partials = static_cast<A*>(partial.get());
+      reduce_row_chunks<T, A><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), reduce_threads, 0, stream>>>(
+          partials, x, layout, cols, chunk, acc);
+      check_launch(op);
+      combine_row_partials<T, A><<<static_cast<unsigned>(rows), reduce_threads, 0, stream>>>(o, partials, rows, cols, splits,
+                                                                                              acc);
+      check_launch(op);
+      return;
+    }
     const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
     reduce_block_per_row<T, A><<<blocks, reduce_threads, 0, stream>>>(o, x, layout, rows, cols, acc);
   } else {

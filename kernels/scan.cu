@@ -1,11 +1,17 @@
 // Line-wise CUDA kernels over a contiguous tensor seen as [outer, n, inner]: inclusive scans
 // (cumsum, cumprod) and cumprod's division-free backward, one thread per line walking its n
 // elements (neighbouring threads take neighbouring inner positions, so loads coalesce when
-// inner > 1); arg reductions (argmax/argmin with the value), one thread per line, or one
+// inner > 1), except cumsum over contiguous lines (inner == 1) of at least 256 elements:
+// blocks of 256 threads scan chunks of 4096 elements, 256 adjacent ones at a time, each
+// chunk starting from the sum of the chunk totals before it (a first pass); arg reductions (argmax/argmin with the value), one thread per line, or one
 // block per line when the line is long and inner == 1 (a reduction over the vocabulary);
 // and the backward of max(t, dim), which places each line's gradient at its index.
-// Scans accumulate in the element type (float for the 16-bit types), as on the CPU.
+// Scans accumulate in the element type (float for the 16-bit types), as on the CPU; the
+// chunked cumsum adds in another order than the CPU's sequential one (same up to rounding;
+// integers wrap around identically).
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "condense/backend/cuda/kernels.hpp"
 #include "detail/common.cuh"
@@ -58,6 +64,108 @@ __global__ void cumprod_backward_lines(T* grad, const T* x, const T* y, const T*
       s = static_cast<C>(load(g + before)) + static_cast<C>(load(x + at)) * s;
     }
     grad[base] = to_element<T>(s);
+  }
+}
+
+constexpr int scan_threads = 256;
+constexpr std::int64_t scan_chunk = scan_threads * 16;  ///< elements of a line per block of the chunked cumsum
+
+/// a + b, wrapping around for integers (as the CPU's unsigned arithmetic does).
+template <class C>
+__device__ __forceinline__ C wrapping_add(C a, C b) {
+  if constexpr (std::is_integral_v<C>) {
+    using U = std::make_unsigned_t<C>;
+    return static_cast<C>(static_cast<U>(a) + static_cast<U>(b));
+  } else {
+    return a + b;
+  }
+}
+
+/// The identity of addition: -0 for floats (-0 + x is x, also for x = -0), 0 for integers.
+template <class C>
+__device__ __forceinline__ C sum_identity() {
+  if constexpr (std::is_floating_point_v<C>) {
+    return C(-0.0);
+  } else {
+    return C(0);
+  }
+}
+
+/// Inclusive prefix sum of one value per thread over the block (scan_threads threads) in a
+/// fixed order; `total` gets the sum of all. `warp_sums` holds scan_threads / 32 values.
+template <class C>
+__device__ __forceinline__ C block_inclusive_sum(C v, C* warp_sums, C& total) {
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const C before = __shfl_up_sync(0xffffffffu, v, offset);
+    if (lane >= offset) v = wrapping_add(before, v);
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  C earlier = sum_identity<C>();
+  total = sum_identity<C>();
+  for (int w = 0; w < scan_threads / 32; ++w) {
+    if (w < warp) earlier = wrapping_add(earlier, warp_sums[w]);
+    total = wrapping_add(total, warp_sums[w]);
+  }
+  __syncthreads();  // warp_sums is reused by the next call
+  return wrapping_add(earlier, v);
+}
+
+/// Element p (in scan order) of a contiguous line of n elements.
+__device__ __forceinline__ std::int64_t scan_position(std::int64_t p, std::int64_t n, bool reverse) {
+  return reverse ? n - 1 - p : p;
+}
+
+/// First pass of the chunked cumsum: totals[b] = the sum of block b's chunk (line b / chunks,
+/// chunk b % chunks), added as cumsum_chunks adds it.
+template <class T, class C>
+__global__ void cumsum_chunk_totals(C* totals, const T* in, std::int64_t lines, std::int64_t n, std::int64_t chunks,
+                                    bool reverse) {
+  __shared__ C warp_sums[scan_threads / 32];
+  for (std::int64_t b = blockIdx.x; b < lines * chunks; b += gridDim.x) {
+    const T* x = in + (b / chunks) * n;
+    const std::int64_t begin = (b % chunks) * scan_chunk;
+    const std::int64_t end = begin + scan_chunk < n ? begin + scan_chunk : n;
+    C total = sum_identity<C>();
+    for (std::int64_t p0 = begin; p0 < end; p0 += scan_threads) {
+      const std::int64_t p = p0 + threadIdx.x;
+      const C v = p < end ? static_cast<C>(load(x + scan_position(p, n, reverse))) : sum_identity<C>();
+      C round_total;
+      block_inclusive_sum(v, warp_sums, round_total);
+      total = wrapping_add(total, round_total);
+    }
+    if (threadIdx.x == 0) totals[b] = total;
+  }
+}
+
+/// Second pass: block b scans its chunk 256 elements at a time, starting from the sum of the
+/// totals of the chunks before it on its line (none when chunks == 1).
+template <class T, class C>
+__global__ void cumsum_chunks(T* out, const T* in, const C* totals, std::int64_t lines, std::int64_t n, std::int64_t chunks,
+                              bool reverse) {
+  __shared__ C warp_sums[scan_threads / 32];
+  for (std::int64_t b = blockIdx.x; b < lines * chunks; b += gridDim.x) {
+    const std::int64_t line = b / chunks, chunk = b % chunks;
+    const T* x = in + line * n;
+    T* y = out + line * n;
+    const std::int64_t begin = chunk * scan_chunk;
+    const std::int64_t end = begin + scan_chunk < n ? begin + scan_chunk : n;
+    C carry = sum_identity<C>();
+    if (chunk > 0) {
+      C mine = sum_identity<C>();
+      for (std::int64_t c = threadIdx.x; c < chunk; c += scan_threads) mine = wrapping_add(mine, totals[line * chunks + c]);
+      block_inclusive_sum(mine, warp_sums, carry);
+    }
+    for (std::int64_t p0 = begin; p0 < end; p0 += scan_threads) {
+      const std::int64_t p = p0 + threadIdx.x;
+      const std::int64_t at = scan_position(p, n, reverse);
+      const C v = p < end ? static_cast<C>(load(x + at)) : sum_identity<C>();
+      C round_total;
+      const C inclusive = block_inclusive_sum(v, warp_sums, round_total);
+      if (p < end) y[at] = to_element<T>(wrapping_add(carry, inclusive));
+      carry = wrapping_add(carry, round_total);
+    }
   }
 }
 
@@ -164,9 +272,28 @@ void scan(ScanOp code, bool reverse, void* out, const void* in, const LineGeomet
   const std::int64_t lines = g.outer * g.inner;
   if (lines == 0 || g.n == 0) return;
   use_device(g.device, op);
+  const cudaStream_t stream = stream_of(g.device);
+  if (code == ScanOp::Sum && g.inner == 1 && g.n >= scan_threads) {
+    const std::int64_t chunks = (g.n + scan_chunk - 1) / scan_chunk;
+    const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>(lines * chunks, 65535 * 8));
+    dispatch_dtype<CONDENSE_CUDA_SCAN_TYPES>(g.dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      using C = compute_t<T>;
+      const T* x = static_cast<const T*>(in);
+      const DeviceScratch scratch(chunks > 1 ? static_cast<std::size_t>(lines * chunks) * sizeof(C) : 0, g.device, op);
+      C* totals = static_cast<C*>(scratch.get());
+      if (chunks > 1) {
+        cumsum_chunk_totals<T, C><<<blocks, scan_threads, 0, stream>>>(totals, x, lines, g.n, chunks, reverse);
+        check_launch(op);
+      }
+      cumsum_chunks<T, C><<<blocks, scan_threads, 0, stream>>>(static_cast<T*>(out), x, totals, lines, g.n, chunks, reverse);
+    });
+    check_launch(op);
+    return;
+  }
   dispatch_dtype<CONDENSE_CUDA_SCAN_TYPES>(g.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    scan_lines<T, compute_t<T>><<<grid_for(lines, line_threads), line_threads, 0, stream_of(g.device)>>>(
+    scan_lines<T, compute_t<T>><<<grid_for(lines, line_threads), line_threads, 0, stream>>>(
         static_cast<T*>(out), static_cast<const T*>(in), lines, g.n, g.inner, code, reverse);
   });
   check_launch(op);

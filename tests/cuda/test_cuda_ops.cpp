@@ -194,6 +194,37 @@ TEST_CASE_TEMPLATE("cuda parity: reductions", T, float, double) {
   CHECK(std::isnan(values(mean(empty, {1}).cpu())[0]));
 }
 
+TEST_CASE_TEMPLATE("cuda parity: reductions of long rows too few to fill the device, in chunks (whole-tensor sums)", T, float,
+                   double, bfloat16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(31);
+  // Whole numbers in [0, 7]: every partial sum is exact in the accumulation type, so the
+  // chunked order of additions must give the CPU's sums bit for bit. One row of 2^20 (256
+  // chunks), three rows of 200003 (chunks that do not divide the row), a strided view.
+  const auto x = randint<std::int64_t>({1 << 20}, 0, 8, gen).template cast<T>();
+  const auto gx = x.to(Device::cuda());
+  CHECK(values(sum(gx).cpu()) == values(sum(x)));
+  CHECK(values(mean(gx).cpu()) == values(mean(x)));
+  const auto rows = randint<std::int64_t>({3, 200003}, 0, 8, gen).template cast<T>();
+  CHECK(values(sum(rows.to(Device::cuda()), {1}).cpu()) == values(sum(rows, {1})));
+  const auto view = randint<std::int64_t>({600, 500}, 0, 8, gen).template cast<T>();
+  CHECK(values(sum(view.to(Device::cuda()).transpose(0, 1)).cpu()) == values(sum(view.transpose(0, 1))));
+  // The extremes: one NaN among a million values wins wherever its chunk is; otherwise the
+  // largest and smallest values, exactly.
+  auto spiked = randn<T>({1 << 20}, gen);
+  spiked.data()[123457] = T(100);
+  spiked.data()[987653] = T(-100);
+  CHECK(values(amax(spiked.to(Device::cuda())).cpu()) == std::vector<double>{100});
+  CHECK(values(amin(spiked.to(Device::cuda())).cpu()) == std::vector<double>{-100});
+  spiked.data()[700001] = T(std::numeric_limits<float>::quiet_NaN());
+  CHECK(std::isnan(values(amax(spiked.to(Device::cuda())).cpu())[0]));
+  // Integers, exactly.
+  const auto counts = randint<std::int64_t>({1 << 19}, -1000000, 1000000, gen);
+  CHECK(sum(counts.to(Device::cuda())).cpu().to_vector() == sum(counts).to_vector());
+  // The gradient of a whole-tensor mean of a large tensor (the loss of most training loops).
+  check_cpu_cuda_parity<T>([](const auto& v) { return mean(v[0]); }, {randn<T>({1 << 18}, gen)}, 1e-2, 1e-5);
+}
+
 TEST_CASE_TEMPLATE("cuda parity: 16-bit floats through arithmetic, sums, casts and their gradients", T, bfloat16, float16) {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   Generator gen(9);

@@ -207,4 +207,37 @@ TEST_CASE_TEMPLATE("cuda parity: cumsum and cumprod along every dim", T, float, 
   CHECK(values(cumprod(ints.to(Device::cuda()), 1).cpu()) == values(cumprod(ints, 1)));
 }
 
+TEST_CASE_TEMPLATE("cuda parity: cumsum over long contiguous lines in chunks, bit for bit on whole numbers", T, float, double,
+                   bfloat16) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(41);
+  // Whole numbers in [-4, 4]: every partial sum is exact in the accumulation type, so the
+  // chunked order of additions must give the CPU's sequential results exactly. Lines of 300
+  // (one chunk ending inside a round of 256), 4096 * 2 + 1 (a chunk boundary and one more)
+  // and 70000 (18 chunks); forward, and the reverse scan of the backward with whole-number
+  // weights.
+  for (const Shape& shape : {Shape{300}, Shape{5, 4096 * 2 + 1}, Shape{3, 70000}}) {
+    CAPTURE(shape.back());
+    const auto x = small_integers<T>(shape, gen);
+    const auto weights = small_integers<T>(shape, gen);
+    const auto cpu_x = x.clone().requires_grad_();
+    const auto gpu_x = x.to(Device::cuda()).clone().requires_grad_();
+    const auto cpu_y = cumsum(cpu_x, -1), gpu_y = cumsum(gpu_x, -1);
+    CHECK(values(gpu_y.cpu()) == values(cpu_y));
+    sum(cpu_y * weights).backward();
+    sum(gpu_y * weights.to(Device::cuda())).backward();
+    CHECK(values(gpu_x.grad().cpu()) == values(cpu_x.grad()));
+  }
+}
+
+TEST_CASE("cuda parity: integer cumsum over long lines wraps around as on the CPU") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(43);
+  const std::int64_t big = std::int64_t{1} << 61;
+  const auto x = randint<std::int64_t>({2, 9000}, -big, big, gen);
+  CHECK(cumsum(x.to(Device::cuda()), 1).cpu().to_vector() == cumsum(x, 1).to_vector());
+  const auto y = randint<std::int64_t>({4, 5000}, -1000000, 1000000, gen).cast<std::int32_t>();
+  CHECK(cumsum(y.to(Device::cuda()), 1).cpu().to_vector() == cumsum(y, 1).to_vector());
+}
+
 }  // namespace test_cuda_select_scan
