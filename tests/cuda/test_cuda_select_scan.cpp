@@ -197,7 +197,10 @@ TEST_CASE_TEMPLATE("cuda parity: cumsum and cumprod along every dim", T, float, 
   }
   // Exact zeros: cumprod's division-free backward stays exact.
   check_cpu_cuda_parity<T>([](const auto& v) { return cumprod(v[0], 1); }, {with_zeros}, select_tol<T>, select_tol<T>);
-  check_cpu_cuda_parity<T>([](const auto& v) { return cumsum(v[0], 0); }, {randn<T>({5000}, gen)}, 1e-4, 1e-4);
+  // A long line of random signs takes the chunked kernel, which adds in another order than
+  // the CPU: float prefixes near 0 differ by a few 1e-4 (their magnitude reaches ~100).
+  const double long_tol = std::is_same_v<T, float> ? 1e-3 : 1e-10;
+  check_cpu_cuda_parity<T>([](const auto& v) { return cumsum(v[0], 0); }, {randn<T>({5000}, gen)}, 1e-4, long_tol);
   check_cpu_cuda_parity<T>([](const auto& v) { return cumsum(v[0], 0); }, {tensor<T>({2.5})}, select_tol<T>,
                            select_tol<T>);
   CHECK(cumsum(zeros<T>({3, 0}, Device::cuda()), 1).shape() == Shape{3, 0});
