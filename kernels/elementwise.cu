@@ -1,7 +1,10 @@
 // Elementwise CUDA kernels: unary and binary maps selected by op code (backend/cuda/
 // kernels.hpp), strided copies with element-type conversion, and fills. Contiguous operands
 // take a vectorised path (16-byte loads and stores where the pointers allow); views take a
-// strided path over the coalesced dims. Arithmetic happens in float for the 16-bit types.
+// strided path over the coalesced dims, with 31-bit indices split by multiply-shift
+// dividers (Index32) when every offset fits, 64-bit division otherwise. Copies between
+// views of one element type move 1-, 2-, 4- or 8-byte units. Arithmetic happens in float
+// for the 16-bit types.
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -223,7 +226,24 @@ __global__ void map_contiguous(T* __restrict__ out, Inputs<T, K> in, std::int64_
   }
 }
 
-/// The same map over views: each element's offset computed from the coalesced dims.
+/// The same map over views whose offsets fit in 31 bits: one split of the index gives every
+/// operand's offset (operand 0 is the output).
+template <class T, int K, class F>
+__global__ void map_strided32(T* out, Inputs<T, K> in, Index32<K + 1> index, std::uint32_t n, F f) {
+  using C = compute_t<T>;
+  const std::uint32_t stride = gridDim.x * blockDim.x;  // i + stride < 2^32 as n < 2^31
+  for (std::uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    std::int32_t off[K + 1];
+    index.offsets(i, off);
+    C args[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) args[k] = load(in.p[k] + off[k + 1]);
+    out[off[0]] = to_element<T>(apply(f, args, std::make_index_sequence<K>{}));
+  }
+}
+
+/// The same map over any views: each element's offset computed from the coalesced dims in
+/// 64-bit arithmetic.
 template <class T, int K, class F>
 __global__ void map_strided(T* out, Layout lo, Inputs<T, K> in, InputLayouts<K> li, std::int64_t n, F f) {
   using C = compute_t<T>;
@@ -236,6 +256,18 @@ __global__ void map_strided(T* out, Layout lo, Inputs<T, K> in, InputLayouts<K> 
   }
 }
 
+/// out = in between views of one element type (moved as `Unit`s) whose offsets fit in 31 bits.
+template <class Unit>
+__global__ void copy_units32(Unit* out, const Unit* in, Index32<2> index, std::uint32_t n) {
+  const std::uint32_t stride = gridDim.x * blockDim.x;
+  for (std::uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    std::int32_t off[2];
+    index.offsets(i, off);
+    out[off[0]] = in[off[1]];
+  }
+}
+
+/// out = in (converted) between any views.
 template <class Out, class In>
 __global__ void copy_kernel(Out* out, Layout lo, const In* in, Layout li, std::int64_t n) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
@@ -288,9 +320,15 @@ void launch_map(const StridedArg& out_arg, F f, std::string_view op, const Args&
     contiguous = contiguous && ins[k].is_contiguous();
     vectorised = vectorised && aligned16(ins[k].data);
   }
+  Index32<K + 1> index;
+  const StridedArg* operands[K + 1] = {&out};
+  for (int k = 0; k < K; ++k) operands[k + 1] = &ins[k];
   if (contiguous) {
     const std::int64_t work = vectorised ? (n + vector_width<T> - 1) / vector_width<T> : n;
     map_contiguous<T, K><<<grid_for(work, threads_per_block), threads_per_block, 0, stream>>>(o, in, n, f, vectorised);
+  } else if (index32_of(operands, index)) {
+    map_strided32<T, K><<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, in, index,
+                                                                                          static_cast<std::uint32_t>(n), f);
   } else {
     map_strided<T, K><<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), in, layouts, n, f);
   }
@@ -344,12 +382,36 @@ void copy_strided(const StridedArg& out_arg, const StridedArg& in_arg, std::stri
   if (n == 0) return;
   use_device(out.device, op);
   const cudaStream_t stream = stream_of(out.device);
+  if (out.dtype == in.dtype) {  // moved as units of the element size: four kernels serve all types
+    const auto copy_units = [&]<class Unit>() {
+      Unit* o = static_cast<Unit*>(out.data);
+      const Unit* x = static_cast<const Unit*>(in.data);
+      const StridedArg* const operands[2] = {&out, &in};
+      Index32<2> index;
+      if (index32_of(operands, index)) {
+        copy_units32<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, x, index, static_cast<std::uint32_t>(n));
+      } else {
+        copy_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), x, Layout::of(in), n);
+      }
+    };
+    switch (dtype_size(out.dtype)) {
+      case 1: copy_units.template operator()<std::uint8_t>(); break;
+      case 2: copy_units.template operator()<std::uint16_t>(); break;
+      case 4: copy_units.template operator()<std::uint32_t>(); break;
+      case 8: copy_units.template operator()<std::uint64_t>(); break;
+      default: fail(op, "no CUDA copy for element type ", dtype_name(out.dtype));
+    }
+    check_launch(op);
+    return;
+  }
   dispatch_dtype<CONDENSE_CUDA_ALL_TYPES>(out.dtype, op, [&](auto out_tag) {
     using Out = decltype(out_tag);
     dispatch_dtype<CONDENSE_CUDA_ALL_TYPES>(in.dtype, op, [&](auto in_tag) {
       using In = decltype(in_tag);
-      copy_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(
-          static_cast<Out*>(out.data), Layout::of(out), static_cast<const In*>(in.data), Layout::of(in), n);
+      if constexpr (!std::is_same_v<Out, In>) {  // equal types were copied as units above
+        copy_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(
+            static_cast<Out*>(out.data), Layout::of(out), static_cast<const In*>(in.data), Layout::of(in), n);
+      }
     });
   });
   check_launch(op);

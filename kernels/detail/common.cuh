@@ -1,8 +1,8 @@
 // Shared pieces of the CUDA kernels (internal to kernels/*.cu): error checks that throw
 // condense::Error with the op name and the CUDA error string, the current stream, launch
 // sizes, element loads and stores through a compute type (float for the 16-bit types), the
-// math helpers that pick the float or double function, and the offset of an element of a
-// strided operand.
+// math helpers that pick the float or double function, and the offsets of the elements of
+// strided operands (64-bit Layout, and the 31-bit Index32 of the fast paths).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +14,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "condense/backend/cuda/index_divider.hpp"
 #include "condense/backend/cuda/kernels.hpp"
 #include "condense/core/dtype.hpp"
 #include "condense/core/error.hpp"
@@ -120,17 +121,70 @@ struct Layout {
     }
     return l;
   }
-  /// Offset (in elements) of the element with row-major linear index i.
+  /// Offset (in elements) of the element with row-major linear index i (0 <= i < numel):
+  /// the outermost coordinate is what is left of i, so it takes no division.
   __device__ __forceinline__ std::int64_t offset(std::int64_t i) const {
     std::int64_t off = 0;
-    for (int d = ndim; d-- > 0;) {
+    for (int d = ndim; d-- > 1;) {
       const std::int64_t s = sizes[d];
       off += (i % s) * strides[d];
       i /= s;
     }
-    return off;
+    return ndim > 0 ? off + i * strides[0] : 0;
   }
 };
+
+/// N operands iterated over one shape with 31-bit indices: the extents as IndexDividers
+/// (a multiply-high and a shift per dim instead of 64-bit division), each operand's strides
+/// as 32-bit ints, and one split of the linear index into coordinates for all operands. The
+/// strided kernels' fast path; index32_of says whether an iteration fits it.
+template <int N>
+struct Index32 {
+  int ndim = 0;
+  IndexDivider extents[max_dims];  ///< extents[0] is never divided by
+  std::int32_t strides[N][max_dims] = {};
+
+  /// off[k] = the offset (in elements) of operand k's element with linear index i < numel.
+  __device__ __forceinline__ void offsets(std::uint32_t i, std::int32_t (&off)[N]) const {
+#pragma unroll
+    for (int k = 0; k < N; ++k) off[k] = 0;
+#pragma unroll
+    for (int d = max_dims - 1; d > 0; --d) {
+      if (d < ndim) {
+        const std::uint32_t q = extents[d].divide(i);
+        const auto coordinate = static_cast<std::int32_t>(i - q * extents[d].divisor());
+#pragma unroll
+        for (int k = 0; k < N; ++k) off[k] += coordinate * strides[k][d];
+        i = q;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < N; ++k) off[k] += static_cast<std::int32_t>(i) * strides[k][0];
+  }
+};
+
+/// Fills `index` for the N operands args[0..N) of one iteration shape (coalesced, no
+/// extent 0) and returns true when the element count and every operand's largest offset stay below 2^31 and no
+/// stride is negative; false leaves the 64-bit Layout path to the caller.
+template <int N>
+bool index32_of(const StridedArg* const* args, Index32<N>& index) {
+  constexpr std::int64_t limit = 0x7fffffff;
+  const StridedArg& first = *args[0];
+  if (first.numel() > limit) return false;
+  index.ndim = first.ndim;
+  for (int d = 0; d < first.ndim; ++d) index.extents[d] = IndexDivider(static_cast<std::uint32_t>(first.sizes[d]));
+  for (int k = 0; k < N; ++k) {
+    std::int64_t span = 0;
+    for (int d = 0; d < first.ndim; ++d) {
+      const std::int64_t stride = args[k]->strides[d];
+      if (stride < 0 || stride > limit) return false;
+      span += (first.sizes[d] - 1) * stride;  // each term < 2^62 and span <= limit before it
+      if (span > limit) return false;
+      index.strides[k][d] = static_cast<std::int32_t>(stride);
+    }
+  }
+  return true;
+}
 
 /// Calls f(T{}) with T the element type of `dtype` among the listed ones; throws naming
 /// `op` for the others.
