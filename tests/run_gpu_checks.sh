@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, as one script for a machine with an NVIDIA device (sm_90 by
 # default): builds the CUDA backend, its parity tests, the custom-policy example and the
-# GPU benchmarks; runs the parity tests, the GPU benchmarks (attention, GEMM, a GPT-2-small
-# training step), PyTorch side by side when python3 has torch, and last compute-sanitizer
+# GPU benchmarks; runs the parity tests, the GPU benchmarks (attention, GEMM, memory-bound
+# ops against cudaMemcpy, a GPT-2-small training step), PyTorch side by side when python3 has torch, and last compute-sanitizer
 # (memcheck, racecheck) on the attention and op tests; writes their output and JSON under
 # $OUT_DIR.
 # Usage: bash tests/run_gpu_checks.sh [build-dir]   (ARCH=90 JOBS=n OUT_DIR=... to change)
@@ -34,7 +34,7 @@ command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && config+=(-G Ninja)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONDENSE_CUDA=ON -DCONDENSE_CUDA_ARCHITECTURES="$arch" \
   -DCONDENSE_HEADER_CHECK=OFF "${config[@]}" >/dev/null
 cmake --build "$build" -j "$jobs" --target condense_cuda_tests custom_policy_cuda bench_cuda_attention bench_cuda_matmul \
-  bench_cuda_train_lm
+  bench_cuda_train_lm bench_cuda_memory
 echo "=== build took $(( $(date +%s) - start ))s ==="
 # Every step runs even when an earlier one fails (one device session has to collect them
 # all); the failures are listed at the end and make the exit status non-zero.
@@ -59,6 +59,8 @@ if want bench; then
     --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/($attention_sizes)}" \
     --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
   run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
+    --benchmark_min_time=0.2
+  run bench_memory "$build/bench/bench_cuda_memory" --benchmark_format=json --benchmark_out="$out/memory.json" \
     --benchmark_min_time=0.2
   run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
     --benchmark_min_time=3
