@@ -3,8 +3,9 @@
 // take a vectorised path (16-byte loads and stores where the pointers allow); views take a
 // strided path over the coalesced dims, with 31-bit indices split by multiply-shift
 // dividers (Index32) when every offset fits, 64-bit division otherwise. Copies between
-// views of one element type move 1-, 2-, 4- or 8-byte units. Arithmetic happens in float
-// for the 16-bit types.
+// views of one element type move raw units, up to 16 bytes wide where the innermost dim is
+// contiguous in both (a transposing copy of [B, T, H, 64] bfloat16 moves 16-byte pieces of
+// each head row). Arithmetic happens in float for the 16-bit types.
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -289,6 +290,28 @@ __global__ void fill_kernel(T* out, Layout lo, std::int64_t n, T value) {
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+/// The widest unit (16, 8, 4 or 2 bytes, at least `element_bytes`) a same-type copy between
+/// `out` and `in` (coalesced, ndim >= 1) can move: the innermost dim contiguous in both, its
+/// extent, every other stride and both pointers multiples of the unit. Rewrites both in
+/// units (innermost extent and outer strides divided) and returns the unit's size.
+int widen_copy_units(StridedArg& out, StridedArg& in, int element_bytes) {
+  const int last = out.ndim - 1;
+  if (last < 0 || out.strides[last] != 1 || in.strides[last] != 1) return element_bytes;
+  for (int unit = 16; unit > element_bytes; unit /= 2) {
+    const std::int64_t ratio = unit / element_bytes;
+    bool fits = out.sizes[last] % ratio == 0 && reinterpret_cast<std::uintptr_t>(out.data) % unit == 0 &&
+                reinterpret_cast<std::uintptr_t>(in.data) % unit == 0;
+    for (int d = 0; d < last && fits; ++d) fits = out.strides[d] % ratio == 0 && in.strides[d] % ratio == 0;
+    if (!fits) continue;
+    for (StridedArg* a : {&out, &in}) {
+      a->sizes[last] /= ratio;
+      for (int d = 0; d < last; ++d) a->strides[d] /= ratio;
+    }
+    return unit;
+  }
+  return element_bytes;
+}
+
 void check_operands(std::string_view op, const StridedArg& out, std::initializer_list<const StridedArg*> ins) {
   for (const StridedArg* in : ins) {
     CONDENSE_CHECK(in->ndim == out.ndim, op, "CUDA operands of different rank: ", in->ndim, " and ", out.ndim);
@@ -382,23 +405,27 @@ void copy_strided(const StridedArg& out_arg, const StridedArg& in_arg, std::stri
   if (n == 0) return;
   use_device(out.device, op);
   const cudaStream_t stream = stream_of(out.device);
-  if (out.dtype == in.dtype) {  // moved as units of the element size: four kernels serve all types
-    const auto copy_units = [&]<class Unit>() {
+  if (out.dtype == in.dtype) {  // moved as units of up to 16 bytes: five kernels serve all types
+    const auto copy_units = [&]<class Unit>() {  // out and in are described in Units by now
       Unit* o = static_cast<Unit*>(out.data);
       const Unit* x = static_cast<const Unit*>(in.data);
+      const std::int64_t units = out.numel();
       const StridedArg* const operands[2] = {&out, &in};
       Index32<2> index;
       if (index32_of(operands, index)) {
-        copy_units32<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, x, index, static_cast<std::uint32_t>(n));
+        copy_units32<<<grid_for(units, threads_per_block), threads_per_block, 0, stream>>>(o, x, index,
+                                                                                           static_cast<std::uint32_t>(units));
       } else {
-        copy_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), x, Layout::of(in), n);
+        copy_kernel<<<grid_for(units, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), x,
+                                                                                          Layout::of(in), units);
       }
     };
-    switch (dtype_size(out.dtype)) {
+    switch (widen_copy_units(out, in, static_cast<int>(dtype_size(out.dtype)))) {
       case 1: copy_units.template operator()<std::uint8_t>(); break;
       case 2: copy_units.template operator()<std::uint16_t>(); break;
       case 4: copy_units.template operator()<std::uint32_t>(); break;
       case 8: copy_units.template operator()<std::uint64_t>(); break;
+      case 16: copy_units.template operator()<uint4>(); break;
       default: fail(op, "no CUDA copy for element type ", dtype_name(out.dtype));
     }
     check_launch(op);

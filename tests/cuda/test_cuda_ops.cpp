@@ -390,6 +390,31 @@ TEST_CASE("cuda: device-side copies, casts and fills") {
         std::vector<double>(2, static_cast<double>(std::int64_t{1} << 60)));
 }
 
+TEST_CASE_TEMPLATE("cuda: copies of views move the widest units the layout allows, element for element", T, bfloat16,
+                   float, double, std::int64_t, bool) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(12);
+  // Innermost rows of 64, 8, 6, 3 and 1 elements, whole and from an odd offset (narrowed):
+  // 16-, 8-, 4-, 2-byte and element-sized units; transposes, a broadcast row and a
+  // contiguous copy. Every element must land where the CPU puts it.
+  for (const std::int64_t inner : {64, 8, 6, 3, 1}) {
+    CAPTURE(inner);
+    const auto h = randint<std::int64_t>({3, 5, 4, inner}, -100, 100, gen).cast<T>();
+    const auto d = h.to(Device::cuda());
+    const auto same = [](const Tensor<T>& gpu, const Tensor<T>& cpu) {
+      REQUIRE(gpu.shape() == cpu.shape());
+      CHECK(gpu.contiguous().cpu().to_vector() == cpu.contiguous().to_vector());
+    };
+    same(d.transpose(1, 2), h.transpose(1, 2));                                  // [B, T, H, D] -> [B, H, T, D]
+    same(d.permute({2, 0, 1, 3}), h.permute({2, 0, 1, 3}));
+    same(d.clone(), h);                                                          // contiguous
+    same(d.narrow(3, inner > 1 ? 1 : 0, inner > 1 ? inner - 1 : 1).transpose(0, 1),  // odd start and length
+         h.narrow(3, inner > 1 ? 1 : 0, inner > 1 ? inner - 1 : 1).transpose(0, 1));
+    same(d.narrow(0, 1, 1).expand({4, 5, 4, inner}), h.narrow(0, 1, 1).expand({4, 5, 4, inner}));  // broadcast
+    same(d.slice(1, 0, 5, 2), h.slice(1, 0, 5, 2));                              // every other row
+  }
+}
+
 TEST_CASE("cuda: copies and maps of views past 2^31 elements take the 64-bit index path") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   // One row of 7 expanded to [rows, 7] with 7 * rows > 2^31: neither the element count nor
