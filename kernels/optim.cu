@@ -1,14 +1,19 @@
-// CUDA kernels of the optimizers and of gradient clipping: the fused AdamW and SGD updates
-// of one contiguous parameter tensor (grid-stride loops, one thread per element, the CPU
-// loop's formulas in the same order), the one-pass AdamW of 16-bit parameters through float
-// master weights, and the sum of squares behind the global gradient norm (per-block partial
-// sums in double, then one block adding the partials in a fixed order, so the result depends
-// on n alone and never on timing).
+// CUDA kernels of the optimizers and of gradient clipping: the fused AdamW update over a
+// list of parameter tensors (a few launches for all of them, detail/tensor_list.cuh; the
+// CPU loop's formulas in the same order), also for 16-bit parameters through float master
+// weights in one pass; the fused SGD update of one tensor; the sum of squares of every
+// gradient behind the global gradient norm (per-chunk partial sums in double, then one block
+// per tensor adding its partials in order, so each result depends on the tensor's size alone
+// and never on timing); and the scaling of every gradient by the clipping factor.
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "condense/backend/cuda/optim_kernels.hpp"
 #include "detail/common.cuh"
+#include "detail/tensor_list.cuh"
 
 namespace condense::cuda {
 namespace {
@@ -35,38 +40,47 @@ __device__ __forceinline__ void adamw_update(C& p, C g, C& m, C& v, const AdamWS
   p -= s.step_size * (m / (d_sqrt(v) / s.bias2_sqrt + s.eps));
 }
 
-/// AdamW on T parameters with T moments (compute_t<T> arithmetic).
-template <class T>
-__global__ void adamw_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, std::int64_t n,
-                             AdamWScalars<compute_t<T>> s) {
-  using C = compute_t<T>;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    C p = load(param + i);
-    C m = load(exp_avg + i);
-    C v = load(exp_avg_sq + i);
-    adamw_update(p, load(grad + i), m, v, s);
-    exp_avg[i] = to_element<T>(m);
-    exp_avg_sq[i] = to_element<T>(v);
-    param[i] = to_element<T>(p);
-  }
-}
+/// One parameter tensor of a multi-tensor AdamW launch, with its update's scalars.
+template <class C>
+struct AdamWSlot {
+  void* param;
+  const void* grad;
+  void* exp_avg;
+  void* exp_avg_sq;
+  float* master;
+  std::int64_t n;
+  AdamWScalars<C> s;
+};
 
-/// AdamW of 16-bit parameters through float master weights, in one pass: the 16-bit gradient
-/// widened, the float master and moments updated as adamw_kernel<float> would, and the
-/// master rounded into the 16-bit parameter.
-template <class T>
-__global__ void adamw_master_kernel(T* param, const T* grad, float* master, float* exp_avg, float* exp_avg_sq,
-                                    std::int64_t n, AdamWScalars<float> s) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    float p = master[i];
-    float m = exp_avg[i];
-    float v = exp_avg_sq[i];
-    adamw_update(p, load(grad + i), m, v, s);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    master[i] = p;
+/// Tensors and blocks per AdamW launch (the parameters stay under 4 KB for double).
+constexpr int adamw_list_tensors = 20, adamw_list_blocks = 160;
+template <class C>
+using AdamWLaunch = ListLaunch<adamw_list_tensors, adamw_list_blocks, AdamWSlot<C>>;
+static_assert(sizeof(AdamWLaunch<double>) <= 4096, "kernel parameters beyond 4 KB");
+
+/// AdamW on each block's chunk of a T parameter with T moments (compute_t<T> arithmetic);
+/// with Master, on 16-bit parameters through float master weights and moments: the 16-bit
+/// gradient widened, the float master and moments updated as the float kernel would, and the
+/// master rounded into the parameter.
+template <class T, bool Master>
+__global__ void __launch_bounds__(list_threads) adamw_list_kernel(AdamWLaunch<compute_t<T>> batch) {
+  using C = compute_t<T>;
+  using State = std::conditional_t<Master, float, T>;
+  const AdamWSlot<C>& t = batch.tensor[batch.tensor_of[blockIdx.x]];
+  const std::int64_t begin = static_cast<std::int64_t>(batch.chunk_of[blockIdx.x]) * list_chunk;
+  const std::int64_t end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  T* param = static_cast<T*>(t.param);
+  const T* grad = static_cast<const T*>(t.grad);
+  State* exp_avg = static_cast<State*>(t.exp_avg);
+  State* exp_avg_sq = static_cast<State*>(t.exp_avg_sq);
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    C p = Master ? static_cast<C>(t.master[i]) : static_cast<C>(load(param + i));
+    C m = static_cast<C>(load(exp_avg + i));
+    C v = static_cast<C>(load(exp_avg_sq + i));
+    adamw_update(p, static_cast<C>(load(grad + i)), m, v, t.s);
+    exp_avg[i] = to_element<State>(m);
+    exp_avg_sq[i] = to_element<State>(v);
+    if constexpr (Master) t.master[i] = p;
     param[i] = to_element<T>(p);
   }
 }
@@ -103,44 +117,84 @@ __global__ void sgd_kernel(T* param, const T* grad, T* buffer, std::int64_t n, S
   }
 }
 
-// ---- sum of squares --------------------------------------------------------------------
+// ---- sum of squares and scaling of gradient lists ------------------------------------
 
-constexpr int sum_threads = 256;
-/// Most blocks of the first pass (the partials the second pass adds).
-constexpr unsigned max_sum_blocks = 1024;
+/// One tensor of a sum-of-squares launch: its partials start at partial[first_partial].
+struct SquaresSlot {
+  const void* x;
+  std::int64_t n;
+  std::int64_t first_partial;
+};
+constexpr int squares_list_tensors = 64, squares_list_blocks = 320;
+using SquaresLaunch = ListLaunch<squares_list_tensors, squares_list_blocks, SquaresSlot>;
+static_assert(sizeof(SquaresLaunch) <= 4096, "kernel parameters beyond 4 KB");
 
-/// Tree sum of one double per thread of a sum_threads block; thread 0 gets the total.
+/// Tree sum of one double per thread of a list_threads block; thread 0 gets the total.
 __device__ __forceinline__ double block_sum(double v, double* shared) {
   shared[threadIdx.x] = v;
   __syncthreads();
-  for (int width = sum_threads / 2; width > 0; width /= 2) {
+  for (int width = list_threads / 2; width > 0; width /= 2) {
     if (threadIdx.x < width) shared[threadIdx.x] += shared[threadIdx.x + width];
     __syncthreads();
   }
   return shared[0];
 }
 
-/// partial[block] = sum of x[i]^2 over the block's grid-stride elements, in double.
+/// partial[first_partial + chunk] = the sum of x[i]^2 over the block's chunk, in double.
 template <class T>
-__global__ void sum_of_squares_partial(const T* x, std::int64_t n, double* partial) {
-  __shared__ double shared[sum_threads];
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+__global__ void __launch_bounds__(list_threads) sum_of_squares_chunks(SquaresLaunch batch, double* partial) {
+  __shared__ double shared[list_threads];
+  const SquaresSlot& t = batch.tensor[batch.tensor_of[blockIdx.x]];
+  const std::int64_t chunk = batch.chunk_of[blockIdx.x];
+  const std::int64_t begin = chunk * list_chunk, end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  const T* x = static_cast<const T*>(t.x);
   double acc = 0.0;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     const double v = static_cast<double>(load(x + i));
     acc += v * v;
   }
   const double total = block_sum(acc, shared);
-  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+  if (threadIdx.x == 0) partial[t.first_partial + chunk] = total;
 }
 
-/// *out = sum of the `count` partials (one block).
-__global__ void sum_partials(const double* partial, int count, double* out) {
-  __shared__ double shared[sum_threads];
+/// Tensors per launch of sum_tensor_partials.
+constexpr int partial_sums_per_launch = 128;
+
+/// Where each tensor's partials are, for one launch of sum_tensor_partials.
+struct PartialRanges {
+  std::int64_t first[partial_sums_per_launch];
+  std::int32_t count[partial_sums_per_launch];
+};
+
+/// out[blockIdx.x] = the sum of tensor blockIdx.x's partials, in order (one block each).
+__global__ void __launch_bounds__(list_threads) sum_tensor_partials(const double* partial, PartialRanges ranges, double* out) {
+  __shared__ double shared[list_threads];
+  const double* p = partial + ranges.first[blockIdx.x];
   double acc = 0.0;
-  for (int i = threadIdx.x; i < count; i += sum_threads) acc += partial[i];
+  for (int i = threadIdx.x; i < ranges.count[blockIdx.x]; i += blockDim.x) acc += p[i];
   const double total = block_sum(acc, shared);
-  if (threadIdx.x == 0) *out = total;
+  if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+/// One tensor of a scaling launch: dst = src * coef over n elements.
+struct ScaleSlot {
+  void* dst;
+  const void* src;
+  std::int64_t n;
+};
+constexpr int scale_list_tensors = 64, scale_list_blocks = 320;
+using ScaleLaunch = ListLaunch<scale_list_tensors, scale_list_blocks, ScaleSlot>;
+static_assert(sizeof(ScaleLaunch) <= 4096, "kernel parameters beyond 4 KB");
+
+/// dst = src * coef over each block's chunk, in compute_t<T> (as the MulScalar map).
+template <class T>
+__global__ void __launch_bounds__(list_threads) scale_chunks(ScaleLaunch batch, compute_t<T> coef) {
+  const ScaleSlot& t = batch.tensor[batch.tensor_of[blockIdx.x]];
+  const std::int64_t begin = static_cast<std::int64_t>(batch.chunk_of[blockIdx.x]) * list_chunk;
+  const std::int64_t end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  T* dst = static_cast<T*>(t.dst);
+  const T* src = static_cast<const T*>(t.src);
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) dst[i] = to_element<T>(load(src + i) * coef);
 }
 
 /// The host scalars of one AdamW update converted to the compute type C (as the CPU loop
@@ -157,34 +211,58 @@ void check_count(std::int64_t n, std::string_view op) { CONDENSE_CHECK(n >= 0, o
 
 }  // namespace
 
-void adamw_step(DType dtype, int device, void* param, const void* grad, void* exp_avg, void* exp_avg_sq, std::int64_t n,
-                const AdamWStepArgs& args, std::string_view op) {
-  check_count(n, op);
-  if (n == 0) return;
-  use_device(device, op);
-  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    adamw_kernel<T><<<grid_for(n, update_threads), update_threads, 0, stream_of(device)>>>(
-        static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(exp_avg), static_cast<T*>(exp_avg_sq), n,
-        adamw_scalars<compute_t<T>>(args));
-  });
-  check_launch(op);
+namespace {
+
+/// Queues the multi-tensor AdamW launches over `entries` (Master: through float masters).
+template <class T, bool Master>
+void launch_adamw_list(int device, const AdamWListEntry* entries, std::size_t count, std::string_view op) {
+  using C = compute_t<T>;
+  const cudaStream_t stream = stream_of(device);
+  for_each_list_launch<adamw_list_tensors, adamw_list_blocks, AdamWSlot<C>>(
+      count, [&](std::size_t i) { return entries[i].n; },
+      [&](std::size_t i, AdamWSlot<C>& slot) {
+        const AdamWListEntry& e = entries[i];
+        slot = {e.param, e.grad, e.exp_avg, e.exp_avg_sq, e.master, e.n, adamw_scalars<C>(e.args)};
+      },
+      [&](const AdamWLaunch<C>& batch, int blocks) {
+        adamw_list_kernel<T, Master><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch);
+        check_launch(op);
+      });
 }
 
-void adamw_master_step(DType dtype, int device, void* param, const void* grad, float* master, float* exp_avg,
-                       float* exp_avg_sq, std::int64_t n, const AdamWStepArgs& args, std::string_view op) {
-  check_count(n, op);
+/// Checks the entries of a list launcher: counts >= 0, the pointers of non-empty tensors set
+/// (masters too when `master`).
+void check_entries(const AdamWListEntry* entries, std::size_t count, bool master, std::string_view op) {
+  CONDENSE_CHECK(count == 0 || entries != nullptr, op, "no AdamW entries for ", count, " tensors");
+  for (std::size_t i = 0; i < count; ++i) {
+    const AdamWListEntry& e = entries[i];
+    check_count(e.n, op);
+    CONDENSE_CHECK(e.n == 0 || (e.param && e.grad && e.exp_avg && e.exp_avg_sq && (!master || e.master)), op,
+                   "AdamW entry ", i, " of ", e.n, " elements misses a buffer");
+  }
+}
+
+}  // namespace
+
+void adamw_step_list(DType dtype, int device, const AdamWListEntry* entries, std::size_t count, std::string_view op) {
+  check_entries(entries, count, false, op);
+  if (count == 0) return;
+  use_device(device, op);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
+    launch_adamw_list<decltype(tag), false>(device, entries, count, op);
+  });
+}
+
+void adamw_master_step_list(DType dtype, int device, const AdamWListEntry* entries, std::size_t count,
+                            std::string_view op) {
   CONDENSE_CHECK(dtype == DType::BFloat16 || dtype == DType::Float16, op,
                  "the master-weight AdamW step takes bfloat16 or float16 parameters, got ", dtype_name(dtype));
-  if (n == 0) return;
+  check_entries(entries, count, true, op);
+  if (count == 0) return;
   use_device(device, op);
   dispatch_dtype<::condense::bfloat16, ::condense::float16>(dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    adamw_master_kernel<T><<<grid_for(n, update_threads), update_threads, 0, stream_of(device)>>>(
-        static_cast<T*>(param), static_cast<const T*>(grad), master, exp_avg, exp_avg_sq, n,
-        adamw_scalars<float>(args));
+    launch_adamw_list<decltype(tag), true>(device, entries, count, op);
   });
-  check_launch(op);
 }
 
 void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
@@ -204,25 +282,65 @@ void sgd_step(DType dtype, int device, void* param, const void* grad, void* mome
   check_launch(op);
 }
 
-void sum_of_squares(DType dtype, int device, const void* x, std::int64_t n, double* out, std::string_view op) {
-  check_count(n, op);
+void sum_of_squares_list(DType dtype, int device, const void* const* xs, const std::int64_t* ns, std::size_t count,
+                         double* out, std::string_view op) {
+  CONDENSE_CHECK(count == 0 || (xs && ns && out), op, "no sum-of-squares operands for ", count, " tensors");
+  std::int64_t partials = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    check_count(ns[i], op);
+    CONDENSE_CHECK(ns[i] == 0 || xs[i], op, "sum-of-squares operand ", i, " of ", ns[i], " elements is null");
+    partials += list_chunks(ns[i]);
+  }
+  if (count == 0) return;
   use_device(device, op);
   const cudaStream_t stream = stream_of(device);
-  const unsigned blocks = grid_for(n, sum_threads) < max_sum_blocks ? grid_for(n, sum_threads) : max_sum_blocks;
+  // Partials of tensor i at [first[i], first[i] + chunks); an empty tensor has none (its sum is 0).
+  const DeviceScratch scratch(static_cast<std::size_t>(partials) * sizeof(double), device, op);
+  double* partial = static_cast<double*>(scratch.get());
+  std::vector<std::int64_t> first(count);
+  for (std::size_t i = 0, at = 0; i < count; at += static_cast<std::size_t>(list_chunks(ns[i])), ++i)
+    first[i] = static_cast<std::int64_t>(at);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    const T* in = static_cast<const T*>(x);
-    if (blocks == 1) {
-      sum_of_squares_partial<T><<<1, sum_threads, 0, stream>>>(in, n, out);
-      check_launch(op);
-      return;
+    for_each_list_launch<squares_list_tensors, squares_list_blocks, SquaresSlot>(
+        count, [&](std::size_t i) { return ns[i]; },
+        [&](std::size_t i, SquaresSlot& slot) { slot = {xs[i], ns[i], first[i]}; },
+        [&](const SquaresLaunch& batch, int blocks) {
+          sum_of_squares_chunks<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch, partial);
+          check_launch(op);
+        });
+  });
+  for (std::size_t begin = 0; begin < count; begin += partial_sums_per_launch) {
+    const std::size_t tensors = std::min<std::size_t>(partial_sums_per_launch, count - begin);
+    PartialRanges ranges{};
+    for (std::size_t j = 0; j < tensors; ++j) {
+      ranges.first[j] = first[begin + j];
+      ranges.count[j] = static_cast<std::int32_t>(list_chunks(ns[begin + j]));
     }
-    const DeviceScratch partial(blocks * sizeof(double), device, op);
-    double* partials = static_cast<double*>(partial.get());
-    sum_of_squares_partial<T><<<blocks, sum_threads, 0, stream>>>(in, n, partials);
+    sum_tensor_partials<<<static_cast<unsigned>(tensors), list_threads, 0, stream>>>(partial, ranges, out + begin);
     check_launch(op);
-    sum_partials<<<1, sum_threads, 0, stream>>>(partials, static_cast<int>(blocks), out);
-    check_launch(op);
+  }
+}
+
+void scale_list(DType dtype, int device, void* const* dsts, const void* const* srcs, const std::int64_t* ns,
+                std::size_t count, double coef, std::string_view op) {
+  CONDENSE_CHECK(count == 0 || (dsts && srcs && ns), op, "no operands to scale for ", count, " tensors");
+  for (std::size_t i = 0; i < count; ++i) {
+    check_count(ns[i], op);
+    CONDENSE_CHECK(ns[i] == 0 || (dsts[i] && srcs[i]), op, "scaled tensor ", i, " of ", ns[i], " elements is null");
+  }
+  if (count == 0) return;
+  use_device(device, op);
+  const cudaStream_t stream = stream_of(device);
+  dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    for_each_list_launch<scale_list_tensors, scale_list_blocks, ScaleSlot>(
+        count, [&](std::size_t i) { return ns[i]; },
+        [&](std::size_t i, ScaleSlot& slot) { slot = {dsts[i], srcs[i], ns[i]}; },
+        [&](const ScaleLaunch& batch, int blocks) {
+          scale_chunks<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch, static_cast<compute_t<T>>(coef));
+          check_launch(op);
+        });
   });
 }
 

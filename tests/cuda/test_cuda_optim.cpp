@@ -143,6 +143,59 @@ TEST_CASE_TEMPLATE("cuda optim: AdamW steps match the CPU optimizer for every op
   }
 }
 
+TEST_CASE("cuda optim: AdamW and clip_grad_norm over many tensors in a few launches match the CPU") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // 70 parameters, more than one multi-tensor launch holds (20 AdamW tensors, 64 sums or
+  // scalings per launch), of 1 element to a few 65536-element chunks; one of 330 chunks (more
+  // blocks than one launch holds, so it continues in the next launch), an empty one, one
+  // without a gradient at the first step; vectors are not decayed, matrices are. The norm is
+  // far above max_norm, so every gradient is scaled too.
+  Generator gen(77);
+  std::vector<Shape> shapes;
+  for (int i = 0; i < 70; ++i)
+    shapes.push_back(i % 3 == 0 ? Shape{1 + 37 * i} : Shape{3 + i, 1 + 911 * (i % 7)});
+  shapes[10] = Shape{330 * 65536 + 17};
+  shapes[11] = Shape{0, 5};
+  optim::NamedTensors<float> cpu, gpu;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const auto v = randn<float>(shapes[i], gen);
+    cpu.emplace_back("p" + std::to_string(i), leaf_on(v, Device::cpu()));
+    gpu.emplace_back("p" + std::to_string(i), leaf_on(v, Device::cuda()));
+  }
+  optim::AdamWOptions options;
+  options.lr = 1e-2;
+  options.weight_decay = 0.1;
+  optim::AdamW<float> cpu_opt(cpu, options), gpu_opt(gpu, options);
+  for (int step = 0; step < 3; ++step) {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      if (i == 5 && step == 0) {
+        cpu[i].second.zero_grad();
+        gpu[i].second.zero_grad();
+        continue;
+      }
+      const auto g = randn<float>(shapes[i], gen);
+      cpu[i].second.set_grad(g);
+      gpu[i].second.set_grad(g.to(Device::cuda()));
+    }
+    const double cpu_norm = optim::clip_grad_norm(cpu, 50.0), gpu_norm = optim::clip_grad_norm(gpu, 50.0);
+    CHECK(cpu_norm > 50.0);
+    CHECK(gpu_norm == doctest::Approx(cpu_norm).epsilon(1e-12));
+    for (std::size_t i = 0; i < shapes.size(); ++i) {  // the same float products on both devices
+      if (!cpu[i].second.grad().defined()) continue;
+      CAPTURE(i);
+      CHECK(values(gpu[i].second.grad().cpu()) == values(cpu[i].second.grad()));
+    }
+    cpu_opt.step();
+    gpu_opt.step();
+  }
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    CAPTURE(i);
+    CHECK_MESSAGE(allclose(gpu[i].second.cpu(), cpu[i].second, optim_rtol<float>, optim_atol<float>),
+                  "differs by ", max_abs_diff(gpu[i].second.cpu(), cpu[i].second));
+  }
+  CHECK(gpu_opt.state()[5 * 3 + 2].second.item() == 2.0f);  // p5's step count lags by one
+}
+
 TEST_CASE_TEMPLATE("cuda optim: SGD steps match the CPU optimizer for every option", T, float, double) {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::vector<std::pair<std::string, optim::SGDOptions>> cases = {

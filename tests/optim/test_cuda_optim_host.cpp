@@ -74,11 +74,19 @@ TEST_CASE("optimizer state loads from strided CPU tensors and saves contiguous c
 TEST_CASE("optimizer and dropout launchers name the op in a CPU-only build") {
   float p = 0, g = 0, m = 0, v = 0;
   double out = 0;
-  CHECK_THROWS_WITH_AS(cuda::adamw_step(DType::Float32, 0, &p, &g, &m, &v, 1, {}, "AdamW"),
+  const cuda::AdamWListEntry entry{&p, &g, &m, &v, nullptr, 1, {}};
+  CHECK_THROWS_WITH_AS(cuda::adamw_step_list(DType::Float32, 0, &entry, 1, "AdamW"),
                        doctest::Contains("[AdamW] CUDA device requested but condense was built without CUDA"), Error);
+  CHECK_THROWS_WITH_AS(cuda::adamw_master_step_list(DType::BFloat16, 0, &entry, 1, "AdamW"),
+                       doctest::Contains("[AdamW] CUDA device"), Error);
   CHECK_THROWS_WITH_AS(cuda::sgd_step(DType::Float32, 0, &p, &g, &m, 1, {}, "SGD"), doctest::Contains("[SGD] CUDA device"),
                        Error);
-  CHECK_THROWS_WITH_AS(cuda::sum_of_squares(DType::Float32, 0, &g, 1, &out, "clip_grad_norm"),
+  const void* grads[] = {&g};
+  void* scaled[] = {&p};
+  const std::int64_t counts[] = {1};
+  CHECK_THROWS_WITH_AS(cuda::sum_of_squares_list(DType::Float32, 0, grads, counts, 1, &out, "clip_grad_norm"),
+                       doctest::Contains("[clip_grad_norm] CUDA device"), Error);
+  CHECK_THROWS_WITH_AS(cuda::scale_list(DType::Float32, 0, scaled, grads, counts, 1, 0.5, "clip_grad_norm"),
                        doctest::Contains("[clip_grad_norm] CUDA device"), Error);
   CHECK_THROWS_WITH_AS(cuda::dropout_forward({}, nullptr, {}, 0, 0, 1.0, "dropout"), doctest::Contains("[dropout] CUDA device"),
                        Error);

@@ -1,9 +1,9 @@
 // AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step the update
 // of PyTorch's torch.optim.AdamW (amsgrad off), with per-parameter step counts for the bias
 // correction, and no decay of vectors (biases, norm weights) unless asked for. Parameters on
-// a CUDA device are updated there by one fused kernel per parameter tensor. 16-bit parameters
-// are trained through float master weights (optim/master_weights.hpp), updated in the same
-// pass as the master.
+// a CUDA device are updated there by a fused kernel, a few multi-tensor launches for all of
+// them. 16-bit parameters are trained through float master weights (optim/master_weights.hpp),
+// updated in the same pass as the master.
 #pragma once
 
 #include <algorithm>
@@ -78,12 +78,14 @@ class AdamW {
     NoGradGuard no_grad;
     std::vector<std::int64_t> sizes;
     const auto active = plan_updates(params_, sizes);
-    if (params_.front().second.device().is_cuda()) {
+    if (params_.front().second.device().is_cuda()) {  // all of them in a few launches
+      std::vector<cuda::AdamWListEntry> entries;
       for (const auto& a : active) {
         const Tensor<T>& p = params_[a.index].second;
-        cuda::adamw_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), exp_avg_[a.index].data(),
-                         exp_avg_sq_[a.index].data(), p.numel(), a.args, "AdamW");
+        entries.push_back({p.data(), a.grad.data(), exp_avg_[a.index].data(), exp_avg_sq_[a.index].data(), nullptr,
+                           p.numel(), a.args});
       }
+      cuda::adamw_step_list(dtype_of<T>, params_.front().second.device().index, entries.data(), entries.size(), "AdamW");
     } else {
       detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
         const auto& a = active[slot];
@@ -258,13 +260,15 @@ class AdamW<T> : public detail::MasterWeightOptimizer<T, AdamW<float>, AdamWOpti
     AdamW<float>& opt = this->master_;
     std::vector<std::int64_t> sizes;
     const auto active = opt.plan_updates(params, sizes);
-    if (params.front().second.device().is_cuda()) {
+    if (params.front().second.device().is_cuda()) {  // all of them in a few launches
+      std::vector<cuda::AdamWListEntry> entries;
       for (const auto& a : active) {
         const Tensor<T>& p = params[a.index].second;
-        cuda::adamw_master_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(), masters[a.index].second.data(),
-                                opt.exp_avg_[a.index].data(), opt.exp_avg_sq_[a.index].data(), p.numel(), a.args,
-                                "AdamW");
+        entries.push_back({p.data(), a.grad.data(), opt.exp_avg_[a.index].data(), opt.exp_avg_sq_[a.index].data(),
+                           masters[a.index].second.data(), p.numel(), a.args});
       }
+      cuda::adamw_master_step_list(dtype_of<T>, params.front().second.device().index, entries.data(), entries.size(),
+                                   "AdamW");
     } else {
       detail::parallel_update(sizes, [&](std::size_t slot, std::int64_t b, std::int64_t e) {
         const auto& a = active[slot];

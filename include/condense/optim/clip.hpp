@@ -1,7 +1,8 @@
 // Gradient clipping by global norm: grad_norm (the L2 norm of all gradients together,
 // accumulated in double) and clip_grad_norm, which rescales the gradients when that norm
 // exceeds a bound, as torch.nn.utils.clip_grad_norm_ does. Gradients on a CUDA device are
-// reduced and scaled on that device; only one double per gradient comes back to the host.
+// reduced and scaled on that device, a few multi-tensor launches for all of them; only one
+// double per gradient comes back to the host.
 // 16-bit gradients are summed in double and scaled in float (one rounding).
 #pragma once
 
@@ -18,7 +19,6 @@
 #include "condense/autograd/grad_mode.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cuda/optim_kernels.hpp"
-#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/error.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -48,17 +48,21 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
     owners.push_back(i);
   }
   std::vector<double> per_grad(grads.size(), 0.0);
-  // CUDA gradients: one sum per gradient into a double array per device, read back once.
+  // CUDA gradients: the sums of every gradient of a device in a few launches, into a double
+  // array read back once.
   std::map<int, std::vector<std::size_t>> on_device;
   for (std::size_t s = 0; s < grads.size(); ++s)
     if (grads[s].device().is_cuda()) on_device[grads[s].device().index].push_back(s);
   for (const auto& [device, slots] : on_device) {
     const Tensor<double> sums =
         Tensor<double>::empty(Shape{static_cast<std::int64_t>(slots.size())}, Device::cuda(device));
-    for (std::size_t j = 0; j < slots.size(); ++j) {
-      const Tensor<T>& g = grads[slots[j]];
-      cuda::sum_of_squares(dtype_of<T>, device, g.data(), g.numel(), sums.data() + j, op);
+    std::vector<const void*> data;
+    std::vector<std::int64_t> counts;
+    for (const std::size_t slot : slots) {
+      data.push_back(grads[slot].data());
+      counts.push_back(grads[slot].numel());
     }
+    cuda::sum_of_squares_list(dtype_of<T>, device, data.data(), counts.data(), slots.size(), sums.data(), op);
     const std::vector<double> host = sums.to_vector();
     for (std::size_t j = 0; j < slots.size(); ++j) per_grad[slots[j]] = host[j];
   }
@@ -94,14 +98,13 @@ double grad_sum_of_squares(std::string_view op, const NamedTensors<T>& params, s
   return total;
 }
 
-/// A new tensor g * coef on g's device (g is never scaled in place). 16-bit gradients are
-/// multiplied in float and rounded once.
+/// A new CPU tensor g * coef for a CPU gradient g (g is never scaled in place; CUDA gradients
+/// go through cuda::scale_list). 16-bit gradients are multiplied in float and rounded once.
 template <DifferentiableElement T>
 Tensor<T> scaled_gradient(const Tensor<T>& g, double coef) {
   if constexpr (HalfElement<T>) {
     return mul(g, static_cast<float>(coef));
   } else {
-    if (g.device().is_cuda()) return condense::detail::cuda_unary_map<T>("clip_grad_norm", g, {cuda::UnaryOp::MulScalar, coef});
     const T c = static_cast<T>(coef);
     const Tensor<T> src_tensor = g.is_contiguous() ? g : g.contiguous();
     Tensor<T> scaled = Tensor<T>::empty(g.shape());
@@ -166,9 +169,30 @@ double clip_grad_norm(const NamedTensors<T>& params, double max_norm, bool error
   const double coef = max_norm / (norm + clip_epsilon);
   if (coef >= 1.0) return norm;
   NoGradGuard no_grad;
+  // CUDA gradients: scaled into new tensors, per device in a few launches for all of them.
+  std::map<int, std::vector<std::pair<const Tensor<T>*, Tensor<T>>>> on_device;
   for (const auto& [name, p] : params) {
     const Tensor<T> g = p.grad();
-    if (g.defined()) p.set_grad(detail::scaled_gradient(g, coef));
+    if (!g.defined()) continue;
+    if (g.device().is_cuda()) {
+      on_device[g.device().index].emplace_back(&p, g.is_contiguous() ? g : g.contiguous());
+    } else {
+      p.set_grad(detail::scaled_gradient(g, coef));
+    }
+  }
+  for (const auto& [device, grads] : on_device) {
+    std::vector<Tensor<T>> scaled;
+    std::vector<void*> dsts;
+    std::vector<const void*> srcs;
+    std::vector<std::int64_t> counts;
+    for (const auto& [param, g] : grads) {
+      scaled.push_back(Tensor<T>::empty(g.shape(), g.device()));
+      dsts.push_back(scaled.back().data());
+      srcs.push_back(g.data());
+      counts.push_back(g.numel());
+    }
+    cuda::scale_list(dtype_of<T>, device, dsts.data(), srcs.data(), counts.data(), grads.size(), coef, "clip_grad_norm");
+    for (std::size_t j = 0; j < grads.size(); ++j) grads[j].first->set_grad(scaled[j]);
   }
   return norm;
 }

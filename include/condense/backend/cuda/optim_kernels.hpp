@@ -1,14 +1,17 @@
-// The CUDA launchers of the optimizers, of gradient clipping and of dropout: fused AdamW and
-// SGD updates of one contiguous parameter tensor (AdamW also through float master weights),
-// a deterministic sum of squares in double (the global gradient norm), and the dropout
-// mask / scale forward and backward. Plain C++ declarations on raw device pointers: the
-// definitions live in kernels/optim.cu and kernels/dropout.cu; in a build without CUDA each
-// launcher throws condense::Error naming the op. Also holds the dropout bit generator
-// (splitmix64 of key and element index), shared by the CPU loop of ops/dropout.hpp and the
-// CUDA kernel so both draw the same mask.
+// The CUDA launchers of the optimizers, of gradient clipping and of dropout: fused AdamW
+// updates over a list of contiguous parameter tensors (also through float master weights),
+// the fused SGD update of one tensor, a deterministic sum of squares in double of each tensor
+// of a list (the global gradient norm) and the scaling of a list of tensors (clipping), and
+// the dropout mask / scale forward and backward. The list launchers queue a few kernels for
+// all the tensors instead of one or two per tensor. Plain C++ declarations on raw device
+// pointers: the definitions live in kernels/optim.cu and kernels/dropout.cu; in a build
+// without CUDA each launcher throws condense::Error naming the op. Also holds the dropout bit
+// generator (splitmix64 of key and element index), shared by the CPU loop of
+// ops/dropout.hpp and the CUDA kernel so both draw the same mask.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -53,6 +56,19 @@ struct AdamWStepArgs {
   double eps = 0;              ///< added to the denominator
 };
 
+/// One parameter tensor of a multi-tensor AdamW update: `n` contiguous elements of param,
+/// grad and the moments on one device (the moments and `master` in float for
+/// adamw_master_step_list), and the scalars of its update.
+struct AdamWListEntry {
+  void* param = nullptr;
+  const void* grad = nullptr;
+  void* exp_avg = nullptr;
+  void* exp_avg_sq = nullptr;
+  float* master = nullptr;  ///< float master weights (adamw_master_step_list only)
+  std::int64_t n = 0;
+  AdamWStepArgs args;
+};
+
 /// The host-side scalars and switches of one SGD update of a parameter tensor (see
 /// optim/sgd.hpp).
 struct SGDStepArgs {
@@ -67,23 +83,28 @@ struct SGDStepArgs {
 };
 
 #if CONDENSE_WITH_CUDA
-/// One fused AdamW update of `n` contiguous elements of element type `dtype` on `device`:
-/// param, exp_avg and exp_avg_sq are updated in place from grad. Float and double; the
-/// 16-bit types compute in float.
-void adamw_step(DType dtype, int device, void* param, const void* grad, void* exp_avg, void* exp_avg_sq, std::int64_t n,
-                const AdamWStepArgs& args, std::string_view op);
-/// One fused AdamW update of `n` contiguous 16-bit parameters (`dtype` bfloat16 or float16)
-/// through float master weights: grad is widened, master, exp_avg and exp_avg_sq (float) are
-/// updated as adamw_step does for float, and param becomes the master rounded, in one pass.
-void adamw_master_step(DType dtype, int device, void* param, const void* grad, float* master, float* exp_avg,
-                       float* exp_avg_sq, std::int64_t n, const AdamWStepArgs& args, std::string_view op);
+/// One fused AdamW update of each of `count` parameter tensors of element type `dtype` on
+/// `device` (param, exp_avg and exp_avg_sq updated in place from grad), in a few launches for
+/// all of them. Float and double; the 16-bit types compute in float.
+void adamw_step_list(DType dtype, int device, const AdamWListEntry* entries, std::size_t count, std::string_view op);
+/// adamw_step_list for 16-bit parameters (`dtype` bfloat16 or float16) through float master
+/// weights: grad is widened, master, exp_avg and exp_avg_sq (float) are updated as the float
+/// update does, and param becomes the master rounded, in one pass.
+void adamw_master_step_list(DType dtype, int device, const AdamWListEntry* entries, std::size_t count,
+                            std::string_view op);
 /// One fused SGD update of `n` contiguous elements: param (and momentum_buffer, which may be
 /// null when args.use_momentum is false) updated in place from grad.
 void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
               const SGDStepArgs& args, std::string_view op);
-/// *out (one double in device memory) = the sum of x[i]^2 over `n` contiguous elements,
-/// accumulated in double in an order fixed by n alone (the same bits on every run).
-void sum_of_squares(DType dtype, int device, const void* x, std::int64_t n, double* out, std::string_view op);
+/// out[i] (device memory, `count` doubles) = the sum of xs[i][k]^2 over the ns[i] contiguous
+/// elements of tensor i, accumulated in double in an order fixed by ns[i] alone (the same
+/// bits on every run), for all the tensors in a few launches.
+void sum_of_squares_list(DType dtype, int device, const void* const* xs, const std::int64_t* ns, std::size_t count,
+                         double* out, std::string_view op);
+/// dsts[i][k] = srcs[i][k] * coef over the ns[i] contiguous elements of each of `count` tensors,
+/// with coef in the compute type (float for float and the 16-bit types), in a few launches.
+void scale_list(DType dtype, int device, void* const* dsts, const void* const* srcs, const std::int64_t* ns,
+                std::size_t count, double coef, std::string_view op);
 /// Dropout forward: for the row-major index i of `x` (any view of out's sizes),
 /// mask[i] = dropout_keep(key, i, threshold) and out[i] = x[i] * mask[i] * scale. `out` is
 /// contiguous and `mask` a contiguous array of out.numel() bools, both on out's device.
@@ -94,18 +115,21 @@ void dropout_forward(const StridedArg& out, void* mask, const StridedArg& x, std
 void dropout_backward(const StridedArg& grad_in, const void* mask, const StridedArg& grad_out, double scale,
                       std::string_view op);
 #else
-inline void adamw_step(DType, int, void*, const void*, void*, void*, std::int64_t, const AdamWStepArgs&,
-                       std::string_view op) {
-  throw_no_cuda(op);
-}
-inline void adamw_master_step(DType, int, void*, const void*, float*, float*, float*, std::int64_t, const AdamWStepArgs&,
-                              std::string_view op) {
+inline void adamw_step_list(DType, int, const AdamWListEntry*, std::size_t, std::string_view op) { throw_no_cuda(op); }
+inline void adamw_master_step_list(DType, int, const AdamWListEntry*, std::size_t, std::string_view op) {
   throw_no_cuda(op);
 }
 inline void sgd_step(DType, int, void*, const void*, void*, std::int64_t, const SGDStepArgs&, std::string_view op) {
   throw_no_cuda(op);
 }
-inline void sum_of_squares(DType, int, const void*, std::int64_t, double*, std::string_view op) { throw_no_cuda(op); }
+inline void sum_of_squares_list(DType, int, const void* const*, const std::int64_t*, std::size_t, double*,
+                                std::string_view op) {
+  throw_no_cuda(op);
+}
+inline void scale_list(DType, int, void* const*, const void* const*, const std::int64_t*, std::size_t, double,
+                       std::string_view op) {
+  throw_no_cuda(op);
+}
 inline void dropout_forward(const StridedArg&, void*, const StridedArg&, std::uint64_t, std::uint64_t, double,
                             std::string_view op) {
   throw_no_cuda(op);
