@@ -405,7 +405,7 @@ void copy_strided(const StridedArg& out_arg, const StridedArg& in_arg, std::stri
   if (n == 0) return;
   use_device(out.device, op);
   const cudaStream_t stream = stream_of(out.device);
-  if (out.dtype == in.dtype) {  // moved as units of up to 16 bytes: five kernels serve all types
+  if (out.dtype == in.dtype) {  // moved as raw units of up to 16 bytes, whatever the element type
     const auto copy_units = [&]<class Unit>() {  // out and in are described in Units by now
       Unit* o = static_cast<Unit*>(out.data);
       const Unit* x = static_cast<const Unit*>(in.data);

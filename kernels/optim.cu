@@ -52,11 +52,11 @@ struct AdamWSlot {
   AdamWScalars<C> s;
 };
 
-/// Tensors and blocks per AdamW launch (the parameters stay under 4 KB for double).
-constexpr int adamw_list_tensors = 20, adamw_list_blocks = 160;
+/// Tensors and blocks per AdamW launch: 2048 blocks of 256 threads fill a large GPU.
+constexpr int adamw_list_tensors = 64, adamw_list_blocks = 2048;
 template <class C>
 using AdamWLaunch = ListLaunch<adamw_list_tensors, adamw_list_blocks, AdamWSlot<C>>;
-static_assert(sizeof(AdamWLaunch<double>) <= 4096, "kernel parameters beyond 4 KB");
+static_assert(sizeof(AdamWLaunch<double>) <= max_list_parameter_bytes, "kernel parameters too large");
 
 /// AdamW on each block's chunk of a T parameter with T moments (compute_t<T> arithmetic);
 /// with Master, on 16-bit parameters through float master weights and moments: the 16-bit
@@ -125,9 +125,9 @@ struct SquaresSlot {
   std::int64_t n;
   std::int64_t first_partial;
 };
-constexpr int squares_list_tensors = 64, squares_list_blocks = 320;
+constexpr int squares_list_tensors = 128, squares_list_blocks = 2048;
 using SquaresLaunch = ListLaunch<squares_list_tensors, squares_list_blocks, SquaresSlot>;
-static_assert(sizeof(SquaresLaunch) <= 4096, "kernel parameters beyond 4 KB");
+static_assert(sizeof(SquaresLaunch) <= max_list_parameter_bytes, "kernel parameters too large");
 
 /// Tree sum of one double per thread of a list_threads block; thread 0 gets the total.
 __device__ __forceinline__ double block_sum(double v, double* shared) {
@@ -182,9 +182,9 @@ struct ScaleSlot {
   const void* src;
   std::int64_t n;
 };
-constexpr int scale_list_tensors = 64, scale_list_blocks = 320;
+constexpr int scale_list_tensors = 128, scale_list_blocks = 2048;
 using ScaleLaunch = ListLaunch<scale_list_tensors, scale_list_blocks, ScaleSlot>;
-static_assert(sizeof(ScaleLaunch) <= 4096, "kernel parameters beyond 4 KB");
+static_assert(sizeof(ScaleLaunch) <= max_list_parameter_bytes, "kernel parameters too large");
 
 /// dst = src * coef over each block's chunk, in compute_t<T> (as the MulScalar map).
 template <class T>

@@ -2,8 +2,9 @@
 // a strided view (one block per output row for long rows, contiguous chunks of a row on
 // several blocks combined by a second pass when there are too few rows to fill the device
 // (a whole-tensor sum), one thread per row for short rows, column tiles with interleaved
-// slices when the outputs are adjacent in memory and the reduced dims outer); softmax / log_softmax forward and backward, logsumexp, and the
-// backward rules of amax/amin and logsumexp over contiguous rows (one block per row).
+// slices when the outputs are adjacent in memory and the reduced dims outer); softmax /
+// log_softmax forward and backward, logsumexp, and the backward rules of amax/amin and
+// logsumexp over contiguous rows (one block per row).
 // Accumulation is in float for float and the 16-bit types, double for double.
 #include <algorithm>
 #include <cfloat>

@@ -3,9 +3,10 @@
 // elements (neighbouring threads take neighbouring inner positions, so loads coalesce when
 // inner > 1), except cumsum over contiguous lines (inner == 1) of at least 256 elements:
 // blocks of 256 threads scan chunks of 4096 elements, 256 adjacent ones at a time, each
-// chunk starting from the sum of the chunk totals before it (a first pass); arg reductions (argmax/argmin with the value), one thread per line, or one
-// block per line when the line is long and inner == 1 (a reduction over the vocabulary);
-// and the backward of max(t, dim), which places each line's gradient at its index.
+// chunk starting from the sum of the chunk totals before it (a first pass); arg reductions
+// (argmax/argmin with the value), one thread per line, or one block per line when the line
+// is long and inner == 1 (a reduction over the vocabulary); and the backward of max(t, dim),
+// which places each line's gradient at its index.
 // Scans accumulate in the element type (float for the 16-bit types), as on the CPU; the
 // chunked cumsum adds in another order than the CPU's sequential one (same up to rounding;
 // integers wrap around identically).
@@ -39,7 +40,7 @@ __global__ void scan_lines(T* out, const T* in, std::int64_t lines, std::int64_t
     for (std::int64_t c = 0; c < n; ++c) {
       const std::int64_t at = base + (reverse ? n - 1 - c : c) * inner;
       const C x = static_cast<C>(load(in + at));
-      if constexpr (std::is_integral_v<C>) {  // wrap around as the CPU's unsigned arithmetic does
+      if constexpr (std::is_integral_v<C>) {  // wrap around, as the CPU scan does
         using U = std::make_unsigned_t<C>;
         acc = code == ScanOp::Sum ? static_cast<C>(static_cast<U>(acc) + static_cast<U>(x))
                                   : static_cast<C>(static_cast<U>(acc) * static_cast<U>(x));
@@ -70,7 +71,7 @@ __global__ void cumprod_backward_lines(T* grad, const T* x, const T* y, const T*
 constexpr int scan_threads = 256;
 constexpr std::int64_t scan_chunk = scan_threads * 16;  ///< elements of a line per block of the chunked cumsum
 
-/// a + b, wrapping around for integers (as the CPU's unsigned arithmetic does).
+/// a + b, wrapping around for integers (as the CPU scan does).
 template <class C>
 __device__ __forceinline__ C wrapping_add(C a, C b) {
   if constexpr (std::is_integral_v<C>) {

@@ -2,10 +2,13 @@
 // reduced by a few kernel launches instead of one or two launches per tensor. The optimizer
 // step and gradient clipping of a transformer touch a hundred or more small tensors; at a few
 // microseconds of host time per launch the GPU would wait on the launches. Each launch
-// carries, in its kernel parameters (under 4 KB), up to MaxTensors tensor descriptions and
-// up to MaxBlocks block assignments: block b works on chunk chunk_of[b] (elements
+// carries, in its kernel parameters, up to MaxTensors tensor descriptions and up to
+// MaxBlocks block assignments: block b works on chunk chunk_of[b] (elements
 // [chunk * list_chunk, (chunk + 1) * list_chunk)) of tensor tensor_of[b]. A tensor with more
-// chunks than fit continues in the next launch.
+// chunks than fit continues in the next launch. The launchers use up to 2048 blocks per
+// launch, enough resident threads to keep a large GPU's memory busy (160 blocks, what fits
+// in the classic 4 KB of parameters, would leave most of an H100 idle on a memory-bound
+// update); that needs the 32 KB kernel parameters of CUDA 12.1+ on sm_70 and newer.
 #pragma once
 
 #include <cstddef>
@@ -13,9 +16,11 @@
 
 namespace condense::cuda::detail {
 
-/// Elements per block of a multi-tensor launch, and its threads per block.
-inline constexpr std::int64_t list_chunk = 65536;
+/// Elements per block of a multi-tensor launch (64 per thread), and its threads per block.
+inline constexpr std::int64_t list_chunk = 16384;
 inline constexpr int list_threads = 256;
+/// The most kernel-parameter bytes a launch may take (CUDA 12.1+, sm_70+).
+inline constexpr std::size_t max_list_parameter_bytes = 32764;
 
 /// The kernel parameters of one multi-tensor launch.
 template <int MaxTensors, int MaxBlocks, class Tensor>

@@ -74,8 +74,11 @@ TEST_CASE("IndexDivider: random divisors and dividends over the 31-bit range") {
   std::uniform_int_distribution<int> bits(1, 31);
   std::int64_t wrong = 0;
   for (int trial = 0; trial < 2000; ++trial) {
-    // divisors of every magnitude, not only the large ones a uniform draw favours
-    const std::uint32_t d = 1 + any(rng) % (std::uint32_t{1} << (bits(rng) - 1) | 1u);
+    // a divisor of every magnitude, [2^(b-1), 2^b) for b in 1..31 (a uniform draw over the
+    // whole range would favour the large ones)
+    const int b = bits(rng);
+    const std::uint32_t low = std::uint32_t{1} << (b - 1);
+    const std::uint32_t d = low + static_cast<std::uint32_t>(rng() % low);
     std::vector<std::uint32_t> n;
     for (int k = 0; k < 500; ++k) n.push_back(any(rng));
     wrong += mistakes(IndexDivider(d), n);

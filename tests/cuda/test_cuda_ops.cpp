@@ -431,9 +431,14 @@ TEST_CASE("cuda: copies and maps of views past 2^31 elements take the 64-bit ind
       for (std::size_t c = 0; c < 7; ++c) CHECK(got[c] == static_cast<double>(c) + shift);
     }
   };
-  check_rows(wide.contiguous(), 0.0);                   // a copy of one element type
-  check_rows(add(wide, bfloat16(1.0f)), 1.0);            // a map
-  check_rows(wide.cast<float>().cast<bfloat16>(), 0.0);  // a converting copy and back
+  try {
+    check_rows(wide.contiguous(), 0.0);                   // a copy of one element type
+    check_rows(add(wide, bfloat16(1.0f)), 1.0);            // a map
+    check_rows(wide.cast<float>().cast<bfloat16>(), 0.0);  // a converting copy and back
+  } catch (const Error& e) {  // a device with less than the ~13 GB this needs at its peak
+    if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
+    MESSAGE("SKIPPED: not enough device memory: ", e.what());
+  }
 }
 
 TEST_CASE("cuda: the caching allocator reuses blocks and counts bytes") {

@@ -145,16 +145,16 @@ TEST_CASE_TEMPLATE("cuda optim: AdamW steps match the CPU optimizer for every op
 
 TEST_CASE("cuda optim: AdamW and clip_grad_norm over many tensors in a few launches match the CPU") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
-  // 70 parameters, more than one multi-tensor launch holds (20 AdamW tensors, 64 sums or
-  // scalings per launch), of 1 element to a few 65536-element chunks; one of 330 chunks (more
-  // blocks than one launch holds, so it continues in the next launch), an empty one, one
+  // 140 parameters, more than one multi-tensor launch holds (64 AdamW tensors, 128 sums or
+  // scalings per launch), of 1 element to a few 16384-element chunks; one of 2101 chunks (more
+  // than the 2048 blocks of one launch, so it continues in the next launch), an empty one, one
   // without a gradient at the first step; vectors are not decayed, matrices are. The norm is
   // far above max_norm, so every gradient is scaled too.
   Generator gen(77);
   std::vector<Shape> shapes;
-  for (int i = 0; i < 70; ++i)
-    shapes.push_back(i % 3 == 0 ? Shape{1 + 37 * i} : Shape{3 + i, 1 + 911 * (i % 7)});
-  shapes[10] = Shape{330 * 65536 + 17};
+  for (int i = 0; i < 140; ++i)
+    shapes.push_back(i % 3 == 0 ? Shape{1 + 37 * i} : Shape{3 + i % 50, 1 + 911 * (i % 7)});
+  shapes[10] = Shape{2100 * 16384 + 17};
   shapes[11] = Shape{0, 5};
   optim::NamedTensors<float> cpu, gpu;
   for (std::size_t i = 0; i < shapes.size(); ++i) {

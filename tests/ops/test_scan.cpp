@@ -4,7 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <limits>
 
 #include "condense/core/factories.hpp"
 #include "condense/ops/scan.hpp"
@@ -90,6 +92,13 @@ TEST_CASE("scan: cumsum and cumprod values along every dim") {
   CHECK(cumsum(i, 1).to_vector() == std::vector<std::int32_t>{1, 3, 6, 4, 9, 15});
   CHECK(cumprod(i, 0).to_vector() == std::vector<std::int32_t>{1, 2, 3, 4, 10, 18});
   CHECK(cumsum(tensor<std::int64_t>({5, -5, 7}), 0).to_vector() == std::vector<std::int64_t>{5, 0, 7});
+  // and wrap around in two's complement (as the CUDA kernels do) instead of overflowing
+  constexpr std::int32_t max32 = std::numeric_limits<std::int32_t>::max();
+  CHECK(cumsum(tensor<std::int32_t>({max32, 1, 1}), 0).to_vector() ==
+        std::vector<std::int32_t>{max32, std::numeric_limits<std::int32_t>::min(), std::numeric_limits<std::int32_t>::min() + 1});
+  CHECK(cumprod(tensor<std::int64_t>({std::int64_t{1} << 62, 4, 3}), 0).to_vector() ==
+        std::vector<std::int64_t>{std::int64_t{1} << 62, 0, 0});
+  CHECK(cumprod(tensor<std::int32_t>({65536, 65535}), 0).to_vector() == std::vector<std::int32_t>{65536, -65536});
   // scalars and empty tensors
   CHECK(cumsum(scalar_tensor<double>(3.0), 0).item() == 3.0);
   CHECK(cumprod(scalar_tensor<double>(3.0), -1).shape() == Shape{});

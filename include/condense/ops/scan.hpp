@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
@@ -130,6 +131,18 @@ cuda::LineGeometry cuda_lines(const Tensor<T>& t, const ScanGeometry& g) {
   return l;
 }
 
+/// a + b (or a * b) for the scans: integers wrap around (two's complement, as the CUDA
+/// kernels do) instead of overflowing, which C++ leaves undefined for signed types.
+template <ArithmeticElement T, bool Product>
+T scan_combine(T a, T b) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(Product ? static_cast<U>(a) * static_cast<U>(b) : static_cast<U>(a) + static_cast<U>(b));
+  } else {
+    return Product ? a * b : a + b;
+  }
+}
+
 /// Inclusive running sum (or product) of contiguous `in` into `out` (same shape and device)
 /// along the middle dim of `g`, on the CPU or the GPU; `reverse` scans from the end.
 template <ArithmeticElement T>
@@ -138,9 +151,9 @@ void run_scan(std::string_view op, bool product, bool reverse, const Tensor<T>& 
   if (in.device().is_cuda()) {
     cuda::scan(product ? cuda::ScanOp::Prod : cuda::ScanOp::Sum, reverse, out.data(), in.data(), cuda_lines(in, g), op);
   } else if (product) {
-    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return a * b; });
+    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return scan_combine<T, true>(a, b); });
   } else {
-    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return a + b; });
+    scan_kernel(in.data(), out.data(), g, reverse, [](T a, T b) { return scan_combine<T, false>(a, b); });
   }
 }
 
