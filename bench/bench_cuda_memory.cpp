@@ -95,7 +95,8 @@ void BM_cumsum_rows(benchmark::State& state) {  // [rows, n] along n
 void BM_rope(benchmark::State& state) {  // a [B, H, T, D] view of [B, T, H, D]
   if (skip_without_device(state)) return;
   const auto q = device_input({kBatch, kTokens, kHeads, kHeadDim});
-  const RopeTable<float> table = rope_table<float>(arange<std::int64_t>(kTokens), kHeadDim);
+  // Positions on the device give a table on the device (built once, outside the loop).
+  const RopeTable<float> table = rope_table<float>(arange<std::int64_t>(kTokens).to(Device::cuda()), kHeadDim);
   run(state, 2 * q.numel() * 2, [&] { benchmark::DoNotOptimize(rope(q.transpose(1, 2), table).data()); });
 }
 

@@ -1,7 +1,7 @@
 // CUDA kernels of the optimizers and of gradient clipping: the fused AdamW update over a
 // list of parameter tensors (a few launches for all of them, detail/tensor_list.cuh; the
 // CPU loop's formulas in the same order), also for 16-bit parameters through float master
-// weights in one pass; the fused SGD update of one tensor; the sum of squares of every
+// weights in one pass; the fused SGD update, over a list too; the sum of squares of every
 // gradient behind the global gradient norm (per-chunk partial sums in double, then one block
 // per tensor adding its partials in order, so each result depends on the tensor's size alone
 // and never on timing); and the scaling of every gradient by the clipping factor.
@@ -19,8 +19,6 @@ namespace condense::cuda {
 namespace {
 
 using namespace detail;
-
-constexpr int update_threads = 256;
 
 /// AdamWStepArgs converted to the compute type C.
 template <class C>
@@ -67,13 +65,12 @@ __global__ void __launch_bounds__(list_threads) adamw_list_kernel(AdamWLaunch<co
   using C = compute_t<T>;
   using State = std::conditional_t<Master, float, T>;
   const AdamWSlot<C>& t = batch.tensor[batch.tensor_of[blockIdx.x]];
-  const std::int64_t begin = static_cast<std::int64_t>(batch.chunk_of[blockIdx.x]) * list_chunk;
-  const std::int64_t end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  const std::int32_t chunk = batch.chunk_of[blockIdx.x];
   T* param = static_cast<T*>(t.param);
   const T* grad = static_cast<const T*>(t.grad);
   State* exp_avg = static_cast<State*>(t.exp_avg);
   State* exp_avg_sq = static_cast<State*>(t.exp_avg_sq);
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+  for (std::int64_t i = chunk_begin(chunk) + threadIdx.x; i < chunk_end(chunk, t.n); i += blockDim.x) {
     C p = Master ? static_cast<C>(t.master[i]) : static_cast<C>(load(param + i));
     C m = static_cast<C>(load(exp_avg + i));
     C v = static_cast<C>(load(exp_avg_sq + i));
@@ -92,13 +89,32 @@ struct SGDScalars {
   bool decay, use_momentum, first, nesterov;
 };
 
-/// g += wd p; b = first ? g : momentum b + keep g; p -= lr (nesterov ? g + momentum b : b)
-/// (p -= lr g without momentum).
+/// One parameter tensor of a multi-tensor SGD launch, with its update's scalars.
+template <class C>
+struct SGDSlot {
+  void* param;
+  const void* grad;
+  void* buffer;
+  std::int64_t n;
+  SGDScalars<C> s;
+};
+constexpr int sgd_list_tensors = 64, sgd_list_blocks = 2048;
+template <class C>
+using SGDLaunch = ListLaunch<sgd_list_tensors, sgd_list_blocks, SGDSlot<C>>;
+static_assert(sizeof(SGDLaunch<double>) <= max_list_parameter_bytes, "kernel parameters too large");
+
+/// On each block's chunk of a parameter: g += wd p; b = first ? g : momentum b + keep g;
+/// p -= lr (nesterov ? g + momentum b : b) (p -= lr g without momentum).
 template <class T>
-__global__ void sgd_kernel(T* param, const T* grad, T* buffer, std::int64_t n, SGDScalars<compute_t<T>> s) {
+__global__ void __launch_bounds__(list_threads) sgd_list_kernel(SGDLaunch<compute_t<T>> batch) {
   using C = compute_t<T>;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+  const SGDSlot<C>& t = batch.tensor[batch.tensor_of[blockIdx.x]];
+  const SGDScalars<C>& s = t.s;
+  const std::int32_t chunk = batch.chunk_of[blockIdx.x];
+  T* param = static_cast<T*>(t.param);
+  const T* grad = static_cast<const T*>(t.grad);
+  T* buffer = static_cast<T*>(t.buffer);
+  for (std::int64_t i = chunk_begin(chunk) + threadIdx.x; i < chunk_end(chunk, t.n); i += blockDim.x) {
     C p = load(param + i);
     C g = load(grad + i);
     if (s.decay) g = g + s.weight_decay * p;
@@ -145,11 +161,10 @@ template <class T>
 __global__ void __launch_bounds__(list_threads) sum_of_squares_chunks(SquaresLaunch batch, double* partial) {
   __shared__ double shared[list_threads];
   const SquaresSlot& t = batch.tensor[batch.tensor_of[blockIdx.x]];
-  const std::int64_t chunk = batch.chunk_of[blockIdx.x];
-  const std::int64_t begin = chunk * list_chunk, end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  const std::int32_t chunk = batch.chunk_of[blockIdx.x];
   const T* x = static_cast<const T*>(t.x);
   double acc = 0.0;
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+  for (std::int64_t i = chunk_begin(chunk) + threadIdx.x; i < chunk_end(chunk, t.n); i += blockDim.x) {
     const double v = static_cast<double>(load(x + i));
     acc += v * v;
   }
@@ -190,11 +205,10 @@ static_assert(sizeof(ScaleLaunch) <= max_list_parameter_bytes, "kernel parameter
 template <class T>
 __global__ void __launch_bounds__(list_threads) scale_chunks(ScaleLaunch batch, compute_t<T> coef) {
   const ScaleSlot& t = batch.tensor[batch.tensor_of[blockIdx.x]];
-  const std::int64_t begin = static_cast<std::int64_t>(batch.chunk_of[blockIdx.x]) * list_chunk;
-  const std::int64_t end = begin + list_chunk < t.n ? begin + list_chunk : t.n;
+  const std::int32_t chunk = batch.chunk_of[blockIdx.x];
   T* dst = static_cast<T*>(t.dst);
   const T* src = static_cast<const T*>(t.src);
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) dst[i] = to_element<T>(load(src + i) * coef);
+  for (std::int64_t i = chunk_begin(chunk) + threadIdx.x; i < chunk_end(chunk, t.n); i += blockDim.x) dst[i] = to_element<T>(load(src + i) * coef);
 }
 
 /// The host scalars of one AdamW update converted to the compute type C (as the CPU loop
@@ -265,21 +279,34 @@ void adamw_master_step_list(DType dtype, int device, const AdamWListEntry* entri
   });
 }
 
-void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
-              const SGDStepArgs& args, std::string_view op) {
-  check_count(n, op);
-  CONDENSE_CHECK(!args.use_momentum || momentum_buffer != nullptr || n == 0, op, "SGD with momentum needs a buffer");
-  if (n == 0) return;
+void sgd_step_list(DType dtype, int device, const SGDListEntry* entries, std::size_t count, std::string_view op) {
+  CONDENSE_CHECK(count == 0 || entries != nullptr, op, "no SGD entries for ", count, " tensors");
+  for (std::size_t i = 0; i < count; ++i) {
+    const SGDListEntry& e = entries[i];
+    check_count(e.n, op);
+    CONDENSE_CHECK(e.n == 0 || (e.param && e.grad), op, "SGD entry ", i, " of ", e.n, " elements misses a buffer");
+    CONDENSE_CHECK(!e.args.use_momentum || e.momentum_buffer != nullptr || e.n == 0, op, "SGD with momentum needs a buffer");
+  }
+  if (count == 0) return;
   use_device(device, op);
+  const cudaStream_t stream = stream_of(device);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    const SGDScalars<C> s{static_cast<C>(args.lr), static_cast<C>(args.weight_decay), static_cast<C>(args.momentum),
-                          static_cast<C>(args.keep), args.decay, args.use_momentum, args.first, args.nesterov};
-    sgd_kernel<T><<<grid_for(n, update_threads), update_threads, 0, stream_of(device)>>>(
-        static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(momentum_buffer), n, s);
+    for_each_list_launch<sgd_list_tensors, sgd_list_blocks, SGDSlot<C>>(
+        count, [&](std::size_t i) { return entries[i].n; },
+        [&](std::size_t i, SGDSlot<C>& slot) {
+          const SGDListEntry& e = entries[i];
+          const SGDStepArgs& a = e.args;
+          slot = {e.param, e.grad, e.momentum_buffer, e.n,
+                  SGDScalars<C>{static_cast<C>(a.lr), static_cast<C>(a.weight_decay), static_cast<C>(a.momentum),
+                                static_cast<C>(a.keep), a.decay, a.use_momentum, a.first, a.nesterov}};
+        },
+        [&](const SGDLaunch<C>& batch, int blocks) {
+          sgd_list_kernel<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch);
+          check_launch(op);
+        });
   });
-  check_launch(op);
 }
 
 void sum_of_squares_list(DType dtype, int device, const void* const* xs, const std::int64_t* ns, std::size_t count,

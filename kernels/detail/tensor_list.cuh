@@ -31,6 +31,12 @@ struct ListLaunch {
   std::int32_t chunk_of[MaxBlocks];
 };
 
+/// The first element of chunk `chunk`, and the end of that chunk in a tensor of `n` elements.
+__device__ __forceinline__ std::int64_t chunk_begin(std::int32_t chunk) { return static_cast<std::int64_t>(chunk) * list_chunk; }
+__device__ __forceinline__ std::int64_t chunk_end(std::int32_t chunk, std::int64_t n) {
+  return chunk_begin(chunk) + list_chunk < n ? chunk_begin(chunk) + list_chunk : n;
+}
+
 /// Chunks of `n` elements.
 inline std::int64_t list_chunks(std::int64_t n) { return (n + list_chunk - 1) / list_chunk; }
 

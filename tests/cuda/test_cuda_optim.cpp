@@ -143,7 +143,7 @@ TEST_CASE_TEMPLATE("cuda optim: AdamW steps match the CPU optimizer for every op
   }
 }
 
-TEST_CASE("cuda optim: AdamW and clip_grad_norm over many tensors in a few launches match the CPU") {
+TEST_CASE("cuda optim: AdamW, SGD and clip_grad_norm over many tensors in a few launches match the CPU") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   // 140 parameters, more than one multi-tensor launch holds (64 AdamW tensors, 128 sums or
   // scalings per launch), of 1 element to a few 16384-element chunks; one of 2101 chunks (more
@@ -194,6 +194,27 @@ TEST_CASE("cuda optim: AdamW and clip_grad_norm over many tensors in a few launc
                   "differs by ", max_abs_diff(gpu[i].second.cpu(), cpu[i].second));
   }
   CHECK(gpu_opt.state()[5 * 3 + 2].second.item() == 2.0f);  // p5's step count lags by one
+  // SGD with Nesterov momentum over the same list (the first step sets the buffers).
+  optim::SGDOptions sgd_options;
+  sgd_options.lr = 0.05;
+  sgd_options.momentum = 0.9;
+  sgd_options.nesterov = true;
+  sgd_options.weight_decay = 0.01;
+  optim::SGD<float> cpu_sgd(cpu, sgd_options), gpu_sgd(gpu, sgd_options);
+  for (int step = 0; step < 2; ++step) {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const auto g = randn<float>(shapes[i], gen);
+      cpu[i].second.set_grad(g);
+      gpu[i].second.set_grad(g.to(Device::cuda()));
+    }
+    cpu_sgd.step();
+    gpu_sgd.step();
+  }
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    CAPTURE(i);
+    CHECK_MESSAGE(allclose(gpu[i].second.cpu(), cpu[i].second, optim_rtol<float>, optim_atol<float>),
+                  "after SGD differs by ", max_abs_diff(gpu[i].second.cpu(), cpu[i].second));
+  }
 }
 
 TEST_CASE_TEMPLATE("cuda optim: SGD steps match the CPU optimizer for every option", T, float, double) {

@@ -79,7 +79,8 @@ TEST_CASE("optimizer and dropout launchers name the op in a CPU-only build") {
                        doctest::Contains("[AdamW] CUDA device requested but condense was built without CUDA"), Error);
   CHECK_THROWS_WITH_AS(cuda::adamw_master_step_list(DType::BFloat16, 0, &entry, 1, "AdamW"),
                        doctest::Contains("[AdamW] CUDA device"), Error);
-  CHECK_THROWS_WITH_AS(cuda::sgd_step(DType::Float32, 0, &p, &g, &m, 1, {}, "SGD"), doctest::Contains("[SGD] CUDA device"),
+  const cuda::SGDListEntry sgd_entry{&p, &g, &m, 1, {}};
+  CHECK_THROWS_WITH_AS(cuda::sgd_step_list(DType::Float32, 0, &sgd_entry, 1, "SGD"), doctest::Contains("[SGD] CUDA device"),
                        Error);
   const void* grads[] = {&g};
   void* scaled[] = {&p};

@@ -191,9 +191,11 @@ class SGD {
  private:
   bool has_momentum() const { return options_.momentum != 0.0; }
 
-  /// The CUDA update: one fused kernel per parameter that has a gradient.
+  /// The CUDA update: one fused kernel for every parameter that has a gradient, in a few
+  /// multi-tensor launches.
   template <class Active>
   void step_on_cuda(const std::vector<Active>& active) {
+    std::vector<cuda::SGDListEntry> entries;
     for (const Active& a : active) {
       const Tensor<T>& p = params_[a.index].second;
       cuda::SGDStepArgs args;
@@ -205,9 +207,10 @@ class SGD {
       args.use_momentum = has_momentum();
       args.first = a.first;
       args.nesterov = options_.nesterov;
-      cuda::sgd_step(dtype_of<T>, p.device().index, p.data(), a.grad.data(),
-                     has_momentum() ? buffers_[a.index].data() : nullptr, p.numel(), args, "SGD");
+      entries.push_back({p.data(), a.grad.data(), has_momentum() ? buffers_[a.index].data() : nullptr, p.numel(), args});
     }
+    if (!entries.empty())
+      cuda::sgd_step_list(dtype_of<T>, params_.front().second.device().index, entries.data(), entries.size(), "SGD");
   }
 
   NamedTensors<T> params_;

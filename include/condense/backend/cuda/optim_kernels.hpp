@@ -1,6 +1,6 @@
 // The CUDA launchers of the optimizers, of gradient clipping and of dropout: fused AdamW
-// updates over a list of contiguous parameter tensors (also through float master weights),
-// the fused SGD update of one tensor, a deterministic sum of squares in double of each tensor
+// and SGD updates over a list of contiguous parameter tensors (AdamW also through float
+// master weights), a deterministic sum of squares in double of each tensor
 // of a list (the global gradient norm) and the scaling of a list of tensors (clipping), and
 // the dropout mask / scale forward and backward. The list launchers queue a few kernels for
 // all the tensors instead of one or two per tensor. Plain C++ declarations on raw device
@@ -82,6 +82,16 @@ struct SGDStepArgs {
   bool nesterov = false;      ///< p -= lr * (g + momentum * b) instead of lr * b
 };
 
+/// One parameter tensor of a multi-tensor SGD update: `n` contiguous elements of param, grad
+/// and (with momentum) the momentum buffer on one device, and the switches of its update.
+struct SGDListEntry {
+  void* param = nullptr;
+  const void* grad = nullptr;
+  void* momentum_buffer = nullptr;  ///< null without momentum
+  std::int64_t n = 0;
+  SGDStepArgs args;
+};
+
 #if CONDENSE_WITH_CUDA
 /// One fused AdamW update of each of `count` parameter tensors of element type `dtype` on
 /// `device` (param, exp_avg and exp_avg_sq updated in place from grad), in a few launches for
@@ -92,10 +102,10 @@ void adamw_step_list(DType dtype, int device, const AdamWListEntry* entries, std
 /// update does, and param becomes the master rounded, in one pass.
 void adamw_master_step_list(DType dtype, int device, const AdamWListEntry* entries, std::size_t count,
                             std::string_view op);
-/// One fused SGD update of `n` contiguous elements: param (and momentum_buffer, which may be
-/// null when args.use_momentum is false) updated in place from grad.
-void sgd_step(DType dtype, int device, void* param, const void* grad, void* momentum_buffer, std::int64_t n,
-              const SGDStepArgs& args, std::string_view op);
+/// One fused SGD update of each of `count` parameter tensors: param (and momentum_buffer,
+/// which may be null when args.use_momentum is false) updated in place from grad, in a few
+/// launches for all of them.
+void sgd_step_list(DType dtype, int device, const SGDListEntry* entries, std::size_t count, std::string_view op);
 /// out[i] (device memory, `count` doubles) = the sum of xs[i][k]^2 over the ns[i] contiguous
 /// elements of tensor i, accumulated in double in an order fixed by ns[i] alone (the same
 /// bits on every run), for all the tensors in a few launches.
@@ -119,9 +129,7 @@ inline void adamw_step_list(DType, int, const AdamWListEntry*, std::size_t, std:
 inline void adamw_master_step_list(DType, int, const AdamWListEntry*, std::size_t, std::string_view op) {
   throw_no_cuda(op);
 }
-inline void sgd_step(DType, int, void*, const void*, void*, std::int64_t, const SGDStepArgs&, std::string_view op) {
-  throw_no_cuda(op);
-}
+inline void sgd_step_list(DType, int, const SGDListEntry*, std::size_t, std::string_view op) { throw_no_cuda(op); }
 inline void sum_of_squares_list(DType, int, const void* const*, const std::int64_t*, std::size_t, double*,
                                 std::string_view op) {
   throw_no_cuda(op);
