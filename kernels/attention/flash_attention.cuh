@@ -557,9 +557,8 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
     constexpr int D = decltype(dims)::value;
     constexpr std::size_t bytes = attention_mma::forward_smem<D>;
     allow_shared_memory(attention_mma::flash_forward_mma<T, Kernel, D>, bytes, op);
-    const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
-                    static_cast<unsigned>((a.tq + attention_mma::block_m - 1) / attention_mma::block_m));
-    attention_mma::flash_forward_mma<T, Kernel, D><<<grid, attention_mma::threads, bytes, stream>>>(a, policy, stats);
+    attention_mma::flash_forward_mma<T, Kernel, D><<<attention_mma::forward_grid(a), attention_mma::threads, bytes, stream>>>(
+        a, policy, stats);
   });
   if (on_tensor_cores) return;
   dispatch(a, op, [&](auto tag, auto dmax) {
@@ -591,13 +590,10 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
     launch_delta(tag, delta);
     allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
-    const dim3 dq_grid(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + tc::block_m - 1) / tc::block_m));
-    tc::flash_backward_dq_mma<T, Kernel, D><<<dq_grid, tc::threads, tc::dq_smem<D>, stream>>>(a, policy, delta);
+    tc::flash_backward_dq_mma<T, Kernel, D><<<tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream>>>(a, policy, delta);
     if (a.tk > 0) {
       allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_smem<D>, op);
-      const dim3 kv_grid(static_cast<unsigned>(a.batch * a.kv_heads),
-                         static_cast<unsigned>((a.tk + tc::dkdv_keys - 1) / tc::dkdv_keys));
-      tc::flash_backward_dkdv_mma<T, Kernel, D><<<kv_grid, tc::threads, tc::dkdv_smem<D>, stream>>>(a, policy, delta);
+      tc::flash_backward_dkdv_mma<T, Kernel, D><<<tc::dkdv_grid(a), tc::threads, tc::dkdv_smem<D>, stream>>>(a, policy, delta);
     }
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream

@@ -4,8 +4,9 @@
 // the portable kernels of flash_attention.cuh, which includes this file and launches these
 // for 16-bit element types.
 //
-// Layout: a block has 4 warps. The forward and dq kernels give each warp 16 query rows
-// (64 per block) and walk key tiles of 64 keys; the dk/dv kernel gives each warp 16 keys
+// Layout: a block has 4 warps. The forward kernel gives each warp 32 query rows (two
+// m-tiles, 128 per block: each K and V fragment read from shared memory serves both), the
+// dq kernel 16 (64 per block); both walk key tiles of 64 keys; the dk/dv kernel gives each warp 16 keys
 // (64 per block) and walks query tiles of 32 rows over every query head of its group, so no
 // gradient needs atomics. Tiles live in shared memory as 16-bit rows padded by 8 elements
 // (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
@@ -42,7 +43,9 @@ using namespace condense::cuda::detail;
 
 constexpr int warps = 4;
 constexpr int threads = warps * 32;
-constexpr int block_m = warps * mma::tile_m;  ///< query rows per forward / dq block
+constexpr int forward_m_tiles = 2;  ///< m-tiles of 16 query rows per warp in the forward kernel
+constexpr int forward_block_m = warps * forward_m_tiles * mma::tile_m;  ///< query rows per forward block
+constexpr int block_m = warps * mma::tile_m;  ///< query rows per dq block
 constexpr int block_n = 64;                   ///< keys per forward / dq key tile
 constexpr int dkdv_keys = warps * mma::tile_m;  ///< keys per dk/dv block
 constexpr int dkdv_queries = 32;                ///< query rows per dk/dv query tile
@@ -52,6 +55,11 @@ constexpr float ln2 = 0.6931471805599453f;
 /// True for the element types these kernels take.
 template <class T>
 constexpr bool is_16bit = std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>;
+
+/// Whether the forward kernel keeps the warp's Q fragments in registers for head dims up
+/// to D (they take 16 * D / 32 registers per m-tile).
+template <int D>
+constexpr bool forward_q_in_registers = D <= 64;
 
 /// Shared-memory row stride (elements) of a tile for head dims up to D.
 template <int D>
@@ -76,6 +84,9 @@ __device__ __forceinline__ std::uint32_t pack_floats(float low, float high) {
 // a: [16, 16] (4 registers), b: [16, 8] (2 registers), d: [16, 8] fp32
 template <class T>
 __device__ __forceinline__ void mma_16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  condense_cuda_emulation::mma_16816(d, a, b0, b1, std::is_same_v<T, bfloat16>);
+#else
   if constexpr (std::is_same_v<T, bfloat16>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -87,6 +98,7 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const std::uint32_t (&a
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+#endif
 }
 
 /// The 32-bit shared-memory address of p.
@@ -94,29 +106,55 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
+/// A tile of 16-bit elements in shared memory (rows of stride<D>) by its 32-bit shared
+/// address. shared_tile() hides the address from the compiler's loop-invariant code
+/// motion, so the fragment addresses derived from it are formed where they are used (the
+/// tile's address plus a constant that folds into the ldmatrix instruction) instead of
+/// being hoisted out of the key-tile loop into a register each.
+struct SharedTile {
+  unsigned address;
+};
+
+/// The tile at p, its address taken here (inside the loop that uses it).
+__device__ __forceinline__ SharedTile shared_tile(const std::uint16_t* p) {
+  unsigned address = shared_address(p);
+#if !defined(CONDENSE_CUDA_EMULATION)
+  asm volatile("" : "+r"(address));
+#endif
+  return {address};
+}
+
 /// ldmatrix.x4: four 8 x 8 matrices of 16-bit elements, this lane pointing at one row.
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const std::uint16_t* row) {
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], unsigned row) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  condense_cuda_emulation::ldmatrix_x4(r, row, false);
+#else
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
+               : "r"(row));
+#endif
 }
 
 /// ldmatrix.x4.trans: the same four matrices, each transposed.
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const std::uint16_t* row) {
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], unsigned row) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  condense_cuda_emulation::ldmatrix_x4(r, row, true);
+#else
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
+               : "r"(row));
+#endif
 }
 
-/// The element at a fragment position of a row-major shared tile.
+/// The shared address of the element at a fragment position of a row-major tile.
 template <int D>
-__device__ __forceinline__ const std::uint16_t* at(const std::uint16_t* tile, mma::Coord c) {
-  return tile + c.row * stride<D> + c.col;
+__device__ __forceinline__ unsigned at(SharedTile tile, mma::Coord c) {
+  return tile.address + 2u * static_cast<unsigned>(c.row * stride<D> + c.col);
 }
 
 /// The A fragment of the 16 x 16 block at (row0, col0) of a row-major shared tile.
 template <int D>
-__device__ __forceinline__ void load_a(std::uint32_t (&a)[4], const std::uint16_t* tile, int row0, int col0, int lane) {
+__device__ __forceinline__ void load_a(std::uint32_t (&a)[4], SharedTile tile, int row0, int col0, int lane) {
   ldmatrix_x4(a, at<D>(tile, mma::ldmatrix_a_row(lane, row0, col0)));
 }
 
@@ -124,14 +162,14 @@ __device__ __forceinline__ void load_a(std::uint32_t (&a)[4], const std::uint16_
 /// shared tile and whose k runs along that row from col0: B = tile^T (K^T in S = Q K^T).
 /// b[0], b[1]: n-tile n0; b[2], b[3]: n-tile n0 + 8.
 template <int D>
-__device__ __forceinline__ void load_b_transposed(std::uint32_t (&b)[4], const std::uint16_t* tile, int n0, int col0, int lane) {
+__device__ __forceinline__ void load_b_transposed(std::uint32_t (&b)[4], SharedTile tile, int n0, int col0, int lane) {
   ldmatrix_x4(b, at<D>(tile, mma::ldmatrix_b_transposed_row(lane, n0, col0)));
 }
 
 /// The B fragments of n-tiles n0 and n0 + 8 whose k is row (k0 + k) and whose column n is
 /// column (n0 + n) of a row-major shared tile: B = tile (V in O = P V).
 template <int D>
-__device__ __forceinline__ void load_b(std::uint32_t (&b)[4], const std::uint16_t* tile, int k0, int n0, int lane) {
+__device__ __forceinline__ void load_b(std::uint32_t (&b)[4], SharedTile tile, int k0, int n0, int lane) {
   ldmatrix_x4_trans(b, at<D>(tile, mma::ldmatrix_b_row(lane, k0, n0)));
 }
 
@@ -147,9 +185,8 @@ __device__ __forceinline__ void mma_pair(float (&acc)[Tiles][4], int t, const st
 /// B1, B2 the first Tiles * 8 rows of shared tiles b1, b2 (S = Q K^T and dP = dO V^T in the
 /// dq kernel, S^T = K Q^T and dP^T = V dO^T in the dk/dv kernel).
 template <class T, int D, int Tiles>
-__device__ __forceinline__ void score_products(float (&first)[Tiles][4], float (&second)[Tiles][4], const std::uint16_t* a1,
-                                               const std::uint16_t* a2, int row0, const std::uint16_t* b1,
-                                               const std::uint16_t* b2, int lane) {
+__device__ __forceinline__ void score_products(float (&first)[Tiles][4], float (&second)[Tiles][4], SharedTile a1,
+                                               SharedTile a2, int row0, SharedTile b1, SharedTile b2, int lane) {
 #pragma unroll
   for (int t = 0; t < Tiles; ++t)
 #pragma unroll
@@ -186,7 +223,7 @@ __device__ __forceinline__ void a_from_accumulators(std::uint32_t (&a)[4], const
 /// the forward, dQ += dS K in dq, dV += P^T dO and dK += dS^T Q in dk/dv).
 template <class T, int D, int Tiles>
 __device__ __forceinline__ void scores_times_tile(float (&acc)[D / 8][4], const float (&scores)[Tiles][4],
-                                                  const std::uint16_t* tile, int lane) {
+                                                  SharedTile tile, int lane) {
 #pragma unroll
   for (int step = 0; step < Tiles / 2; ++step) {
     std::uint32_t sa[4];
@@ -224,15 +261,25 @@ __device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16
 /// cp.async of 16 bytes from global to shared memory; `valid` false writes 16 zero bytes
 /// and reads nothing (src must still be a valid global address).
 __device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  condense_cuda_emulation::copy_async_16(shared_address(dst), src, valid);
+#else
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
                "r"(valid ? 16 : 0)
                : "memory");
+#endif
 }
-__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void commit_async() {
+#if !defined(CONDENSE_CUDA_EMULATION)
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 /// Waits until at most `Pending` committed groups of this thread are still in flight.
 template <int Pending>
 __device__ __forceinline__ void wait_async() {
+#if !defined(CONDENSE_CUDA_EMULATION)
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
+#endif
 }
 
 /// load_tile, asynchronously when `vectorized` (cp.async, completed by wait_async and made
@@ -268,12 +315,67 @@ __device__ __forceinline__ TileKind tile_kind(const Policy& policy, bool skip, i
   return skip ? policy.classify(b, q0, q1, k0, k1) : TileKind::Partial;
 }
 
-/// Whether (row, key) takes part: inside the sequences and allowed by the policy (asked
-/// only on Partial tiles).
+/// The mask of one block's (batch row b) pairs, as prepare_scores asks it: `allowed(b, q,
+/// k)` for keys below `key_end`. A policy in general keeps its own test and key_end = Tk.
 template <class Policy>
-__device__ __forceinline__ bool pair_allowed(const Policy& policy, TileKind kind, int b, int row, int row_end, int key,
-                                             int key_end) {
-  return row < row_end && key < key_end && (kind == TileKind::Full || policy.allowed(b, row, key));
+struct BlockMask {
+  Policy policy;
+  int key_end;
+  __device__ BlockMask(const Policy& p, int, int tk) : policy(p), key_end(tk) {}
+  __device__ __forceinline__ bool allowed(int b, int q, int k) const { return policy.allowed(b, q, k); }
+};
+
+/// The kernels' form of every policy (QueryOffset<P> & KeyPadding): the key padding of row b
+/// is read once per block and becomes key_end, so the per-element test is P's alone (no
+/// load of the row's length per element, which also kept the compiler from predicating it).
+template <class P>
+struct BlockMask<mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>> {
+  mask::QueryOffset<P> policy;
+  int key_end;
+  __device__ BlockMask(const mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>& p, int b, int tk)
+      : policy(p.first), key_end(min(tk, p.second.len(b))) {}
+  __device__ __forceinline__ bool allowed(int b, int q, int k) const { return policy.allowed(b, q, k); }
+};
+
+/// Prepares one 16-row m-tile of a warp's scores (the accumulators of S = Q K^T, or of
+/// S^T = K Q^T when KeysAlongRows) for the softmax: scaled to base 2, the bias added, and
+/// -inf where a pair does not take part (outside [0, query_end) x [0, key_end), or not
+/// allowed by the policy on a Partial tile). The accumulator rows of this lane are `own`
+/// (queries, or keys when KeysAlongRows), its columns start at col0; `mask` is the block's
+/// (BlockMask). `whole`: every row and
+/// column of the block's tile lies inside the sequences, so a Full tile needs no
+/// per-element test at all. Every branch here is uniform over the block; the per-element
+/// work is selects, not branches.
+template <bool KeysAlongRows, class T, class Policy, int Tiles>
+__device__ __forceinline__ void prepare_scores(float (&s)[Tiles][4], const BlockMask<Policy>& mask, TileKind kind, bool whole, int b,
+                                               const int (&own)[2], int col0, int query_end, int key_end, float scale_log2,
+                                               const T* bias, int tk, int lane) {
+  const auto query_of = [&](int t, int e) { return KeysAlongRows ? col0 + t * 8 + mma::c_coord(lane, e).col : own[e / 2]; };
+  const auto key_of = [&](int t, int e) { return KeysAlongRows ? own[e / 2] : col0 + t * 8 + mma::c_coord(lane, e).col; };
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[t][e] *= scale_log2;
+  if (bias) {
+#pragma unroll
+    for (int t = 0; t < Tiles; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int query = query_of(t, e), key = key_of(t, e);
+        if (query < query_end && key < key_end) s[t][e] += load(bias + static_cast<std::int64_t>(query) * tk + key) * log2e;
+      }
+  }
+  if (kind == TileKind::Full && whole) return;
+  const int mask_key_end = min(key_end, mask.key_end);
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int query = query_of(t, e), key = key_of(t, e);
+      const bool takes_part =
+          query < query_end && key < mask_key_end && (kind == TileKind::Full || mask.allowed(b, query, key));
+      s[t][e] = takes_part ? s[t][e] : -INFINITY;
+    }
 }
 
 /// The first key tile of block_n keys at or after k0 that is not Empty for the query rows
@@ -305,7 +407,9 @@ __device__ __forceinline__ const std::uint16_t* bits_of(const void* p) {
 }
 
 /// The rows a forward or dq block works on: (batch, head) = blockIdx.x, the query tile
-/// [q0, q1) = 64 rows from blockIdx.y, and the q, k, v and bias rows of that head.
+/// [q0, q1) of `rows` rows, and the q, k, v and bias rows of that head. Query tiles go in
+/// reverse order of blockIdx.y: the blocks the GPU starts first take the last rows, which
+/// under causal-like masks have the most keys, so the short ones fill the tail.
 template <class T>
 struct QueryBlock {
   int dim, tq, tk, b, q0, q1;
@@ -313,13 +417,13 @@ struct QueryBlock {
   const std::uint16_t *q, *k, *v;
   const T* bias;
 
-  __device__ explicit QueryBlock(const AttentionArgs& a)
+  __device__ QueryBlock(const AttentionArgs& a, int rows)
       : dim(static_cast<int>(a.dim)), tq(static_cast<int>(a.tq)), tk(static_cast<int>(a.tk)) {
     bh = blockIdx.x;
     b = static_cast<int>(bh / a.heads);
     const std::int64_t h = bh % a.heads, kvh = h / (a.heads / a.kv_heads);
-    q0 = static_cast<int>(blockIdx.y) * block_m;
-    q1 = min(tq, q0 + block_m);
+    q0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * rows;
+    q1 = min(tq, q0 + rows);
     q = bits_of<T>(a.q) + bh * a.tq * a.dim;
     k = bits_of<T>(a.k) + (b * a.kv_heads + kvh) * a.tk * a.dim;
     v = bits_of<T>(a.v) + (b * a.kv_heads + kvh) * a.tk * a.dim;
@@ -329,21 +433,43 @@ struct QueryBlock {
 
 // ---- forward ----------------------------------------------------------------------------
 
+/// acc[m] += P[m] B for the warp's M m-tiles of 16 rows: P[m] their probabilities over
+/// Steps * 16 columns, already A fragments of T (a_from_accumulators), and B the first
+/// Steps * 16 rows of a shared tile (O += P V). Each B fragment is loaded once and used for
+/// all M m-tiles.
+template <class T, int D, int Steps, int M>
+__device__ __forceinline__ void rows_times_tile(float (&acc)[M][D / 8][4], const std::uint32_t (&p)[M][Steps][4],
+                                                SharedTile tile, int lane) {
+#pragma unroll
+  for (int step = 0; step < Steps; ++step) {
+#pragma unroll
+    for (int t = 0; t < D / 8; t += 2) {
+      std::uint32_t b[4];
+      load_b<D>(b, tile, step * 16, t * 8, lane);
+#pragma unroll
+      for (int m = 0; m < M; ++m) mma_pair<T>(acc[m], t, p[m][step], b);
+    }
+  }
+}
+
 template <class T, class Policy, int D>
 __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Policy policy, unsigned long long* stats) {
+  constexpr int M = forward_m_tiles;      // m-tiles of 16 rows per warp
   constexpr int k_steps = D / 16;         // over the head dim
   constexpr int key_tiles = block_n / 8;  // n-tiles of S
   constexpr int dim_tiles = D / 8;        // n-tiles of O
+  constexpr bool q_in_registers = forward_q_in_registers<D>;
   extern __shared__ __align__(16) unsigned char smem[];
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
   // Two stages of (K tile, V tile): the next non-empty tile loads while this one is used.
-  std::uint16_t* const stage_base = sq + block_m * stride<D>;
+  std::uint16_t* const stage_base = sq + forward_block_m * stride<D>;
   constexpr int stage_elements = 2 * block_n * stride<D>;
 
-  const QueryBlock<T> blk(a);
+  const QueryBlock<T> blk(a, forward_block_m);
   const int tq = blk.tq, tk = blk.tk, b = blk.b, q0 = blk.q0, q1 = blk.q1;
+  const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wrow = warp * mma::tile_m;  // the warp's first row in the block
+  const int wrow = warp * M * mma::tile_m;  // the warp's first row in the block
   const bool vectorized = chunks_aligned(a);
   const float scale_log2 = static_cast<float>(a.scale) * log2e;
 
@@ -360,21 +486,38 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   if (k0 < tk) load_stage(0, k0);
   commit_async();
 
-  load_tile<D>(sq, blk.q, q0, block_m, tq, blk.dim, vectorized);
+  load_tile<D>(sq, blk.q, q0, forward_block_m, tq, blk.dim, vectorized);
   __syncthreads();
-  std::uint32_t qa[k_steps][4];
+  // The warp's Q fragments stay in registers where they fit; otherwise (head dim 128: they
+  // would take 64 registers next to the 128 of O) they are read from shared memory per
+  // key tile, as FlashAttention-2 does.
+  std::uint32_t qa[q_in_registers ? M : 1][q_in_registers ? k_steps : 1][4];
+  if constexpr (q_in_registers) {
 #pragma unroll
-  for (int s = 0; s < k_steps; ++s) load_a<D>(qa[s], sq, wrow, s * 16, lane);
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int st = 0; st < k_steps; ++st) load_a<D>(qa[m][st], shared_tile(sq), wrow + m * mma::tile_m, st * 16, lane);
+  }
 
-  // This lane's accumulator rows: element e belongs to row rows[e / 2].
-  const int rows[2] = {q0 + wrow + mma::c_coord(lane, 0).row, q0 + wrow + mma::c_coord(lane, 2).row};
-  float o[dim_tiles][4];
+  // This lane's accumulator rows: element e of m-tile m belongs to row rows[m][e / 2].
+  int rows[M][2];
 #pragma unroll
-  for (int t = 0; t < dim_tiles; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int m = 0; m < M; ++m) {
+    rows[m][0] = q0 + wrow + m * mma::tile_m + mma::c_coord(lane, 0).row;
+    rows[m][1] = q0 + wrow + m * mma::tile_m + mma::c_coord(lane, 2).row;
+  }
+  float o[M][dim_tiles][4], row_max[M][2], row_sum[M][2];
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+#pragma unroll
+    for (int t = 0; t < dim_tiles; ++t) o[m][t][0] = o[m][t][1] = o[m][t][2] = o[m][t][3] = 0.f;
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.f;
+  }
 
   for (int stage = 0; k0 < tk; stage ^= 1) {
     const int k1 = min(tk, k0 + block_n);
+    const bool whole = q1 - q0 == forward_block_m && k1 - k0 == block_n;
     // Start the next non-empty tile's copy into the other stage (last read before the
     // barrier that ended the previous iteration), then wait for this tile's.
     TileKind next_kind = TileKind::Empty;
@@ -383,65 +526,78 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
     commit_async();
     wait_async<1>();
     __syncthreads();
-    const std::uint16_t* sk = stage_base + stage * stage_elements;
-    const std::uint16_t* sv = sk + block_n * stride<D>;
+    const SharedTile tile_q = shared_tile(sq), tile_k = shared_tile(stage_base + stage * stage_elements),
+                     tile_v = shared_tile(stage_base + stage * stage_elements + block_n * stride<D>);
 
-    // S = Q K^T for the warp's 16 rows and the tile's 64 keys.
-    float s[key_tiles][4];
+    // S = Q K^T for the warp's 16 * M rows and the tile's 64 keys; each K fragment is
+    // loaded once for all M m-tiles.
+    float s[M][key_tiles][4];
 #pragma unroll
-    for (int t = 0; t < key_tiles; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.f;
+    for (int m = 0; m < M; ++m)
 #pragma unroll
-    for (int t = 0; t < key_tiles; t += 2) {
+      for (int t = 0; t < key_tiles; ++t) s[m][t][0] = s[m][t][1] = s[m][t][2] = s[m][t][3] = 0.f;
 #pragma unroll
-      for (int st = 0; st < k_steps; ++st) {
-        std::uint32_t kb[4];
-        load_b_transposed<D>(kb, sk, t * 8, st * 16, lane);
-        mma_pair<T>(s, t, qa[st], kb);
-      }
-    }
-    // Scale (base 2), bias, mask; the new running maxima.
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int st = 0; st < k_steps; ++st) {
+      std::uint32_t qf[M][4];
 #pragma unroll
-    for (int t = 0; t < key_tiles; ++t) {
+      for (int m = 0; m < M; ++m) {
+        if constexpr (q_in_registers) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = rows[e / 2], key = k0 + t * 8 + mma::c_coord(lane, e).col;
-        float x = -INFINITY;
-        if (pair_allowed(policy, kind, b, row, tq, key, k1)) {
-          x = s[t][e] * scale_log2;
-          if (blk.bias) x += load(blk.bias + static_cast<std::int64_t>(row) * tk + key) * log2e;
+          for (int r = 0; r < 4; ++r) qf[m][r] = qa[m][st][r];
+        } else {
+          load_a<D>(qf[m], tile_q, wrow + m * mma::tile_m, st * 16, lane);
         }
-        s[t][e] = x;
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+      }
+#pragma unroll
+      for (int t = 0; t < key_tiles; t += 2) {
+        std::uint32_t kb[4];
+        load_b_transposed<D>(kb, tile_k, t * 8, st * 16, lane);
+#pragma unroll
+        for (int m = 0; m < M; ++m) mma_pair<T>(s[m], t, qf[m], kb);
       }
     }
-    float alpha[2], shift[2];
+    // P rounded to T as the A fragments of O += P V; S dies here, which keeps the
+    // registers of the product below those of the softmax.
+    std::uint32_t p[M][key_tiles / 2][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const float m_new = fmaxf(m[i], quad_max(tile_max[i]));
-      // A row with no allowed key so far keeps m = -inf: shift by 0 so exp2 gives zeros.
-      shift[i] = m_new == -INFINITY ? 0.f : m_new;
-      alpha[i] = exp2f(m[i] - shift[i]);
-      m[i] = m_new;
-      l[i] *= alpha[i];
-    }
+    for (int m = 0; m < M; ++m) {
+      // Scale (base 2), bias, mask; the new running maxima.
+      prepare_scores<false>(s[m], mask, kind, whole, b, rows[m], k0, tq, k1, scale_log2, blk.bias, tk, lane);
+      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int t = 0; t < key_tiles; ++t) {
+      for (int t = 0; t < key_tiles; ++t)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[t][e] = exp2f(s[t][e] - shift[e / 2]);
-        l[e / 2] += s[t][e];  // this lane's part of the row sum; the quad adds up at the end
+        for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[m][t][e]);
+      float alpha[2], shift[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float m_new = fmaxf(row_max[m][i], quad_max(tile_max[i]));
+        // A row with no allowed key so far keeps the maximum -inf: shift by 0 so exp2 gives zeros.
+        shift[i] = m_new == -INFINITY ? 0.f : m_new;
+        alpha[i] = exp2f(row_max[m][i] - shift[i]);
+        row_max[m][i] = m_new;
+        row_sum[m][i] *= alpha[i];
+      }
+#pragma unroll
+      for (int t = 0; t < key_tiles; ++t) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[m][t][e] = exp2f(s[m][t][e] - shift[e / 2]);
+          row_sum[m][e / 2] += s[m][t][e];  // this lane's part of the row sum; the quad adds up at the end
+        }
+      }
+#pragma unroll
+      for (int step = 0; step < key_tiles / 2; ++step) a_from_accumulators<T>(p[m][step], s[m], step);
+#pragma unroll
+      for (int t = 0; t < dim_tiles; ++t) {
+        o[m][t][0] *= alpha[0];
+        o[m][t][1] *= alpha[0];
+        o[m][t][2] *= alpha[1];
+        o[m][t][3] *= alpha[1];
       }
     }
-#pragma unroll
-    for (int t = 0; t < dim_tiles; ++t) {
-      o[t][0] *= alpha[0];
-      o[t][1] *= alpha[0];
-      o[t][2] *= alpha[1];
-      o[t][3] *= alpha[1];
-    }
-    // O += P V, P rounded to T.
-    scores_times_tile<T, D>(o, s, sv, lane);
+    // O += P V.
+    rows_times_tile<T, D>(o, p, tile_v, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
@@ -449,19 +605,22 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
 
   T* out = static_cast<T*>(a.out) + blk.bh * a.tq * a.dim;
   float* lse = static_cast<float*>(a.lse) + blk.bh * a.tq;
-  float inv[2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l[i] = quad_sum(l[i]);
-    inv[i] = l[i] > 0.f ? 1.f / l[i] : 0.f;
-    if (lane % 4 == 0 && rows[i] < tq) lse[rows[i]] = l[i] > 0.f ? m[i] * ln2 + logf(l[i]) : -INFINITY;
-  }
+  for (int m = 0; m < M; ++m) {
+    float inv[2];
 #pragma unroll
-  for (int t = 0; t < dim_tiles; ++t) {
+    for (int i = 0; i < 2; ++i) {
+      const float l = quad_sum(row_sum[m][i]);
+      inv[i] = l > 0.f ? 1.f / l : 0.f;
+      if (lane % 4 == 0 && rows[m][i] < tq) lse[rows[m][i]] = l > 0.f ? row_max[m][i] * ln2 + logf(l) : -INFINITY;
+    }
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = rows[e / 2], col = t * 8 + mma::c_coord(lane, e).col;
-      if (row < tq && col < blk.dim) out[static_cast<std::int64_t>(row) * blk.dim + col] = to_element<T>(o[t][e] * inv[e / 2]);
+    for (int t = 0; t < dim_tiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = rows[m][e / 2], col = t * 8 + mma::c_coord(lane, e).col;
+        if (row < tq && col < blk.dim) out[static_cast<std::int64_t>(row) * blk.dim + col] = to_element<T>(o[m][t][e] * inv[e / 2]);
+      }
     }
   }
 }
@@ -480,8 +639,9 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   std::uint16_t* const stage_base = sdo + block_m * stride<D>;
   constexpr int stage_elements = 2 * block_n * stride<D>;
 
-  const QueryBlock<T> blk(a);
+  const QueryBlock<T> blk(a, block_m);
   const int tq = blk.tq, tk = blk.tk, b = blk.b, q0 = blk.q0, q1 = blk.q1;
+  const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
@@ -520,30 +680,31 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
     commit_async();
     wait_async<1>();
     __syncthreads();  // also orders the first tile after the q / dout loads
-    const std::uint16_t* sk = stage_base + stage * stage_elements;
-    const std::uint16_t* sv = sk + block_n * stride<D>;
+    const SharedTile tile_k = shared_tile(stage_base + stage * stage_elements),
+                     tile_v = shared_tile(stage_base + stage * stage_elements + block_n * stride<D>);
 
     // S = Q K^T and dP = dO V^T.
     float s[key_tiles][4], dp[key_tiles][4];
-    score_products<T, D>(s, dp, sq, sdo, wrow, sk, sv, lane);
-    // dS = P * (dP - delta), P = exp(S - lse); dbias = dS.
+    score_products<T, D>(s, dp, shared_tile(sq), shared_tile(sdo), wrow, tile_k, tile_v, lane);
+    // dS = P * (dP - delta), P = exp(S - lse), 0 where a pair does not take part; dbias = dS.
+    prepare_scores<false>(s, mask, kind, q1 - q0 == block_m && k1 - k0 == block_n, b, rows, k0, tq, k1, scale_log2,
+                          blk.bias, tk, lane);
 #pragma unroll
-    for (int t = 0; t < key_tiles; ++t) {
+    for (int t = 0; t < key_tiles; ++t)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2, row = rows[i], key = k0 + t * 8 + mma::c_coord(lane, e).col;
-        float ds = 0.f;
-        if (lse_log2[i] != -INFINITY && pair_allowed(policy, kind, b, row, tq, key, k1)) {
-          float x = s[t][e] * scale_log2;
-          if (blk.bias) x += load(blk.bias + static_cast<std::int64_t>(row) * tk + key) * log2e;
-          ds = exp2f(x - lse_log2[i]) * (dp[t][e] - row_delta[i]);
+      for (int e = 0; e < 4; ++e)
+        s[t][e] = s[t][e] == -INFINITY ? 0.f : exp2f(s[t][e] - lse_log2[e / 2]) * (dp[t][e] - row_delta[e / 2]);
+    if (dbias) {
+#pragma unroll
+      for (int t = 0; t < key_tiles; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = rows[e / 2], key = k0 + t * 8 + mma::c_coord(lane, e).col;
+          if (row < tq && key < k1) dbias[static_cast<std::int64_t>(row) * tk + key] = to_element<T>(s[t][e]);
         }
-        if (dbias && row < tq && key < k1) dbias[static_cast<std::int64_t>(row) * tk + key] = to_element<T>(ds);
-        s[t][e] = ds;
-      }
     }
     // dQ += dS K (scaled at the end).
-    scores_times_tile<T, D>(dq, s, sk, lane);
+    scores_times_tile<T, D>(dq, s, tile_k, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
@@ -579,6 +740,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
   const int b = static_cast<int>(bkv / a.kv_heads);
   const std::int64_t kvh = bkv % a.kv_heads, group = a.heads / a.kv_heads;
   const int key0 = static_cast<int>(blockIdx.y) * dkdv_keys, key1 = min(tk, key0 + dkdv_keys);
+  const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
@@ -635,32 +797,29 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
     const std::int64_t bh = head_of(item), h = bh - static_cast<std::int64_t>(b) * a.heads;
     const int q0 = (item % query_blocks) * dkdv_queries, q1 = min(tq, q0 + dkdv_queries);
     const T* bias = a.bias ? static_cast<const T*>(a.bias) + (b * a.bias_heads + (a.bias_heads == 1 ? 0 : h)) * a.tq * a.tk : nullptr;
-    const std::uint16_t* sq = stage_base + stage * stage_elements;
-    const std::uint16_t* sdo = sq + dkdv_queries * stride<D>;
+    const SharedTile tile_q = shared_tile(stage_base + stage * stage_elements),
+                     tile_do = shared_tile(stage_base + stage * stage_elements + dkdv_queries * stride<D>);
     const float* slse = stage_rows + stage * 2 * dkdv_queries;
     const float* sdelta = slse + dkdv_queries;
     // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 32 queries.
     float st[query_tiles][4], dpt[query_tiles][4];
-    score_products<T, D>(st, dpt, sk, sv, wrow, sq, sdo, lane);
-    // P^T and dS^T = P^T * (dP^T - delta).
+    score_products<T, D>(st, dpt, shared_tile(sk), shared_tile(sv), wrow, tile_q, tile_do, lane);
+    // P^T (0 where a pair does not take part) and dS^T = P^T * (dP^T - delta).
+    prepare_scores<true>(st, mask, kind, key1 - key0 == dkdv_keys && q1 - q0 == dkdv_queries, b, keys, q0, q1, tk,
+                         scale_log2, bias, tk, lane);
 #pragma unroll
     for (int t = 0; t < query_tiles; ++t) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int key = keys[e / 2], qi = t * 8 + mma::c_coord(lane, e).col, row = q0 + qi;
-        float p = 0.f;
-        if (slse[qi] != -INFINITY && pair_allowed(policy, kind, b, row, q1, key, tk)) {
-          float x = st[t][e] * scale_log2;
-          if (bias) x += load(bias + static_cast<std::int64_t>(row) * tk + key) * log2e;
-          p = exp2f(x - slse[qi]);
-        }
+        const int qi = t * 8 + mma::c_coord(lane, e).col;
+        const float p = st[t][e] == -INFINITY ? 0.f : exp2f(st[t][e] - slse[qi]);
         st[t][e] = p;
         dpt[t][e] = p * (dpt[t][e] - sdelta[qi]);
       }
     }
     // dV += P^T dO and dK += dS^T Q (scaled at the end).
-    scores_times_tile<T, D>(dv, st, sdo, lane);
-    scores_times_tile<T, D>(dk, dpt, sq, lane);
+    scores_times_tile<T, D>(dv, st, tile_do, lane);
+    scores_times_tile<T, D>(dk, dpt, tile_q, lane);
     __syncthreads();  // this stage is read by every warp before the next copy into it
     item = next;
     kind = next_kind;
@@ -684,8 +843,20 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
 
 // ---- launch sizes -----------------------------------------------------------------------
 
+/// The grids of the three kernels for `a` (blocks of `threads` threads): (batch * heads,
+/// query tiles) for the forward and dq kernels, (batch * kv_heads, key tiles) for dk/dv.
+inline dim3 forward_grid(const AttentionArgs& a) {
+  return dim3(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + forward_block_m - 1) / forward_block_m));
+}
+inline dim3 dq_grid(const AttentionArgs& a) {
+  return dim3(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + block_m - 1) / block_m));
+}
+inline dim3 dkdv_grid(const AttentionArgs& a) {
+  return dim3(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
+}
+
 template <int D>
-constexpr std::size_t forward_smem = static_cast<std::size_t>(block_m + 4 * block_n) * stride<D> * 2;
+constexpr std::size_t forward_smem = static_cast<std::size_t>(forward_block_m + 4 * block_n) * stride<D> * 2;
 template <int D>
 constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + 4 * block_n) * stride<D> * 2;
 template <int D>

@@ -369,7 +369,7 @@ TEST_CASE("cuda attention: float16 tensors run where this build has kernels for 
   CHECK(run(true) == run(false));
 }
 
-TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 classification") {
+TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 128 x 64 classification") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::int64_t B = 1, H = 2, T = 300, D = 64;
   Generator gen(9);
@@ -380,9 +380,10 @@ TEST_CASE("cuda attention: the bf16 tile counters follow the policy's 64 x 64 cl
   const Bf16AttentionScope mode(true);
   const auto r = attention_forward(q, q, q, policy, options);
   std::int64_t expected[3] = {0, 0, 0};
-  for (int q0 = 0; q0 < T; q0 += 64)
+  // The tensor-core forward kernel's tiles: 128 queries (32 per warp) x 64 keys.
+  for (int q0 = 0; q0 < T; q0 += 128)
     for (int k0 = 0; k0 < T; k0 += 64)
-      ++expected[static_cast<int>(policy.classify(0, q0, std::min<int>(T, q0 + 64), k0, std::min<int>(T, k0 + 64)))];
+      ++expected[static_cast<int>(policy.classify(0, q0, std::min<int>(T, q0 + 128), k0, std::min<int>(T, k0 + 64)))];
   CHECK(r.tiles.empty == H * expected[0]);
   CHECK(r.tiles.partial == H * expected[1]);
   CHECK(r.tiles.full == H * expected[2]);

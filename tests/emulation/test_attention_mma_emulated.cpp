@@ -1,0 +1,321 @@
+// The tensor-core attention kernels (kernels/attention/flash_attention_mma.cuh: forward,
+// dq and dk/dv on mma.sync) run on the CPU through tests/emulation/cuda_emulation.hpp and
+// are checked against the CPU attention (itself checked against the composition of
+// primitive ops in tests/attention) on the same bf16-rounded inputs: outputs, log-sum-exp,
+// the gradients of q, k, v and the bias, for every built-in policy, per-row arrays, grouped
+// heads, head dims 64, 128 and ragged ones (the zero-padded and element-by-element load
+// paths), Tq != Tk with partial tiles at both ends, a query offset and key padding through
+// the kernel arguments, tile skipping on and off, and the tile counters. This runs the
+// kernels' own code (every index, fragment address, mask and softmax step) in every build,
+// GPU or not; timing and the asynchronous copies are what only a GPU run checks.
+#define CONDENSE_CUDA_EMULATION 1
+#include "emulation/cuda_emulation.hpp"
+// The emulation header must come first: the kernels see its threadIdx, __syncthreads, ...
+#include "attention/flash_attention_mma.cuh"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "condense/condense.hpp"
+
+CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_mma);
+
+namespace test_attention_mma_emulated {
+
+using namespace condense;
+namespace tc = condense::cuda::attention_mma;
+
+namespace {
+
+struct Case {
+  std::int64_t batch = 2, heads = 4, kv_heads = 2, tq = 150, tk = 200, dim = 64;
+  bool bias = false;
+  bool skip_tiles = true;
+  int query_offset = 0;               ///< through AttentionArgs (the kernels' QueryOffset)
+  std::vector<std::int32_t> lengths;  ///< per-row key padding through AttentionArgs; empty: none
+  bool float16 = false;               ///< float16 kernels instead of bfloat16
+};
+
+/// The kernels' results: out, lse, dq, dk, dv (widened to float), dbias summed over heads,
+/// and the forward's tile counters.
+struct KernelResults {
+  std::vector<Tensor<float>> tensors;
+  std::array<unsigned long long, 3> tiles{};
+};
+
+template <class E>
+std::vector<E> values_of(const Tensor<float>& t) {
+  return t.template cast<E>().to_vector();
+}
+
+template <class E>
+Tensor<float> widened(const std::vector<E>& values, Shape shape) {
+  return from_vector<E>(values, shape).template cast<float>();
+}
+
+/// Runs the three tensor-core kernels (element type E, head-dim bound D) in emulation for
+/// `policy`.
+template <class E, int D, class Policy>
+KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<float>& q, const Tensor<float>& k,
+                          const Tensor<float>& v, const Tensor<float>& bias, const Tensor<float>& dout) {
+  const auto hq = values_of<E>(q), hk = values_of<E>(k), hv = values_of<E>(v), hdout = values_of<E>(dout);
+  const auto hbias = c.bias ? values_of<E>(bias) : std::vector<E>();
+  const std::int64_t rows = c.batch * c.heads * c.tq;
+  std::vector<E> out(static_cast<std::size_t>(rows * c.dim)), dq(out.size());
+  std::vector<E> dk(static_cast<std::size_t>(c.batch * c.kv_heads * c.tk * c.dim)), dv(dk.size());
+  std::vector<E> dbias(c.bias ? static_cast<std::size_t>(rows * c.tk) : 0);
+  std::vector<float> lse(static_cast<std::size_t>(rows)), delta(static_cast<std::size_t>(rows));
+
+  cuda::AttentionArgs a;
+  a.dtype = dtype_of<E>;
+  a.batch = c.batch;
+  a.heads = c.heads;
+  a.kv_heads = c.kv_heads;
+  a.tq = c.tq;
+  a.tk = c.tk;
+  a.dim = c.dim;
+  a.bias_heads = c.bias ? 1 : 0;
+  a.scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+  a.skip_tiles = c.skip_tiles;
+  a.query_offset = c.query_offset;
+  if (!c.lengths.empty()) a.key_padding = mask::KeyPadding(c.lengths.data(), static_cast<int>(c.lengths.size()));
+  a.q = hq.data();
+  a.k = hk.data();
+  a.v = hv.data();
+  a.bias = c.bias ? hbias.data() : nullptr;
+  a.out = out.data();
+  a.lse = lse.data();
+  a.dout = hdout.data();
+  a.dq = dq.data();
+  a.dk = dk.data();
+  a.dv = dv.data();
+  a.dbias = c.bias ? dbias.data() : nullptr;
+
+  // The policy exactly as the launchers hand it to the kernels.
+  using KernelPolicy = mask::Intersect<mask::QueryOffset<Policy>, mask::KeyPadding>;
+  const KernelPolicy kernel_policy(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
+  KernelResults results;
+  namespace emu = condense_cuda_emulation;
+  emu::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<D>, tc::flash_forward_mma<E, KernelPolicy, D>, a,
+              kernel_policy, results.tiles.data());
+  // delta = rowsum(dout * out), from the 16-bit values as the delta kernel reads them.
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float sum = 0.f;
+    for (std::int64_t d = 0; d < c.dim; ++d)
+      sum += static_cast<float>(hdout[static_cast<std::size_t>(r * c.dim + d)]) * static_cast<float>(out[static_cast<std::size_t>(r * c.dim + d)]);
+    delta[static_cast<std::size_t>(r)] = sum;
+  }
+  emu::launch(tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
+              kernel_policy, static_cast<const float*>(delta.data()));
+  emu::launch(tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>, a,
+              kernel_policy, static_cast<const float*>(delta.data()));
+
+  results.tensors = {widened(out, {c.batch, c.heads, c.tq, c.dim}), from_vector<float>(lse, {c.batch, c.heads, c.tq}),
+                     widened(dq, {c.batch, c.heads, c.tq, c.dim}), widened(dk, {c.batch, c.kv_heads, c.tk, c.dim}),
+                     widened(dv, {c.batch, c.kv_heads, c.tk, c.dim})};
+  if (c.bias) results.tensors.push_back(sum(widened(dbias, {c.batch, c.heads, c.tq, c.tk}), {1}, true));
+  return results;
+}
+
+/// The CPU attention's results on the same (bf16-rounded) inputs, for the policy as the
+/// kernels see it (query offset and key padding applied).
+template <class Policy>
+std::vector<Tensor<float>> run_cpu(const Case& c, const Policy& policy, const Tensor<float>& q, const Tensor<float>& k,
+                                   const Tensor<float>& v, const Tensor<float>& bias, const Tensor<float>& dout) {
+  const auto shifted = mask::QueryOffset<Policy>(policy, c.query_offset);
+  const auto run = [&](const auto& full_policy) {
+    std::vector<Tensor<float>> in = {q, k, v};
+    if (c.bias) in.push_back(bias);
+    for (auto& t : in) t = t.clone().detach().requires_grad_();
+    AttentionOptions options;
+    const auto r = attention_forward(in[0], in[1], in[2], full_policy, options, c.bias ? in[3] : Tensor<float>());
+    r.out.backward(dout);
+    std::vector<Tensor<float>> results = {r.out, r.lse};
+    for (const auto& t : in) results.push_back(t.grad());
+    return results;
+  };
+  if (c.lengths.empty()) return run(shifted);
+  return run(shifted & mask::KeyPadding(c.lengths.data(), static_cast<int>(c.lengths.size())));
+}
+
+/// Runs the emulated kernels and the CPU attention on the same inputs and compares.
+template <class Policy>
+void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) {
+  CAPTURE(c.tq);
+  CAPTURE(c.tk);
+  CAPTURE(c.dim);
+  CAPTURE(c.bias);
+  CAPTURE(c.skip_tiles);
+  CAPTURE(c.query_offset);
+  CAPTURE(c.float16);
+  Generator gen(seed);
+  // Inputs rounded to the kernels' element type, so both sides start from the same values.
+  const auto input = [&](Shape shape) {
+    const auto x = randn<float>(shape, gen);
+    return c.float16 ? x.cast<float16>().cast<float>() : x.cast<bfloat16>().cast<float>();
+  };
+  const auto q = input({c.batch, c.heads, c.tq, c.dim});
+  const auto k = input({c.batch, c.kv_heads, c.tk, c.dim});
+  const auto v = input({c.batch, c.kv_heads, c.tk, c.dim});
+  const auto bias = c.bias ? input({c.batch, 1, c.tq, c.tk}) : Tensor<float>();
+  const auto dout = input({c.batch, c.heads, c.tq, c.dim});
+  const auto run = [&]<class E>() {
+    return c.dim <= 64 ? run_kernels<E, 64>(c, policy, q, k, v, bias, dout) : run_kernels<E, 128>(c, policy, q, k, v, bias, dout);
+  };
+  const auto got = c.float16 ? run.template operator()<float16>() : run.template operator()<bfloat16>();
+  const auto expected = run_cpu(c, policy, q, k, v, bias, dout);
+  REQUIRE(got.tensors.size() == expected.size());
+  // The kernels round P and dS to 16 bits (8 significant bits in bfloat16, 11 in float16)
+  // before their second products and write 16-bit results; the CPU keeps float throughout.
+  const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    CAPTURE(names[i]);
+    const auto e = expected[i].to_vector(), g = got.tensors[i].to_vector();
+    REQUIRE(e.size() == g.size());
+    double worst = 0;
+    for (std::size_t j = 0; j < e.size(); ++j) {
+      if (std::isinf(e[j]) || std::isinf(g[j])) {
+        CHECK(g[j] == e[j]);  // rows without an allowed key: lse = -inf on both sides
+        continue;
+      }
+      const double tol = i == 1 ? 1e-3 * (1.0 + std::abs(double(e[j]))) : 3e-2 + 3e-2 * std::abs(double(e[j]));
+      worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / tol);
+    }
+    CHECK_MESSAGE(worst <= 1.0, names[i], ": the worst difference is ", worst, " times the tolerance");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("emulated tensor-core attention: policies without per-row arrays match the CPU kernel") {
+  Case c;
+  check_kernels(c, mask::None{});
+  check_kernels(c, mask::Causal{});
+  check_kernels(c, mask::SlidingWindow(9, 0));
+  check_kernels(c, mask::ChunkedLocal(12, 3));
+  check_kernels(c, mask::Gist(10, 13));
+  check_kernels(c, mask::GistNegativeControl(10, 13));
+  check_kernels(c, mask::GistBidirectional(10, 13));
+  Case cross = c;
+  cross.tq = 40;
+  check_kernels(cross, mask::GistCross(10, 13));
+  Case digest = c;
+  digest.tq = 8;
+  digest.tk = 64 + 8;  // [context ; digest slots]
+  check_kernels(digest, mask::DigestCross(64, 8));
+  check_kernels(digest, mask::DigestCross::chunked(64, 8, 4));
+}
+
+TEST_CASE("emulated tensor-core attention: policies with per-row arrays") {
+  Case c;
+  const std::vector<std::int32_t> spans = {10, 13, 0, 0};  // the second row has no gist span
+  check_kernels(c, mask::Gist(spans.data(), 2));
+  check_kernels(c, mask::GistBidirectional(spans.data(), 2));
+  const std::vector<std::int32_t> lengths = {200, 33};
+  check_kernels(c, mask::KeyPadding(lengths.data(), 2));
+  std::vector<bool> keep_bits(2 * 200);
+  for (std::size_t i = 0; i < keep_bits.size(); ++i) keep_bits[i] = (i * 7) % 5 != 0;
+  const auto keep = from_vector<bool>(keep_bits, Shape{2, 200});
+  check_kernels(c, mask::Pruned(keep.data(), 2, 200));
+}
+
+TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, offsets, padding and no tile skipping") {
+  for (std::int64_t dim : {128, 40, 100, 36}) {  // 40, 100: zero-padded; 36: loads element by element
+    Case c;
+    c.dim = dim;
+    check_kernels(c, mask::Causal{});
+  }
+  Case gqa;
+  gqa.heads = 6;
+  gqa.kv_heads = 1;
+  check_kernels(gqa, mask::Causal{});
+  Case with_bias;
+  with_bias.bias = true;
+  check_kernels(with_bias, mask::SlidingWindow(5, 5));
+  check_kernels(with_bias, mask::Causal{});
+  Case long_rows;  // several key tiles on both sides of the diagonal, partial tiles at both ends
+  long_rows.batch = 1;
+  long_rows.heads = long_rows.kv_heads = 1;
+  long_rows.tq = 300;
+  long_rows.tk = 300;
+  long_rows.dim = 128;
+  check_kernels(long_rows, mask::Causal{});
+  check_kernels(long_rows, mask::Gist(70, 140));
+  Case step;  // decoding steps after a cache: the query offset and key padding through the arguments
+  step.tq = 20;
+  step.tk = 77;
+  step.query_offset = 57;
+  check_kernels(step, mask::Causal{});
+  step.lengths = {50, 77};
+  check_kernels(step, mask::Causal{});
+  check_kernels(step, mask::Gist(10, 13));
+  Case empty_rows;  // rows whose every key is padded away: zeros and lse = -inf
+  empty_rows.lengths = {0, 120};
+  check_kernels(empty_rows, mask::None{});
+  Case no_skip;
+  no_skip.skip_tiles = false;
+  check_kernels(no_skip, mask::Gist(10, 13));
+  check_kernels(no_skip, mask::Causal{});
+}
+
+TEST_CASE("emulated tensor-core attention: the float16 kernels") {
+  for (std::int64_t dim : {64, 128}) {
+    Case c;
+    c.float16 = true;
+    c.dim = dim;
+    c.bias = dim == 64;
+    check_kernels(c, mask::Causal{});
+    check_kernels(c, mask::Gist(10, 13));
+  }
+}
+
+TEST_CASE("emulated tensor-core attention: the forward tile counters follow the policy's 128 x 64 classification") {
+  Case c;
+  c.batch = 1;
+  c.heads = c.kv_heads = 2;
+  c.tq = c.tk = 300;
+  const mask::ChunkedLocal policy(64, 4);
+  Generator gen(3);
+  const auto q = randn<float>({1, 2, 300, 64}, gen).cast<bfloat16>().cast<float>();
+  const auto got = run_kernels<bfloat16, 64>(c, policy, q, q, q, Tensor<float>(), q);
+  std::array<unsigned long long, 3> expected{};
+  for (int q0 = 0; q0 < 300; q0 += tc::forward_block_m)
+    for (int k0 = 0; k0 < 300; k0 += tc::block_n)
+      ++expected[static_cast<std::size_t>(policy.classify(0, q0, std::min(300, q0 + tc::forward_block_m), k0, std::min(300, k0 + tc::block_n)))];
+  CHECK(got.tiles[0] == 2 * expected[0]);
+  CHECK(got.tiles[1] == 2 * expected[1]);
+  CHECK(got.tiles[2] == 2 * expected[2]);
+  CHECK(got.tiles[0] > 0);
+}
+
+TEST_CASE("emulated tensor-core attention: the emulation itself catches a shared-memory access past the launch") {
+  // A launch that asks for less shared memory than the kernel uses must fail, not pass.
+  Case c;
+  c.batch = 1;
+  c.heads = c.kv_heads = 1;
+  c.tq = c.tk = 64;
+  cuda::AttentionArgs a;
+  a.dtype = DType::BFloat16;
+  a.batch = a.heads = a.kv_heads = 1;
+  a.tq = a.tk = 64;
+  a.dim = 64;
+  a.bias_heads = 0;
+  std::vector<bfloat16> x(64 * 64, bfloat16(0.5f)), out(x.size());
+  std::vector<float> lse(64);
+  a.q = a.k = a.v = x.data();
+  a.out = out.data();
+  a.lse = lse.data();
+  using KernelPolicy = mask::Intersect<mask::QueryOffset<mask::None>, mask::KeyPadding>;
+  const KernelPolicy policy(mask::QueryOffset<mask::None>(mask::None{}, 0), a.key_padding);
+  CHECK_THROWS_WITH_AS(condense_cuda_emulation::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,
+                                                        tc::flash_forward_mma<bfloat16, KernelPolicy, 64>, a, policy,
+                                                        static_cast<unsigned long long*>(nullptr)),
+                       doctest::Contains("past the"), std::runtime_error);
+}
+
+}  // namespace test_attention_mma_emulated
