@@ -5,9 +5,9 @@
 //
 // - Every thread of a block is a fiber (ucontext) on the calling OS thread; the threads of a
 //   block take turns, blocks run one after another. __syncthreads() waits for every thread
-//   of the block.
+//   of the block; a block whose threads would wait for each other forever fails.
 // - The warp-collective instructions (mma.sync.m16n8k16, ldmatrix.x4 with and without
-//   .trans, shfl.xor) gather the operands of the warp's 32 threads and compute what the
+//   .trans, shfl.sync idx and bfly) gather the operands of the warp's 32 threads and compute what the
 //   PTX ISA defines for each lane.
 //   The fragment layouts here are written out from the ISA's tables, independently of
 //   condense/backend/cuda/mma_layout.hpp, which the kernels use to form their addresses.
@@ -15,9 +15,9 @@
 //   against the dynamic size the launch asked for. cp.async copies at once (so the test
 //   cannot see a missing wait, only wrong addresses and wrong data).
 //
-// Include this header first, define CONDENSE_CUDA_EMULATION before it, then the kernel
-// header, and define the kernels' `extern __shared__` array with
-// CONDENSE_EMULATED_SHARED_MEMORY(namespace) in one translation unit.
+// Define CONDENSE_CUDA_EMULATION, include this header, then the kernel headers; define the
+// kernels' `extern __shared__` arrays with CONDENSE_EMULATED_SHARED_MEMORY(namespace) in one
+// translation unit and pass them to launch() (shared_array(namespace::smem)).
 #pragma once
 
 #ifndef CONDENSE_CUDA_EMULATION
@@ -67,7 +67,7 @@ namespace condense_cuda_emulation {
 
 // ---- fibers: a stack per emulated thread, switched without a system call ---------------
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(CONDENSE_EMULATION_UCONTEXT)
 /// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack,
 /// stores the stack pointer in *save and continues on the stack `load` (saved the same way,
 /// or prepared by new_fiber_stack). ucontext's swapcontext does the same plus a system call
@@ -285,12 +285,22 @@ inline void ldmatrix_x4(std::uint32_t (&r)[4], unsigned address, bool trans) {
   for (int i = 0; i < 4; ++i) r[i] = out[static_cast<std::size_t>(i)];
 }
 
-/// shfl.sync.bfly: the value of lane (lane ^ lane_mask).
-inline float shfl_xor(float v, int lane_mask) {
-  const Result out = warp_collective(Payload{std::bit_cast<std::uint32_t>(v)}, [lane_mask](const WarpPayloads& in, WarpResults& results) {
-    for (int l = 0; l < 32; ++l) results[static_cast<std::size_t>(l)][0] = in[static_cast<std::size_t>(l ^ lane_mask)][0];
+/// shfl.sync: the value v of lane source(l) for each lane l (a float or a double).
+template <class V, class Source>
+V shuffle(V v, Source source) {
+  static_assert(sizeof(V) == 4 || sizeof(V) == 8);
+  Payload mine{};
+  std::memcpy(mine.data(), &v, sizeof(V));
+  const Result out = warp_collective(mine, [source](const WarpPayloads& in, WarpResults& results) {
+    for (int l = 0; l < 32; ++l) {
+      const auto& from = in[static_cast<std::size_t>(source(l))];
+      results[static_cast<std::size_t>(l)][0] = from[0];
+      results[static_cast<std::size_t>(l)][1] = from[1];
+    }
   });
-  return std::bit_cast<float>(out[0]);
+  V result;
+  std::memcpy(&result, out.data(), sizeof(V));
+  return result;
 }
 
 /// __syncthreads(): waits until every thread of the block has arrived.
@@ -317,10 +327,16 @@ inline void copy_async_16(unsigned address, const void* src, bool valid) {
   }
 }
 
-/// The shared-memory buffer of every launch (the kernels' `extern __shared__` array) and
-/// its size: defined by CONDENSE_EMULATED_SHARED_MEMORY.
-inline unsigned char* shared_memory = nullptr;
-inline std::size_t shared_memory_capacity = 0;
+/// The array a kernel declares as `extern __shared__` (its namespace's `smem`, defined by
+/// CONDENSE_EMULATED_SHARED_MEMORY), which every launch of that kernel uses.
+struct SharedArray {
+  unsigned char* base = nullptr;
+  std::size_t capacity = 0;
+};
+template <std::size_t N>
+SharedArray shared_array(unsigned char (&array)[N]) {
+  return {array, N};
+}
 
 /// Stack bytes of one emulated thread.
 inline constexpr std::size_t fiber_stack_bytes = 256 * 1024;
@@ -359,10 +375,10 @@ inline bool run_block(Block& b, std::vector<std::unique_ptr<char[]>>& stacks) {
 /// dynamic shared memory; throws the first failed check of any thread, or when the
 /// threads of a block wait for each other forever.
 template <class Kernel, class... Args>
-void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, const Args&... args) {
-  if (shared_bytes > shared_memory_capacity)
+void launch(SharedArray shared, dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, const Args&... args) {
+  if (shared_bytes > shared.capacity)
     throw std::runtime_error("emulated launch asks for " + std::to_string(shared_bytes) + " bytes of shared memory, more than " +
-                             std::to_string(shared_memory_capacity));
+                             std::to_string(shared.capacity));
   if (block.y != 1 || block.z != 1 || grid.z != 1) throw std::runtime_error("emulated launch: 1-D blocks and 2-D grids only");
   const int threads = static_cast<int>(block.x);
   std::vector<std::unique_ptr<char[]>> stacks;
@@ -370,8 +386,8 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
   for (unsigned by = 0; by < grid.y; ++by) {
     for (unsigned bx = 0; bx < grid.x; ++bx) {
       // Poison the shared memory: a kernel that reads what it never wrote sees NaNs.
-      std::memset(shared_memory, 0xff, shared_bytes);
-      Block state(threads, shared_memory, shared_bytes);
+      std::memset(shared.base, 0xff, shared_bytes);
+      Block state(threads, shared.base, shared_bytes);
       state.body = [&] { kernel(args...); };
       Block* const outer = current_block;
       current_block = &state;
@@ -394,16 +410,20 @@ inline unsigned long long __cvta_generic_to_shared(const void* p) {
   return static_cast<unsigned long long>(byte - condense_cuda_emulation::current_block->shared);
 }
 inline void __syncthreads() { condense_cuda_emulation::block_barrier(); }
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return condense_cuda_emulation::shfl_xor(v, lane_mask); }
+/// shfl.sync.bfly (the value of lane ^ lane_mask) and shfl.sync.idx (the value of lane
+/// `source`), for floats and doubles.
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int lane_mask) {
+  return condense_cuda_emulation::shuffle(v, [lane_mask](int l) { return l ^ lane_mask; });
+}
+template <class V>
+V __shfl_sync(unsigned, V v, int source) {
+  return condense_cuda_emulation::shuffle(v, [source](int) { return source % 32; });
+}
 
-/// Defines the kernels' `extern __shared__` array `smem` of namespace NS (one translation
-/// unit) and hands it to the emulated launches.
-#define CONDENSE_EMULATED_SHARED_MEMORY(NS)                                                      \
-  namespace NS {                                                                                 \
-  alignas(16) unsigned char smem[232448];                                                        \
-  }                                                                                              \
-  static const bool condense_emulated_shared_memory_set = [] {                                   \
-    condense_cuda_emulation::shared_memory = NS::smem;                                           \
-    condense_cuda_emulation::shared_memory_capacity = sizeof(NS::smem);                          \
-    return true;                                                                                 \
-  }()
+/// Defines the `extern __shared__` array `smem` the kernels of namespace NS declare (in one
+/// translation unit), with the largest dynamic shared memory of a block on sm_90.
+#define CONDENSE_EMULATED_SHARED_MEMORY(NS) \
+  namespace NS {                            \
+  alignas(16) unsigned char smem[232448];   \
+  }

@@ -1,17 +1,20 @@
-// The tensor-core attention kernels (kernels/attention/flash_attention_mma.cuh: forward,
-// dq and dk/dv on mma.sync) run on the CPU through tests/emulation/cuda_emulation.hpp and
+// The CUDA attention kernels run on the CPU through tests/emulation/cuda_emulation.hpp and
 // are checked against the CPU attention (itself checked against the composition of
-// primitive ops in tests/attention) on the same bf16-rounded inputs: outputs, log-sum-exp,
-// the gradients of q, k, v and the bias, for every built-in policy, per-row arrays, grouped
-// heads, head dims 64, 128 and ragged ones (the zero-padded and element-by-element load
-// paths), Tq != Tk with partial tiles at both ends, a query offset and key padding through
-// the kernel arguments, tile skipping on and off, and the tile counters. This runs the
-// kernels' own code (every index, fragment address, mask and softmax step) in every build,
-// GPU or not; timing and the asynchronous copies are what only a GPU run checks.
+// primitive ops in tests/attention) on the same inputs rounded to the kernels' element
+// type: the tensor-core kernels (flash_attention_mma.cuh: forward, dq and dk/dv on
+// mma.sync; bfloat16 and float16), the portable ones (flash_attention_portable.cuh; float
+// and double) and the delta kernel. Outputs, log-sum-exp and the gradients of q, k, v and
+// the bias, for every built-in policy, per-row arrays, grouped heads, head dims 64, 128 and
+// ragged ones (the zero-padded and element-by-element load paths), Tq != Tk with partial
+// tiles at both ends, a query offset and key padding through the kernel arguments, tile
+// skipping on and off, and the tile counters. This runs the kernels' own code (every index,
+// fragment address, mask and softmax step) in every build, GPU or not; timing and the
+// asynchronous copies are what only a GPU run checks.
 #define CONDENSE_CUDA_EMULATION 1
 #include "emulation/cuda_emulation.hpp"
 // The emulation header must come first: the kernels see its threadIdx, __syncthreads, ...
 #include "attention/flash_attention_mma.cuh"
+#include "attention/flash_attention_portable.cuh"
 
 #include <doctest/doctest.h>
 
@@ -19,16 +22,20 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "condense/condense.hpp"
 
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_mma);
+CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_mma)
+CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_detail)
 
-namespace test_attention_mma_emulated {
+namespace test_attention_kernels_emulated {
 
 using namespace condense;
 namespace tc = condense::cuda::attention_mma;
+namespace portable = condense::cuda::attention_detail;
+namespace emu = condense_cuda_emulation;
 
 namespace {
 
@@ -38,7 +45,7 @@ struct Case {
   bool skip_tiles = true;
   int query_offset = 0;               ///< through AttentionArgs (the kernels' QueryOffset)
   std::vector<std::int32_t> lengths;  ///< per-row key padding through AttentionArgs; empty: none
-  bool float16 = false;               ///< float16 kernels instead of bfloat16
+  DType dtype = DType::BFloat16;      ///< 16-bit: the tensor-core kernels; float, double: the portable ones
 };
 
 /// The kernels' results: out, lse, dq, dk, dv (widened to float), dbias summed over heads,
@@ -58,7 +65,8 @@ Tensor<float> widened(const std::vector<E>& values, Shape shape) {
   return from_vector<E>(values, shape).template cast<float>();
 }
 
-/// Runs the three tensor-core kernels (element type E, head-dim bound D) in emulation for
+/// Runs the delta kernel and the three attention kernels (element type E, head-dim bound D:
+/// the tensor-core kernels for 16-bit E, the portable ones otherwise) in emulation for
 /// `policy`.
 template <class E, int D, class Policy>
 KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<float>& q, const Tensor<float>& k,
@@ -69,7 +77,11 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
   std::vector<E> out(static_cast<std::size_t>(rows * c.dim)), dq(out.size());
   std::vector<E> dk(static_cast<std::size_t>(c.batch * c.kv_heads * c.tk * c.dim)), dv(dk.size());
   std::vector<E> dbias(c.bias ? static_cast<std::size_t>(rows * c.tk) : 0);
-  std::vector<float> lse(static_cast<std::size_t>(rows)), delta(static_cast<std::size_t>(rows));
+  using A = cuda::detail::compute_t<E>;
+  // The log-sum-exp: float from the tensor-core kernels, the compute type from the others.
+  using Lse = std::conditional_t<tc::is_16bit<E>, float, A>;
+  std::vector<Lse> lse(static_cast<std::size_t>(rows));
+  std::vector<A> delta(static_cast<std::size_t>(rows));
 
   cuda::AttentionArgs a;
   a.dtype = dtype_of<E>;
@@ -100,22 +112,33 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
   using KernelPolicy = mask::Intersect<mask::QueryOffset<Policy>, mask::KeyPadding>;
   const KernelPolicy kernel_policy(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
   KernelResults results;
-  namespace emu = condense_cuda_emulation;
-  emu::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<D>, tc::flash_forward_mma<E, KernelPolicy, D>, a,
-              kernel_policy, results.tiles.data());
-  // delta = rowsum(dout * out), from the 16-bit values as the delta kernel reads them.
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float sum = 0.f;
-    for (std::int64_t d = 0; d < c.dim; ++d)
-      sum += static_cast<float>(hdout[static_cast<std::size_t>(r * c.dim + d)]) * static_cast<float>(out[static_cast<std::size_t>(r * c.dim + d)]);
-    delta[static_cast<std::size_t>(r)] = sum;
+  const auto delta_kernel = [&] {
+    emu::launch(emu::shared_array(portable::smem), dim3(portable::delta_blocks(rows)), dim3(portable::threads), 0,
+                portable::attention_delta<E>, static_cast<const E*>(out.data()), static_cast<const E*>(hdout.data()), delta.data(),
+                rows, static_cast<int>(c.dim));
+  };
+  const auto* delta_in = static_cast<const A*>(delta.data());
+  if constexpr (tc::is_16bit<E>) {
+    const auto shared = emu::shared_array(tc::smem);
+    emu::launch(shared, tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<D>, tc::flash_forward_mma<E, KernelPolicy, D>, a,
+                kernel_policy, results.tiles.data());
+    delta_kernel();
+    emu::launch(shared, tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
+                kernel_policy, delta_in);
+    emu::launch(shared, tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
+                a, kernel_policy, delta_in);
+  } else {
+    const auto shared = emu::shared_array(portable::smem);
+    emu::launch(shared, portable::forward_grid(a), dim3(portable::threads), portable::forward_smem<A, D>,
+                portable::flash_forward<E, KernelPolicy, D>, a, kernel_policy, results.tiles.data());
+    delta_kernel();
+    emu::launch(shared, portable::dq_grid(a), dim3(portable::threads), portable::dq_smem<A, D>,
+                portable::flash_backward_dq<E, KernelPolicy, D>, a, kernel_policy, delta_in);
+    emu::launch(shared, portable::dkdv_grid(a), dim3(portable::threads), portable::dkdv_smem<A, D>,
+                portable::flash_backward_dkdv<E, KernelPolicy, D>, a, kernel_policy, delta_in);
   }
-  emu::launch(tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
-              kernel_policy, static_cast<const float*>(delta.data()));
-  emu::launch(tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>, a,
-              kernel_policy, static_cast<const float*>(delta.data()));
 
-  results.tensors = {widened(out, {c.batch, c.heads, c.tq, c.dim}), from_vector<float>(lse, {c.batch, c.heads, c.tq}),
+  results.tensors = {widened(out, {c.batch, c.heads, c.tq, c.dim}), from_vector<Lse>(lse, {c.batch, c.heads, c.tq}).template cast<float>(),
                      widened(dq, {c.batch, c.heads, c.tq, c.dim}), widened(dk, {c.batch, c.kv_heads, c.tk, c.dim}),
                      widened(dv, {c.batch, c.kv_heads, c.tk, c.dim})};
   if (c.bias) results.tensors.push_back(sum(widened(dbias, {c.batch, c.heads, c.tq, c.tk}), {1}, true));
@@ -152,12 +175,14 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   CAPTURE(c.bias);
   CAPTURE(c.skip_tiles);
   CAPTURE(c.query_offset);
-  CAPTURE(c.float16);
+  CAPTURE(dtype_name(c.dtype));
   Generator gen(seed);
   // Inputs rounded to the kernels' element type, so both sides start from the same values.
   const auto input = [&](Shape shape) {
     const auto x = randn<float>(shape, gen);
-    return c.float16 ? x.cast<float16>().cast<float>() : x.cast<bfloat16>().cast<float>();
+    if (c.dtype == DType::Float16) return x.cast<float16>().cast<float>();
+    if (c.dtype == DType::BFloat16) return x.cast<bfloat16>().cast<float>();
+    return x;
   };
   const auto q = input({c.batch, c.heads, c.tq, c.dim});
   const auto k = input({c.batch, c.kv_heads, c.tk, c.dim});
@@ -167,9 +192,13 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   const auto run = [&]<class E>() {
     return c.dim <= 64 ? run_kernels<E, 64>(c, policy, q, k, v, bias, dout) : run_kernels<E, 128>(c, policy, q, k, v, bias, dout);
   };
-  const auto got = c.float16 ? run.template operator()<float16>() : run.template operator()<bfloat16>();
+  const auto got = c.dtype == DType::Float16    ? run.template operator()<float16>()
+                   : c.dtype == DType::BFloat16 ? run.template operator()<bfloat16>()
+                   : c.dtype == DType::Float32  ? run.template operator()<float>()
+                                                : run.template operator()<double>();
   const auto expected = run_cpu(c, policy, q, k, v, bias, dout);
   REQUIRE(got.tensors.size() == expected.size());
+  const bool sixteen_bit = c.dtype == DType::BFloat16 || c.dtype == DType::Float16;
   // The kernels round P and dS to 16 bits (8 significant bits in bfloat16, 11 in float16)
   // before their second products and write 16-bit results; the CPU keeps float throughout.
   const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
@@ -183,7 +212,8 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
         CHECK(g[j] == e[j]);  // rows without an allowed key: lse = -inf on both sides
         continue;
       }
-      const double tol = i == 1 ? 1e-3 * (1.0 + std::abs(double(e[j]))) : 3e-2 + 3e-2 * std::abs(double(e[j]));
+      const double tol = i == 1 ? (sixteen_bit ? 1e-3 : 1e-5) * (1.0 + std::abs(double(e[j])))
+                                : (sixteen_bit ? 3e-2 : 1e-4) * (1.0 + std::abs(double(e[j])));
       worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / tol);
     }
     CHECK_MESSAGE(worst <= 1.0, names[i], ": the worst difference is ", worst, " times the tolerance");
@@ -263,10 +293,38 @@ TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, offse
   check_kernels(no_skip, mask::Causal{});
 }
 
+TEST_CASE("emulated portable attention (CUDA cores): float and double against the CPU kernel") {
+  for (const DType dtype : {DType::Float32, DType::Float64}) {
+    for (std::int64_t dim : {64, 128, 40}) {
+      Case c;
+      c.dtype = dtype;
+      c.dim = dim;
+      c.bias = dim == 40;
+      check_kernels(c, mask::Causal{});
+    }
+    Case c;
+    c.dtype = dtype;
+    check_kernels(c, mask::Gist(10, 13));
+    check_kernels(c, mask::ChunkedLocal(12, 3));
+    const std::vector<std::int32_t> lengths = {200, 33};
+    check_kernels(c, mask::KeyPadding(lengths.data(), 2));
+    Case step;
+    step.dtype = dtype;
+    step.tq = 20;
+    step.tk = 77;
+    step.query_offset = 57;
+    step.lengths = {50, 77};
+    check_kernels(step, mask::Causal{});
+    Case no_skip = c;
+    no_skip.skip_tiles = false;
+    check_kernels(no_skip, mask::SlidingWindow(9, 0));
+  }
+}
+
 TEST_CASE("emulated tensor-core attention: the float16 kernels") {
   for (std::int64_t dim : {64, 128}) {
     Case c;
-    c.float16 = true;
+    c.dtype = DType::Float16;
     c.dim = dim;
     c.bias = dim == 64;
     check_kernels(c, mask::Causal{});
@@ -312,10 +370,10 @@ TEST_CASE("emulated tensor-core attention: the emulation itself catches a shared
   a.lse = lse.data();
   using KernelPolicy = mask::Intersect<mask::QueryOffset<mask::None>, mask::KeyPadding>;
   const KernelPolicy policy(mask::QueryOffset<mask::None>(mask::None{}, 0), a.key_padding);
-  CHECK_THROWS_WITH_AS(condense_cuda_emulation::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,
+  CHECK_THROWS_WITH_AS(emu::launch(emu::shared_array(tc::smem), tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,
                                                         tc::flash_forward_mma<bfloat16, KernelPolicy, 64>, a, policy,
                                                         static_cast<unsigned long long*>(nullptr)),
                        doctest::Contains("past the"), std::runtime_error);
 }
 
-}  // namespace test_attention_mma_emulated
+}  // namespace test_attention_kernels_emulated
