@@ -342,10 +342,9 @@ struct BlockMask<mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>> {
 /// -inf where a pair does not take part (outside [0, query_end) x [0, key_end), or not
 /// allowed by the policy on a Partial tile). The accumulator rows of this lane are `own`
 /// (queries, or keys when KeysAlongRows), its columns start at col0; `mask` is the block's
-/// (BlockMask). `whole`: every row and
-/// column of the block's tile lies inside the sequences, so a Full tile needs no
-/// per-element test at all. Every branch here is uniform over the block; the per-element
-/// work is selects, not branches.
+/// (BlockMask). `whole`: every row and column of the block's tile lies inside the
+/// sequences, so a Full tile needs no per-element test at all. The branches on the bias
+/// and on the tile are uniform over the block; the mask itself is applied with selects.
 template <bool KeysAlongRows, class T, class Policy, int Tiles>
 __device__ __forceinline__ void prepare_scores(float (&s)[Tiles][4], const BlockMask<Policy>& mask, TileKind kind, bool whole, int b,
                                                const int (&own)[2], int col0, int query_end, int key_end, float scale_log2,
