@@ -458,7 +458,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   constexpr int key_tiles = block_n / 8;  // n-tiles of S
   constexpr int dim_tiles = D / 8;        // n-tiles of O
   constexpr bool q_in_registers = forward_q_in_registers<D>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
   // Two stages of (K tile, V tile): the next non-empty tile loads while this one is used.
   std::uint16_t* const stage_base = sq + forward_block_m * stride<D>;
@@ -631,7 +631,7 @@ template <class T, class Policy, int D>
 __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a, Policy policy, const float* delta) {
   constexpr int key_tiles = block_n / 8;
   constexpr int dim_tiles = D / 8;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sdo = sq + block_m * stride<D>;
   // Two stages of (K tile, V tile), as in the forward kernel.
@@ -726,7 +726,7 @@ template <class T, class Policy, int D>
 __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta) {
   constexpr int query_tiles = dkdv_queries / 8;  // n-tiles of S^T
   constexpr int dim_tiles = D / 8;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sk = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sv = sk + dkdv_keys * stride<D>;
   // Two stages of (Q tile, dO tile) and of (lse in base 2, delta) for those rows.

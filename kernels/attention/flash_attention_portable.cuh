@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
   using A = compute_t<T>;
   constexpr int slices = DMax / 32;
   constexpr A neg_inf = -INFINITY;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   A* sq = reinterpret_cast<A*>(smem);
   A* sk = sq + block_q * padded<DMax>;
   A* sv = sk + block_k * padded<DMax>;
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq(AttentionArgs a, Po
   using A = compute_t<T>;
   constexpr int slices = DMax / 32;
   constexpr A neg_inf = -INFINITY;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   A* sq = reinterpret_cast<A*>(smem);
   A* sdo = sq + block_q * padded<DMax>;
   A* sk = sdo + block_q * padded<DMax>;
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
   using A = compute_t<T>;
   constexpr int slices = DMax / 32;
   constexpr A neg_inf = -INFINITY;
-  extern __shared__ __align__(16) unsigned char smem[];
+  CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   A* sk = reinterpret_cast<A*>(smem);
   A* sv = sk + dkdv_keys * padded<DMax>;
   A* sq = sv + dkdv_keys * padded<DMax>;

@@ -19,6 +19,12 @@
 #include "condense/core/dtype.hpp"
 #include "condense/core/error.hpp"
 
+/// Declares a kernel's dynamic shared memory, `name`: bytes aligned to 16. (The CPU
+/// emulation of tests/emulation defines this macro first, with an array of its own.)
+#ifndef CONDENSE_DYNAMIC_SHARED_MEMORY
+#define CONDENSE_DYNAMIC_SHARED_MEMORY(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace condense::cuda::detail {
 
 /// Throws condense::Error naming `op` when `status` is an error.

@@ -49,6 +49,12 @@
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
+// A kernel's static __shared__ arrays become function-local statics: one copy that every
+// thread (fiber) of the block sees, as on the GPU (blocks run one at a time).
+#undef __shared__
+#define __shared__ static
+// Dynamic shared memory: the namespace's array of CONDENSE_EMULATED_SHARED_MEMORY.
+#define CONDENSE_DYNAMIC_SHARED_MEMORY(name) extern unsigned char name[]
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
@@ -288,7 +294,7 @@ inline void ldmatrix_x4(std::uint32_t (&r)[4], unsigned address, bool trans) {
 /// shfl.sync: the value v of lane source(l) for each lane l (a float or a double).
 template <class V, class Source>
 V shuffle(V v, Source source) {
-  static_assert(sizeof(V) == 4 || sizeof(V) == 8);
+  static_assert(sizeof(V) <= 8);
   Payload mine{};
   std::memcpy(mine.data(), &v, sizeof(V));
   const Result out = warp_collective(mine, [source](const WarpPayloads& in, WarpResults& results) {
@@ -411,7 +417,7 @@ inline unsigned long long __cvta_generic_to_shared(const void* p) {
 }
 inline void __syncthreads() { condense_cuda_emulation::block_barrier(); }
 /// shfl.sync.bfly (the value of lane ^ lane_mask) and shfl.sync.idx (the value of lane
-/// `source`), for floats and doubles.
+/// `source`), for values of up to 8 bytes.
 template <class V>
 V __shfl_xor_sync(unsigned, V v, int lane_mask) {
   return condense_cuda_emulation::shuffle(v, [lane_mask](int l) { return l ^ lane_mask; });
@@ -419,6 +425,11 @@ V __shfl_xor_sync(unsigned, V v, int lane_mask) {
 template <class V>
 V __shfl_sync(unsigned, V v, int source) {
   return condense_cuda_emulation::shuffle(v, [source](int) { return source % 32; });
+}
+/// shfl.sync.up: the value of lane - offset, or the lane's own below `offset`.
+template <class V>
+V __shfl_up_sync(unsigned, V v, unsigned offset) {
+  return condense_cuda_emulation::shuffle(v, [offset](int l) { return l >= static_cast<int>(offset) ? l - static_cast<int>(offset) : l; });
 }
 
 /// Defines the `extern __shared__` array `smem` the kernels of namespace NS declare (in one
