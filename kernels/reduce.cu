@@ -1,8 +1,5 @@
 // Reduction and row-wise CUDA kernels: sum, mean, max and min over the trailing dims of
-// a strided view (one block per output row for long rows, contiguous chunks of a row on
-// several blocks combined by a second pass when there are too few rows to fill the device
-// (a whole-tensor sum), one thread per row for short rows, column tiles with interleaved
-// slices when the outputs are adjacent in memory and the reduced dims outer); softmax /
+// a strided view (kernels and the plan that picks them in detail/reduce_kernels.cuh); softmax /
 // log_softmax forward and backward, logsumexp, and the backward rules of amax/amin and
 // logsumexp over contiguous rows (one block per row).
 // Accumulation is in float for float and the 16-bit types, double for double.
@@ -15,262 +12,56 @@
 
 #include "condense/backend/cuda/kernels.hpp"
 #include "detail/common.cuh"
+#include "detail/reduce_kernels.cuh"
 
 namespace condense::cuda {
 namespace {
 
 using namespace detail;
-
-constexpr int reduce_threads = 256;
-
-template <class A>
-struct Accumulate {
-  ReduceOp op;
-  __device__ __forceinline__ A init() const {
-    if (op == ReduceOp::Max) return -INFINITY;
-    if (op == ReduceOp::Min) return INFINITY;
-    return A(0);
-  }
-  __device__ __forceinline__ A combine(A acc, A v) const {
-    switch (op) {
-      case ReduceOp::Max: return acc != acc ? acc : (v != v || v > acc ? v : acc);  // NaN wins
-      case ReduceOp::Min: return acc != acc ? acc : (v != v || v < acc ? v : acc);
-      default: return acc + v;
-    }
-  }
-};
-
-template <class A>
-struct IntAccumulate {
-  ReduceOp op;
-  __device__ __forceinline__ A init() const {
-    if (op == ReduceOp::Max) return std::numeric_limits<A>::lowest();
-    if (op == ReduceOp::Min) return std::numeric_limits<A>::max();
-    return A(0);
-  }
-  __device__ __forceinline__ A combine(A acc, A v) const {
-    switch (op) {
-      case ReduceOp::Max: return v > acc ? v : acc;
-      case ReduceOp::Min: return v < acc ? v : acc;
-      default: return static_cast<A>(static_cast<std::make_unsigned_t<A>>(acc) + static_cast<std::make_unsigned_t<A>>(v));
-    }
-  }
-};
-
-/// Row r's first element offset (over the kept dims) and the column layout (reduced dims).
-struct RowsAndCols {
-  Layout rows;  // kept dims
-  Layout cols;  // reduced dims
-};
-
-template <class T, class A, class Acc>
-__device__ __forceinline__ A finish(const Acc& acc, A total, std::int64_t count) {
-  if constexpr (std::is_floating_point_v<A>) {
-    if (acc.op == ReduceOp::Mean) return count > 0 ? total / static_cast<A>(count) : A(NAN);
-  }
-  return total;
-}
-
-/// Combines one value per thread of the block (blockDim.x == reduce_threads) in a fixed
-/// tree order; every thread gets the result. `scratch` holds reduce_threads values.
-template <class A, class Acc>
-__device__ __forceinline__ A block_combine(A value, A* scratch, const Acc& acc) {
-  scratch[threadIdx.x] = value;
-  __syncthreads();
-  for (int width = blockDim.x / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) scratch[threadIdx.x] = acc.combine(scratch[threadIdx.x], scratch[threadIdx.x + width]);
-    __syncthreads();
-  }
-  const A total = scratch[0];
-  __syncthreads();  // scratch is reused by the next call
-  return total;
-}
-
-/// One block per output row.
-template <class T, class A, class Acc>
-__global__ void reduce_block_per_row(T* out, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols, Acc acc) {
-  __shared__ A scratch[reduce_threads];
-  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* base = in + layout.rows.offset(r);
-    A value = acc.init();
-    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
-    const A total = block_combine(value, scratch, acc);
-    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, total, cols));
-  }
-}
-
-/// Positions of a row per block of reduce_row_chunks: 16 per thread.
-constexpr std::int64_t row_chunk = reduce_threads * 16;
-
-/// Long rows, too few to fill the device (a whole-tensor sum has one): block (r, s) combines
-/// the s-th chunk of `chunk` consecutive positions of row r into partial[r * splits + s].
-template <class T, class A, class Acc>
-__global__ void reduce_row_chunks(A* partial, const T* in, RowsAndCols layout, std::int64_t cols, std::int64_t chunk,
-                                  Acc acc) {
-  __shared__ A scratch[reduce_threads];
-  const std::int64_t r = blockIdx.x, begin = static_cast<std::int64_t>(blockIdx.y) * chunk;
-  const std::int64_t end = begin + chunk < cols ? begin + chunk : cols;
-  const T* base = in + layout.rows.offset(r);
-  A value = acc.init();
-  for (std::int64_t c = begin + threadIdx.x; c < end; c += blockDim.x)
-    value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
-  const A total = block_combine(value, scratch, acc);
-  if (threadIdx.x == 0) partial[r * gridDim.y + blockIdx.y] = total;
-}
-
-/// out[r] = the `splits` chunk partials of row r combined (one block per row).
-template <class T, class A, class Acc>
-__global__ void combine_row_partials(T* out, const A* partial, std::int64_t rows, std::int64_t cols, int splits, Acc acc) {
-  __shared__ A scratch[reduce_threads];
-  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    A value = acc.init();
-    for (int s = threadIdx.x; s < splits; s += blockDim.x) value = acc.combine(value, partial[r * splits + s]);
-    const A total = block_combine(value, scratch, acc);
-    if (threadIdx.x == 0) out[r] = to_element<T>(finish<T>(acc, total, cols));
-  }
-}
-
-/// Chunks per row for reduce_row_chunks: about 1024 blocks in all, each reading at least
-/// row_chunk positions; 1 (one block per row) when the rows alone are enough.
-inline int row_splits(std::int64_t rows, std::int64_t cols) {
-  if (rows >= 256) return 1;
-  const std::int64_t splits = std::min<std::int64_t>(1024 / rows, cols / row_chunk);
-  return static_cast<int>(std::clamp<std::int64_t>(splits, 1, 1024));
-}
-
-/// One thread per output row (short rows).
-template <class T, class A, class Acc>
-__global__ void reduce_thread_per_row(T* out, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols, Acc acc) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
-    const T* base = in + layout.rows.offset(r);
-    A value = acc.init();
-    for (std::int64_t c = 0; c < cols; ++c) value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
-    out[r] = to_element<T>(finish<T>(acc, value, cols));
-  }
-}
-
-/// Outputs per block of reduce_columns (one warp reads 32 adjacent elements) and the row
-/// groups that share a block.
-constexpr int column_tile = 32;
-constexpr int column_groups = 8;
-
-/// Reductions whose outputs are adjacent in memory while the reduced dims are outer (a bias
-/// gradient, [N, out] -> [out]): block (32, 8) covers 32 outputs, so each warp reads 32
-/// consecutive elements; blockIdx.y picks one of `splits` interleaved slices of the reduced
-/// positions. Each thread combines its positions in order, the 8 groups combine in order in
-/// shared memory, and the block writes the output (splits == 1) or its slice's partial
-/// (partial[y * rows + r]), so the order depends on the shape alone.
-template <class T, class A, class Acc>
-__global__ void reduce_columns(T* out, A* partial, const T* in, RowsAndCols layout, std::int64_t rows, std::int64_t cols,
-                               int splits, Acc acc) {
-  __shared__ A tile[column_groups][column_tile];
-  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * column_tile + threadIdx.x;
-  A value = acc.init();
-  if (r < rows) {
-    const T* base = in + layout.rows.offset(r);
-    const std::int64_t step = static_cast<std::int64_t>(column_groups) * splits;
-    for (std::int64_t c = static_cast<std::int64_t>(blockIdx.y) * column_groups + threadIdx.y; c < cols; c += step)
-      value = acc.combine(value, static_cast<A>(load(base + layout.cols.offset(c))));
-  }
-  tile[threadIdx.y][threadIdx.x] = value;
-  __syncthreads();
-  if (threadIdx.y == 0 && r < rows) {
-    A total = tile[0][threadIdx.x];
-    for (int g = 1; g < column_groups; ++g) total = acc.combine(total, tile[g][threadIdx.x]);
-    if (splits == 1) {
-      out[r] = to_element<T>(finish<T>(acc, total, cols));
-    } else {
-      partial[static_cast<std::int64_t>(blockIdx.y) * rows + r] = total;
-    }
-  }
-}
-
-/// out[r] = the `splits` partials of output r combined in slice order.
-template <class T, class A, class Acc>
-__global__ void combine_column_partials(T* out, const A* partial, std::int64_t rows, std::int64_t cols, int splits, Acc acc) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
-    A total = partial[r];
-    for (int s = 1; s < splits; ++s) total = acc.combine(total, partial[static_cast<std::int64_t>(s) * rows + r]);
-    out[r] = to_element<T>(finish<T>(acc, total, cols));
-  }
-}
-
-/// Slices of the reduced positions for reduce_columns: enough blocks to fill the device
-/// (about 1024), each thread still combining at least 16 positions, at most 1024 slices.
-inline int column_splits(std::int64_t rows, std::int64_t cols) {
-  const std::int64_t tiles = (rows + column_tile - 1) / column_tile;
-  std::int64_t splits = 1024 / tiles;
-  splits = std::min<std::int64_t>(splits, cols / (column_groups * 16));
-  return static_cast<int>(std::clamp<std::int64_t>(splits, 1, 1024));
-}
+using namespace reduce_detail;
 
 template <class T, class A, class Acc>
 void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims, Acc acc, std::string_view op) {
-  // The kept dims and the reduced dims, each group coalesced on its own (a contiguous
-  // [B, T, C] -> [C] reduces one dim of B * T positions): fewer divisions per offset, the
-  // same order of positions.
-  StridedArg kept_dims, reduced = in;
-  kept_dims.ndim = in.ndim - reduced_dims;
-  reduced.ndim = reduced_dims;
-  for (int d = 0; d < kept_dims.ndim; ++d) {
-    kept_dims.sizes[d] = in.sizes[d];
-    kept_dims.strides[d] = in.strides[d];
-  }
-  for (int d = 0; d < reduced_dims; ++d) {
-    reduced.sizes[d] = in.sizes[kept_dims.ndim + d];
-    reduced.strides[d] = in.strides[kept_dims.ndim + d];
-  }
-  coalesce({&kept_dims});
-  coalesce({&reduced});
-  RowsAndCols layout{Layout::of(kept_dims), Layout::of(reduced)};
-  const std::int64_t rows = kept_dims.numel(), cols = reduced.numel();
-  const int kept = kept_dims.ndim;
+  const ReducePlan plan = plan_reduce(in, reduced_dims);
+  const std::int64_t rows = plan.rows, cols = plan.cols;
   CONDENSE_CHECK(out.numel() == rows, op, "CUDA reduction of ", rows, " rows into ", out.numel(), " elements");
   if (rows == 0) return;
   use_device(out.device, op);
   const cudaStream_t stream = stream_of(out.device);
   T* o = static_cast<T*>(out.data);
   const T* x = static_cast<const T*>(in.data);
-  // Outputs adjacent in memory (innermost kept dim of stride 1 and at least 16 long) with
-  // outer reduced dims: a block per output would read one element per 32-byte sector.
-  const bool adjacent_outputs = kept > 0 && layout.rows.strides[kept - 1] == 1 && layout.rows.sizes[kept - 1] >= 16;
-  if (cols >= 64 && adjacent_outputs) {
-    const int splits = column_splits(rows, cols);
-    const dim3 grid(static_cast<unsigned>((rows + column_tile - 1) / column_tile), static_cast<unsigned>(splits));
-    const dim3 block(column_tile, column_groups);
-    if (splits == 1) {
-      reduce_columns<T, A><<<grid, block, 0, stream>>>(o, static_cast<A*>(nullptr), x, layout, rows, cols, 1, acc);
+  const int splits = plan.splits;
+  switch (plan.path) {
+    case ReducePath::Columns: {
+      if (splits == 1) {
+        reduce_columns<T, A><<<column_grid(plan), column_block(), 0, stream>>>(o, static_cast<A*>(nullptr), x, plan.layout, rows,
+                                                                                cols, 1, acc);
+        break;
+      }
+      const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
+      A* partials = static_cast<A*>(partial.get());
+      reduce_columns<T, A><<<column_grid(plan), column_block(), 0, stream>>>(o, partials, x, plan.layout, rows, cols, splits, acc);
       check_launch(op);
-      return;
+      combine_column_partials<T, A><<<grid_for(rows, reduce_threads), reduce_threads, 0, stream>>>(o, partials, rows, cols,
+                                                                                                     splits, acc);
+      break;
     }
-    const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
-    A* partials = static_cast<A*>(partial.get());
-    reduce_columns<T, A><<<grid, block, 0, stream>>>(o, partials, x, layout, rows, cols, splits, acc);
-    check_launch(op);
-    combine_column_partials<T, A><<<grid_for(rows, reduce_threads), reduce_threads, 0, stream>>>(o, partials, rows, cols,
-                                                                                                   splits, acc);
-    check_launch(op);
-    return;
-  }
-  if (cols >= 64) {
-    if (const int splits = row_splits(rows, cols); splits > 1) {
-      const std::int64_t chunk = (cols + splits - 1) / splits;
+    case ReducePath::RowChunks: {
       const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
       A* partials = static_cast<A*>(partial.get());
       reduce_row_chunks<T, A><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), reduce_threads, 0, stream>>>(
-          partials, x, layout, cols, chunk, acc);
+          partials, x, plan.layout, cols, plan.chunk, acc);
       check_launch(op);
       combine_row_partials<T, A><<<static_cast<unsigned>(rows), reduce_threads, 0, stream>>>(o, partials, rows, cols, splits,
                                                                                               acc);
-      check_launch(op);
-      return;
+      break;
     }
-    const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
-    reduce_block_per_row<T, A><<<blocks, reduce_threads, 0, stream>>>(o, x, layout, rows, cols, acc);
-  } else {
-    reduce_thread_per_row<T, A><<<grid_for(rows, 128), 128, 0, stream>>>(o, x, layout, rows, cols, acc);
+    case ReducePath::BlockPerRow:
+      reduce_block_per_row<T, A><<<block_per_row_blocks(rows), reduce_threads, 0, stream>>>(o, x, plan.layout, rows, cols, acc);
+      break;
+    case ReducePath::ThreadPerRow:
+      reduce_thread_per_row<T, A><<<grid_for(rows, 128), 128, 0, stream>>>(o, x, plan.layout, rows, cols, acc);
+      break;
   }
   check_launch(op);
 }

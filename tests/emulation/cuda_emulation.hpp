@@ -183,8 +183,10 @@ struct Block {
 
 inline thread_local Block* current_block = nullptr;
 
-inline int lane() { return static_cast<int>(threadIdx.x % 32); }
-inline int warp() { return static_cast<int>(threadIdx.x / 32); }
+/// The running thread's lane and warp: its linear index in the block (x fastest) split
+/// into warps of 32, as on the GPU.
+inline int lane() { return current_block->current % 32; }
+inline int warp() { return current_block->current / 32; }
 
 /// Records a failed check (the first one wins); the launch throws it after the block.
 inline void fail(const std::string& what) {
@@ -368,7 +370,8 @@ inline bool run_block(Block& b, std::vector<std::unique_ptr<char[]>>& stacks) {
     for (int t = 0; t < b.threads; ++t) {
       if (b.done[static_cast<std::size_t>(t)]) continue;
       b.current = t;
-      threadIdx = uint3{static_cast<unsigned>(t), 0, 0};
+      const auto linear = static_cast<unsigned>(t);
+      threadIdx = uint3{linear % blockDim.x, (linear / blockDim.x) % blockDim.y, linear / (blockDim.x * blockDim.y)};
       switch_fiber(b.scheduler, b.contexts[static_cast<std::size_t>(t)]);
       if (!b.done[static_cast<std::size_t>(t)]) ++remaining;
     }
@@ -385,8 +388,8 @@ void launch(SharedArray shared, dim3 grid, dim3 block, std::size_t shared_bytes,
   if (shared_bytes > shared.capacity)
     throw std::runtime_error("emulated launch asks for " + std::to_string(shared_bytes) + " bytes of shared memory, more than " +
                              std::to_string(shared.capacity));
-  if (block.y != 1 || block.z != 1 || grid.z != 1) throw std::runtime_error("emulated launch: 1-D blocks and 2-D grids only");
-  const int threads = static_cast<int>(block.x);
+  if (grid.z != 1) throw std::runtime_error("emulated launch: 1-D and 2-D grids only");
+  const int threads = static_cast<int>(block.x * block.y * block.z);
   std::vector<std::unique_ptr<char[]>> stacks;
   for (int t = 0; t < threads; ++t) stacks.push_back(std::make_unique<char[]>(fiber_stack_bytes));
   for (unsigned by = 0; by < grid.y; ++by) {
