@@ -6,9 +6,9 @@
 //
 // Layout: a block has 4 warps. The forward kernel gives each warp 32 query rows (two
 // m-tiles, 128 per block: each K and V fragment read from shared memory serves both), the
-// dq kernel 16 (64 per block); both walk key tiles of 64 keys; the dk/dv kernel gives each warp 16 keys
-// (64 per block) and walks query tiles of 32 rows over every query head of its group, so no
-// gradient needs atomics. Tiles live in shared memory as 16-bit rows padded by 8 elements
+// dq kernel 16 (64 per block); both walk key tiles of 64 keys. The dk/dv kernel gives each
+// warp 16 keys (64 per block) and walks query tiles of 32 rows over every query head of its
+// group, so no gradient needs atomics. Tiles live in shared memory as 16-bit rows padded by 8 elements
 // (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
 // block walks over come in two stages, the next non-empty one copied with cp.async while
 // the current one is used. Scores stay in
