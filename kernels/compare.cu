@@ -92,10 +92,11 @@ void compare(CompareOp code, const StridedArg& out_arg, const StridedArg& a_arg,
     const T* pa = static_cast<const T*>(a.data);
     const T* pb = static_cast<const T*>(b.data);
     if (out.is_contiguous() && a.is_contiguous() && b.is_contiguous()) {
-      compare_contiguous<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, pa, pb, n, code);
+      detail::launch_kernel(compare_contiguous<T>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o, pa,
+                            pb, n, code);
     } else {
-      compare_strided<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(
-          o, Layout::of(out), pa, Layout::of(a), pb, Layout::of(b), n, code);
+      detail::launch_kernel(compare_strided<T>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o,
+                            Layout::of(out), pa, Layout::of(a), pb, Layout::of(b), n, code);
     }
   });
   check_launch(op);
@@ -120,10 +121,11 @@ void where(const StridedArg& out_arg, const StridedArg& cond_arg, const StridedA
     const T* pa = static_cast<const T*>(a.data);
     const T* pb = static_cast<const T*>(b.data);
     if (out.is_contiguous() && cond.is_contiguous() && a.is_contiguous() && b.is_contiguous()) {
-      where_contiguous<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, c, pa, pb, n);
+      detail::launch_kernel(where_contiguous<T>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o, c, pa,
+                            pb, n);
     } else {
-      where_strided<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(
-          o, Layout::of(out), c, Layout::of(cond), pa, Layout::of(a), pb, Layout::of(b), n);
+      detail::launch_kernel(where_strided<T>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o,
+                            Layout::of(out), c, Layout::of(cond), pa, Layout::of(a), pb, Layout::of(b), n);
     }
   });
   check_launch(op);

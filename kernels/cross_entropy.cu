@@ -53,7 +53,7 @@ __device__ __forceinline__ void for_each_in_row(const T* x, std::int64_t n, F&& 
   for (std::int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
     const uint4 raw = p[i];
     T v[width];
-    memcpy(v, &raw, sizeof raw);
+    memcpy(static_cast<void*>(v), &raw, sizeof raw);
 #pragma unroll
     for (int k = 0; k < width; ++k) f(head + i * width + k, load(v + k));
   }
@@ -77,7 +77,7 @@ __device__ __forceinline__ void map_row(const T* x, T* y, std::int64_t n, F&& f)
   for (std::int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
     const uint4 raw = p[i];
     T v[width];
-    memcpy(v, &raw, sizeof raw);
+    memcpy(static_cast<void*>(v), &raw, sizeof raw);
 #pragma unroll
     for (int k = 0; k < width; ++k) v[k] = to_element<T>(f(head + i * width + k, load(v + k)));
     uint4 out;
@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(total_threads) cross_entropy_sum(T* total, con
   partial[threadIdx.x] = s;
   __syncthreads();
   for (int width = blockDim.x / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+    if (static_cast<int>(threadIdx.x) < width) partial[threadIdx.x] += partial[threadIdx.x + width];
     __syncthreads();
   }
   if (threadIdx.x == 0) {
@@ -259,11 +259,11 @@ void cross_entropy_forward(const CrossEntropyArgs& args, void* row_losses, bool 
     const I* t = static_cast<const I*>(args.targets);
     A* lse = static_cast<A*>(args.lse);
     if (stat_losses) {
-      cross_entropy_rows<T, I, A, A><<<row_blocks(args.rows), threads, 0, stream>>>(
-          x, t, args.rows, args.classes, args.ignore_index, keep, smoothing, lse, static_cast<A*>(row_losses));
+      detail::launch_kernel(cross_entropy_rows<T, I, A, A>, row_blocks(args.rows), threads, 0, stream, x, t, args.rows,
+                            args.classes, args.ignore_index, keep, smoothing, lse, static_cast<A*>(row_losses));
     } else {
-      cross_entropy_rows<T, I, A, T><<<row_blocks(args.rows), threads, 0, stream>>>(
-          x, t, args.rows, args.classes, args.ignore_index, keep, smoothing, lse, static_cast<T*>(row_losses));
+      detail::launch_kernel(cross_entropy_rows<T, I, A, T>, row_blocks(args.rows), threads, 0, stream, x, t, args.rows,
+                            args.classes, args.ignore_index, keep, smoothing, lse, static_cast<T*>(row_losses));
     }
   });
   check_launch(op);
@@ -278,8 +278,8 @@ void cross_entropy_total(const CrossEntropyArgs& args, void* total, const void* 
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(args.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = compute_t<T>;
-    cross_entropy_sum<T, A><<<1, total_threads, 0, stream_of(args.device)>>>(
-        static_cast<T*>(total), static_cast<const A*>(stat_losses), args.rows, mean, args.count);
+    detail::launch_kernel(cross_entropy_sum<T, A>, 1, total_threads, 0, stream_of(args.device), static_cast<T*>(total),
+                          static_cast<const A*>(stat_losses), args.rows, mean, args.count);
   });
   check_launch(op);
 }
@@ -298,10 +298,11 @@ void cross_entropy_backward(const CrossEntropyArgs& args, void* grad_logits, con
     using A = compute_t<T>;
     const auto keep = static_cast<A>(1.0 - args.label_smoothing);
     const auto spread = static_cast<A>(args.label_smoothing / static_cast<double>(args.classes));
-    cross_entropy_grad<T, I, A><<<row_blocks(args.rows), threads, 0, stream>>>(
-        static_cast<T*>(grad_logits), static_cast<const T*>(args.logits), static_cast<const I*>(args.targets),
-        static_cast<const A*>(args.lse), static_cast<const T*>(grad_loss), per_row, static_cast<A>(grad_scale), args.rows,
-        args.classes, args.ignore_index, keep, spread);
+    detail::launch_kernel(cross_entropy_grad<T, I, A>, row_blocks(args.rows), threads, 0, stream,
+                          static_cast<T*>(grad_logits), static_cast<const T*>(args.logits),
+                          static_cast<const I*>(args.targets), static_cast<const A*>(args.lse),
+                          static_cast<const T*>(grad_loss), per_row, static_cast<A>(grad_scale), args.rows,
+                          args.classes, args.ignore_index, keep, spread);
   });
   check_launch(op);
 }

@@ -74,11 +74,11 @@ void dropout_forward(const StridedArg& out, void* mask, const StridedArg& x, std
     auto* m = static_cast<std::uint8_t*>(mask);
     const T* xp = static_cast<const T*>(in.data);
     if (contiguous) {
-      dropout_forward_kernel<T, true><<<grid_for(n, dropout_threads), dropout_threads, 0, stream>>>(
-          o, m, xp, layout, n, key, threshold, static_cast<C>(scale));
+      detail::launch_kernel(dropout_forward_kernel<T, true>, grid_for(n, dropout_threads), dropout_threads, 0, stream,
+                            o, m, xp, layout, n, key, threshold, static_cast<C>(scale));
     } else {
-      dropout_forward_kernel<T, false><<<grid_for(n, dropout_threads), dropout_threads, 0, stream>>>(
-          o, m, xp, layout, n, key, threshold, static_cast<C>(scale));
+      detail::launch_kernel(dropout_forward_kernel<T, false>, grid_for(n, dropout_threads), dropout_threads, 0, stream,
+                            o, m, xp, layout, n, key, threshold, static_cast<C>(scale));
     }
   });
   check_launch(op);
@@ -101,11 +101,11 @@ void dropout_backward(const StridedArg& grad_in, const void* mask, const Strided
     const auto* m = static_cast<const std::uint8_t*>(mask);
     const T* go = static_cast<const T*>(in.data);
     if (contiguous) {
-      dropout_backward_kernel<T, true><<<grid_for(n, dropout_threads), dropout_threads, 0, stream>>>(
-          gi, m, go, layout, n, static_cast<C>(scale));
+      detail::launch_kernel(dropout_backward_kernel<T, true>, grid_for(n, dropout_threads), dropout_threads, 0, stream,
+                            gi, m, go, layout, n, static_cast<C>(scale));
     } else {
-      dropout_backward_kernel<T, false><<<grid_for(n, dropout_threads), dropout_threads, 0, stream>>>(
-          gi, m, go, layout, n, static_cast<C>(scale));
+      detail::launch_kernel(dropout_backward_kernel<T, false>, grid_for(n, dropout_threads), dropout_threads, 0, stream,
+                            gi, m, go, layout, n, static_cast<C>(scale));
     }
   });
   check_launch(op);

@@ -348,12 +348,14 @@ void launch_map(const StridedArg& out_arg, F f, std::string_view op, const Args&
   for (int k = 0; k < K; ++k) operands[k + 1] = &ins[k];
   if (contiguous) {
     const std::int64_t work = vectorised ? (n + vector_width<T> - 1) / vector_width<T> : n;
-    map_contiguous<T, K><<<grid_for(work, threads_per_block), threads_per_block, 0, stream>>>(o, in, n, f, vectorised);
+    detail::launch_kernel(map_contiguous<T, K, F>, grid_for(work, threads_per_block), threads_per_block, 0, stream, o, in,
+                          n, f, vectorised);
   } else if (index32_of(operands, index)) {
-    map_strided32<T, K><<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, in, index,
-                                                                                          static_cast<std::uint32_t>(n), f);
+    detail::launch_kernel(map_strided32<T, K, F>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o, in,
+                          index, static_cast<std::uint32_t>(n), f);
   } else {
-    map_strided<T, K><<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), in, layouts, n, f);
+    detail::launch_kernel(map_strided<T, K, F>, grid_for(n, threads_per_block), threads_per_block, 0, stream, o,
+                          Layout::of(out), in, layouts, n, f);
   }
   check_launch(op);
 }
@@ -413,11 +415,11 @@ void copy_strided(const StridedArg& out_arg, const StridedArg& in_arg, std::stri
       const StridedArg* const operands[2] = {&out, &in};
       Index32<2> index;
       if (index32_of(operands, index)) {
-        copy_units32<<<grid_for(units, threads_per_block), threads_per_block, 0, stream>>>(o, x, index,
-                                                                                           static_cast<std::uint32_t>(units));
+        detail::launch_kernel(copy_units32<Unit>, grid_for(units, threads_per_block), threads_per_block, 0, stream, o,
+                              x, index, static_cast<std::uint32_t>(units));
       } else {
-        copy_kernel<<<grid_for(units, threads_per_block), threads_per_block, 0, stream>>>(o, Layout::of(out), x,
-                                                                                          Layout::of(in), units);
+        detail::launch_kernel(copy_kernel<Unit, Unit>, grid_for(units, threads_per_block), threads_per_block, 0, stream,
+                              o, Layout::of(out), x, Layout::of(in), units);
       }
     };
     switch (widen_copy_units(out, in, static_cast<int>(dtype_size(out.dtype)))) {
@@ -436,8 +438,9 @@ void copy_strided(const StridedArg& out_arg, const StridedArg& in_arg, std::stri
     dispatch_dtype<CONDENSE_CUDA_ALL_TYPES>(in.dtype, op, [&](auto in_tag) {
       using In = decltype(in_tag);
       if constexpr (!std::is_same_v<Out, In>) {  // equal types were copied as units above
-        copy_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream>>>(
-            static_cast<Out*>(out.data), Layout::of(out), static_cast<const In*>(in.data), Layout::of(in), n);
+        detail::launch_kernel(copy_kernel<Out, In>, grid_for(n, threads_per_block), threads_per_block, 0, stream,
+                              static_cast<Out*>(out.data), Layout::of(out), static_cast<const In*>(in.data),
+                              Layout::of(in), n);
       }
     });
   });
@@ -453,8 +456,8 @@ void fill(const StridedArg& out_arg, double value, std::string_view op) {
   dispatch_dtype<CONDENSE_CUDA_ALL_TYPES>(out.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     const T v = convert_element<T>(value);
-    fill_kernel<<<grid_for(n, threads_per_block), threads_per_block, 0, stream_of(out.device)>>>(
-        static_cast<T*>(out.data), Layout::of(out), n, v);
+    detail::launch_kernel(fill_kernel<T>, grid_for(n, threads_per_block), threads_per_block, 0, stream_of(out.device),
+                          static_cast<T*>(out.data), Layout::of(out), n, v);
   });
   check_launch(op);
 }

@@ -44,8 +44,8 @@ bool copies_in(const void* a, const void* b, std::int64_t row_bytes) {
 template <class Unit, class I>
 void launch_gather(void* out, const void* table, std::int64_t row_bytes, const I* ids, std::int64_t n, cudaStream_t stream) {
   const std::int64_t units = row_bytes / static_cast<std::int64_t>(sizeof(Unit));
-  gather_rows<Unit, I><<<grid_for(n * units, gather_threads), gather_threads, 0, stream>>>(
-      static_cast<Unit*>(out), static_cast<const Unit*>(table), ids, n, units);
+  detail::launch_kernel(gather_rows<Unit, I>, grid_for(n * units, gather_threads), gather_threads, 0, stream,
+                        static_cast<Unit*>(out), static_cast<const Unit*>(table), ids, n, units);
 }
 
 /// Threads of a block form groups of `lanes` threads (a power of two, 32..grad_threads);
@@ -151,12 +151,12 @@ void embedding_grad(void* grad_table, const void* grad_out, DType dtype, std::in
     const std::int64_t* items = order + work.positions;
     const std::int64_t* heavy = items + 3 * work.items;
     A* partials = static_cast<A*>(work.partials);
-    sum_items<T, A><<<blocks_for(work.items, groups), grad_threads, 0, stream>>>(
-        out, partials, static_cast<const T*>(grad_out), order, items, work.items, dim, lanes);
+    detail::launch_kernel(sum_items<T, A>, blocks_for(work.items, groups), grad_threads, 0, stream, out, partials,
+                          static_cast<const T*>(grad_out), order, items, work.items, dim, lanes);
     check_launch(op);
     if (work.heavy_rows > 0) {
-      sum_partials<T, A><<<blocks_for(work.heavy_rows, groups), grad_threads, 0, stream>>>(out, partials, heavy,
-                                                                                          work.heavy_rows, dim, lanes);
+      detail::launch_kernel(sum_partials<T, A>, blocks_for(work.heavy_rows, groups), grad_threads, 0, stream, out,
+                            partials, heavy, work.heavy_rows, dim, lanes);
     }
   });
   check_launch(op);

@@ -98,9 +98,9 @@ void gather(const StridedArg& out, const StridedArg& in, const StridedArg& index
     using T = decltype(tag);
     dispatch_dtype<std::int32_t, std::int64_t>(index.dtype, op, [&](auto index_tag) {
       using I = decltype(index_tag);
-      gather_kernel<T, I><<<grid_for(total, threads_per_block), threads_per_block, 0, stream>>>(
-          static_cast<T*>(out.data), static_cast<const T*>(in.data), split(in, dim), static_cast<const I*>(index.data),
-          split(index, dim), outer, k, inner);
+      detail::launch_kernel(gather_kernel<T, I>, grid_for(total, threads_per_block), threads_per_block, 0, stream,
+                            static_cast<T*>(out.data), static_cast<const T*>(in.data), split(in, dim),
+                            static_cast<const I*>(index.data), split(index, dim), outer, k, inner);
     });
   });
   check_launch(op);
@@ -118,9 +118,10 @@ void scatter_add(const StridedArg& out, const StridedArg& src, const StridedArg&
     using T = decltype(tag);
     dispatch_dtype<std::int32_t, std::int64_t>(index.dtype, op, [&](auto index_tag) {
       using I = decltype(index_tag);
-      scatter_add_kernel<T, compute_t<T>, I><<<grid_for(lines, threads_per_block), threads_per_block, 0, stream>>>(
-          static_cast<T*>(out.data), split(out, dim), static_cast<const T*>(src.data), split(src, dim),
-          static_cast<const I*>(index.data), split(index, dim), outer, k, inner);
+      detail::launch_kernel(scatter_add_kernel<T, compute_t<T>, I>, grid_for(lines, threads_per_block),
+                            threads_per_block, 0, stream, static_cast<T*>(out.data), split(out, dim),
+                            static_cast<const T*>(src.data), split(src, dim), static_cast<const I*>(index.data),
+                            split(index, dim), outer, k, inner);
     });
   });
   check_launch(op);

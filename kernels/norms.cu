@@ -250,11 +250,11 @@ void norm_forward(bool centered, DType dtype, int device, void* y, const void* x
       const T* bp = static_cast<const T*>(bias);
       A* rp = static_cast<A*>(rstd);
       if (centered) {
-        norm_forward_kernel<T, A, true, W><<<blocks, norm_threads, 0, stream>>>(out, xp, wp, bp, static_cast<A*>(mean),
-                                                                                rp, rows, cols, static_cast<A>(eps));
+        detail::launch_kernel(norm_forward_kernel<T, A, true, W>, blocks, norm_threads, 0, stream, out, xp, wp, bp,
+                              static_cast<A*>(mean), rp, rows, cols, static_cast<A>(eps));
       } else {
-        norm_forward_kernel<T, A, false, W>
-            <<<blocks, norm_threads, 0, stream>>>(out, xp, wp, bp, nullptr, rp, rows, cols, static_cast<A>(eps));
+        detail::launch_kernel(norm_forward_kernel<T, A, false, W>, blocks, norm_threads, 0, stream, out, xp, wp, bp,
+                              nullptr, rp, rows, cols, static_cast<A>(eps));
       }
     });
   });
@@ -282,11 +282,11 @@ void norm_backward_input(bool centered, DType dtype, int device, void* dx, const
       const A* mp = static_cast<const A*>(mean);
       const A* rp = static_cast<const A*>(rstd);
       if (centered) {
-        norm_backward_input_kernel<T, A, true, W>
-            <<<blocks, norm_threads, 0, stream>>>(out, gp, xp, wp, mp, rp, rows, cols);
+        detail::launch_kernel(norm_backward_input_kernel<T, A, true, W>, blocks, norm_threads, 0, stream, out, gp, xp,
+                              wp, mp, rp, rows, cols);
       } else {
-        norm_backward_input_kernel<T, A, false, W>
-            <<<blocks, norm_threads, 0, stream>>>(out, gp, xp, wp, nullptr, rp, rows, cols);
+        detail::launch_kernel(norm_backward_input_kernel<T, A, false, W>, blocks, norm_threads, 0, stream, out, gp, xp,
+                              wp, nullptr, rp, rows, cols);
       }
     });
   });
@@ -319,16 +319,16 @@ void norm_backward_params(bool centered, DType dtype, int device, void* dweight,
       const A* mp = static_cast<const A*>(mean);
       const A* rp = static_cast<const A*>(rstd);
       if (centered) {
-        norm_param_partials_kernel<T, A, true>
-            <<<grid, block, 0, stream>>>(dw_part, db_part, gp, xp, mp, rp, rows, cols, plan.rows_per_chunk, slabs);
+        detail::launch_kernel(norm_param_partials_kernel<T, A, true>, grid, block, 0, stream, dw_part, db_part, gp, xp,
+                              mp, rp, rows, cols, plan.rows_per_chunk, slabs);
       } else {
-        norm_param_partials_kernel<T, A, false>
-            <<<grid, block, 0, stream>>>(dw_part, db_part, gp, xp, nullptr, rp, rows, cols, plan.rows_per_chunk, slabs);
+        detail::launch_kernel(norm_param_partials_kernel<T, A, false>, grid, block, 0, stream, dw_part, db_part, gp, xp,
+                              nullptr, rp, rows, cols, plan.rows_per_chunk, slabs);
       }
       check_launch(op);
     }
-    norm_param_finish_kernel<T, A><<<grid_for(cols, 256), 256, 0, stream>>>(
-        static_cast<T*>(dweight), static_cast<T*>(dbias), dw_part, db_part, plan.count, cols);
+    detail::launch_kernel(norm_param_finish_kernel<T, A>, grid_for(cols, 256), 256, 0, stream, static_cast<T*>(dweight),
+                          static_cast<T*>(dbias), dw_part, db_part, plan.count, cols);
   });
   check_launch(op);
 }

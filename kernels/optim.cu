@@ -34,7 +34,7 @@ template <class T, bool Master>
 void launch_adamw_list(int device, const AdamWListEntry* entries, std::size_t count, std::string_view op) {
   const cudaStream_t stream = stream_of(device);
   for_each_adamw_launch<T>(entries, count, [&](const AdamWLaunch<compute_t<T>>& batch, int blocks) {
-    adamw_list_kernel<T, Master><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch);
+    detail::launch_kernel(adamw_list_kernel<T, Master>, static_cast<unsigned>(blocks), list_threads, 0, stream, batch);
     check_launch(op);
   });
 }
@@ -89,7 +89,7 @@ void sgd_step_list(DType dtype, int device, const SGDListEntry* entries, std::si
     using T = decltype(tag);
     using C = compute_t<T>;
     for_each_sgd_launch<T>(entries, count, [&](const SGDLaunch<C>& batch, int blocks) {
-      sgd_list_kernel<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch);
+      detail::launch_kernel(sgd_list_kernel<T>, static_cast<unsigned>(blocks), list_threads, 0, stream, batch);
       check_launch(op);
     });
   });
@@ -114,12 +114,14 @@ void sum_of_squares_list(DType dtype, int device, const void* const* xs, const s
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
     using T = decltype(tag);
     for_each_squares_launch(xs, ns, count, first, [&](const SquaresLaunch& batch, int blocks) {
-      sum_of_squares_chunks<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch, partial);
+      detail::launch_kernel(sum_of_squares_chunks<T>, static_cast<unsigned>(blocks), list_threads, 0, stream, batch,
+                            partial);
       check_launch(op);
     });
   });
   for_each_partial_sums_launch(ns, count, first, [&](const PartialRanges& ranges, std::size_t tensors, std::size_t begin) {
-    sum_tensor_partials<<<static_cast<unsigned>(tensors), list_threads, 0, stream>>>(partial, ranges, out + begin);
+    detail::launch_kernel(sum_tensor_partials, static_cast<unsigned>(tensors), list_threads, 0, stream, partial, ranges,
+                          out + begin);
     check_launch(op);
   });
 }
@@ -137,7 +139,8 @@ void scale_list(DType dtype, int device, void* const* dsts, const void* const* s
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(dtype, op, [&](auto tag) {
     using T = decltype(tag);
     for_each_scale_launch(dsts, srcs, ns, count, [&](const ScaleLaunch& batch, int blocks) {
-      scale_chunks<T><<<static_cast<unsigned>(blocks), list_threads, 0, stream>>>(batch, static_cast<compute_t<T>>(coef));
+      detail::launch_kernel(scale_chunks<T>, static_cast<unsigned>(blocks), list_threads, 0, stream, batch,
+                            static_cast<compute_t<T>>(coef));
       check_launch(op);
     });
   });

@@ -34,33 +34,36 @@ void launch_reduce(const StridedArg& out, const StridedArg& in, int reduced_dims
   switch (plan.path) {
     case ReducePath::Columns: {
       if (splits == 1) {
-        reduce_columns<T, A><<<column_grid(plan), column_block(), 0, stream>>>(o, static_cast<A*>(nullptr), x, plan.layout, rows,
-                                                                                cols, 1, acc);
+        detail::launch_kernel(reduce_columns<T, A, Acc>, column_grid(plan), column_block(), 0, stream, o,
+                              static_cast<A*>(nullptr), x, plan.layout, rows, cols, 1, acc);
         break;
       }
       const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
       A* partials = static_cast<A*>(partial.get());
-      reduce_columns<T, A><<<column_grid(plan), column_block(), 0, stream>>>(o, partials, x, plan.layout, rows, cols, splits, acc);
+      detail::launch_kernel(reduce_columns<T, A, Acc>, column_grid(plan), column_block(), 0, stream, o, partials, x,
+                            plan.layout, rows, cols, splits, acc);
       check_launch(op);
-      combine_column_partials<T, A><<<grid_for(rows, reduce_threads), reduce_threads, 0, stream>>>(o, partials, rows, cols,
-                                                                                                     splits, acc);
+      detail::launch_kernel(combine_column_partials<T, A, Acc>, grid_for(rows, reduce_threads), reduce_threads, 0, stream, o,
+                            partials, rows, cols, splits, acc);
       break;
     }
     case ReducePath::RowChunks: {
       const DeviceScratch partial(static_cast<std::size_t>(splits) * static_cast<std::size_t>(rows) * sizeof(A), out.device, op);
       A* partials = static_cast<A*>(partial.get());
-      reduce_row_chunks<T, A><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), reduce_threads, 0, stream>>>(
-          partials, x, plan.layout, cols, plan.chunk, acc);
+      detail::launch_kernel(reduce_row_chunks<T, A, Acc>, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)),
+                            reduce_threads, 0, stream, partials, x, plan.layout, cols, plan.chunk, acc);
       check_launch(op);
-      combine_row_partials<T, A><<<static_cast<unsigned>(rows), reduce_threads, 0, stream>>>(o, partials, rows, cols, splits,
-                                                                                              acc);
+      detail::launch_kernel(combine_row_partials<T, A, Acc>, static_cast<unsigned>(rows), reduce_threads, 0, stream, o,
+                            partials, rows, cols, splits, acc);
       break;
     }
     case ReducePath::BlockPerRow:
-      reduce_block_per_row<T, A><<<block_per_row_blocks(rows), reduce_threads, 0, stream>>>(o, x, plan.layout, rows, cols, acc);
+      detail::launch_kernel(reduce_block_per_row<T, A, Acc>, block_per_row_blocks(rows), reduce_threads, 0, stream, o, x,
+                            plan.layout, rows, cols, acc);
       break;
     case ReducePath::ThreadPerRow:
-      reduce_thread_per_row<T, A><<<grid_for(rows, 128), 128, 0, stream>>>(o, x, plan.layout, rows, cols, acc);
+      detail::launch_kernel(reduce_thread_per_row<T, A, Acc>, grid_for(rows, 128), 128, 0, stream, o, x, plan.layout, rows,
+                            cols, acc);
       break;
   }
   check_launch(op);
@@ -247,9 +250,11 @@ void softmax_rows(bool log, const StridedArg& out, const StridedArg& in, std::in
     T* o = static_cast<T*>(out.data);
     const T* x = static_cast<const T*>(in.data);
     if (log) {
-      softmax_forward<T, A, true><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(o, x, rows, cols);
+      detail::launch_kernel(softmax_forward<T, A, true>, blocks, softmax_threads, 0, stream_of(out.device), o, x, rows,
+                            cols);
     } else {
-      softmax_forward<T, A, false><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(o, x, rows, cols);
+      detail::launch_kernel(softmax_forward<T, A, false>, blocks, softmax_threads, 0, stream_of(out.device), o, x, rows,
+                            cols);
     }
   });
   check_launch(op);
@@ -268,9 +273,11 @@ void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg
     const T* yp = static_cast<const T*>(y.data);
     const T* gp = static_cast<const T*>(g.data);
     if (log) {
-      softmax_backward<T, A, true><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(o, yp, gp, rows, cols);
+      detail::launch_kernel(softmax_backward<T, A, true>, blocks, softmax_threads, 0, stream_of(grad_in.device), o, yp,
+                            gp, rows, cols);
     } else {
-      softmax_backward<T, A, false><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(o, yp, gp, rows, cols);
+      detail::launch_kernel(softmax_backward<T, A, false>, blocks, softmax_threads, 0, stream_of(grad_in.device), o, yp,
+                            gp, rows, cols);
     }
   });
   check_launch(op);
@@ -289,8 +296,8 @@ void logsumexp_rows(const StridedArg& out, const StridedArg& in, std::int64_t ro
   const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    logsumexp_forward<T, compute_t<T>><<<blocks, softmax_threads, 0, stream_of(out.device)>>>(
-        static_cast<T*>(out.data), static_cast<const T*>(in.data), rows, cols);
+    detail::launch_kernel(logsumexp_forward<T, compute_t<T>>, blocks, softmax_threads, 0, stream_of(out.device),
+                          static_cast<T*>(out.data), static_cast<const T*>(in.data), rows, cols);
   });
   check_launch(op);
 }
@@ -306,9 +313,9 @@ void row_backward(RowBackward rule, const StridedArg& grad_in, const StridedArg&
   const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    row_backward_kernel<T, compute_t<T>><<<blocks, softmax_threads, 0, stream_of(grad_in.device)>>>(
-        rule, static_cast<T*>(grad_in.data), static_cast<const T*>(x.data), static_cast<const T*>(y.data),
-        static_cast<const T*>(g.data), rows, cols);
+    detail::launch_kernel(row_backward_kernel<T, compute_t<T>>, blocks, softmax_threads, 0, stream_of(grad_in.device),
+                          rule, static_cast<T*>(grad_in.data), static_cast<const T*>(x.data),
+                          static_cast<const T*>(y.data), static_cast<const T*>(g.data), rows, cols);
   });
   check_launch(op);
 }

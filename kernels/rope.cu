@@ -104,9 +104,9 @@ void rope_rotate(bool inverse, const StridedArg& out, const StridedArg& x, const
     using A = compute_t<T>;
     constexpr int threads = 256;
     const auto launch = [&](auto kernel) {
-      kernel<<<grid_for(pairs, threads), threads, 0, stream_of(x.device)>>>(
-          static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const A*>(cos),
-          static_cast<const A*>(sin), layout, inverse ? A(-1) : A(1));
+      detail::launch_kernel(kernel, grid_for(pairs, threads), threads, 0, stream_of(x.device),
+                            static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const A*>(cos),
+                            static_cast<const A*>(sin), layout, inverse ? A(-1) : A(1));
     };
     if (index32) {
       launch(rope_kernel<T, A, true>);

@@ -48,18 +48,20 @@ void scan(ScanOp code, bool reverse, void* out, const void* in, const LineGeomet
       const DeviceScratch scratch(chunks > 1 ? static_cast<std::size_t>(lines * chunks) * sizeof(C) : 0, g.device, op);
       C* totals = static_cast<C*>(scratch.get());
       if (chunks > 1) {
-        cumsum_chunk_totals<T, C><<<blocks, scan_threads, 0, stream>>>(totals, x, lines, g.n, chunks, reverse);
+        detail::launch_kernel(cumsum_chunk_totals<T, C>, blocks, scan_threads, 0, stream, totals, x, lines, g.n, chunks,
+                              reverse);
         check_launch(op);
       }
-      cumsum_chunks<T, C><<<blocks, scan_threads, 0, stream>>>(static_cast<T*>(out), x, totals, lines, g.n, chunks, reverse);
+      detail::launch_kernel(cumsum_chunks<T, C>, blocks, scan_threads, 0, stream, static_cast<T*>(out), x, totals,
+                            lines, g.n, chunks, reverse);
     });
     check_launch(op);
     return;
   }
   dispatch_dtype<CONDENSE_CUDA_SCAN_TYPES>(g.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    scan_lines<T, compute_t<T>><<<grid_for(lines, line_threads), line_threads, 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(in), lines, g.n, g.inner, code, reverse);
+    detail::launch_kernel(scan_lines<T, compute_t<T>>, grid_for(lines, line_threads), line_threads, 0, stream,
+                          static_cast<T*>(out), static_cast<const T*>(in), lines, g.n, g.inner, code, reverse);
   });
   check_launch(op);
 }
@@ -71,9 +73,9 @@ void cumprod_backward(void* grad, const void* x, const void* y, const void* g, c
   use_device(geo.device, op);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(geo.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    cumprod_backward_lines<T, compute_t<T>><<<grid_for(lines, line_threads), line_threads, 0, stream_of(geo.device)>>>(
-        static_cast<T*>(grad), static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(g), lines, geo.n,
-        geo.inner);
+    detail::launch_kernel(cumprod_backward_lines<T, compute_t<T>>, grid_for(lines, line_threads), line_threads, 0,
+                          stream_of(geo.device), static_cast<T*>(grad), static_cast<const T*>(x),
+                          static_cast<const T*>(y), static_cast<const T*>(g), lines, geo.n, geo.inner);
   });
   check_launch(op);
 }
@@ -85,8 +87,8 @@ void place_at_indices(void* grad, const void* g, const std::int64_t* indices, co
   use_device(geo.device, op);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(geo.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    place_at_indices_kernel<<<grid_for(total, 256), 256, 0, stream_of(geo.device)>>>(
-        static_cast<T*>(grad), static_cast<const T*>(g), indices, total, geo.n, geo.inner);
+    detail::launch_kernel(place_at_indices_kernel<T>, grid_for(total, 256), 256, 0, stream_of(geo.device),
+                          static_cast<T*>(grad), static_cast<const T*>(g), indices, total, geo.n, geo.inner);
   });
   check_launch(op);
 }
@@ -105,10 +107,11 @@ void arg_reduce(bool is_max, void* values, std::int64_t* indices, const void* in
     const T* x = static_cast<const T*>(in);
     if (g.inner == 1 && g.n >= 1024) {
       const unsigned blocks = static_cast<unsigned>(lines < 65535 * 8 ? lines : 65535 * 8);
-      arg_reduce_rows<T, C><<<blocks, arg_block_threads, 0, stream>>>(v, indices, x, lines, g.n, is_max);
+      detail::launch_kernel(arg_reduce_rows<T, C>, blocks, arg_block_threads, 0, stream, v, indices, x, lines, g.n,
+                            is_max);
     } else {
-      arg_reduce_lines<T, C><<<grid_for(lines, line_threads), line_threads, 0, stream>>>(v, indices, x, lines, g.n, g.inner,
-                                                                                          is_max);
+      detail::launch_kernel(arg_reduce_lines<T, C>, grid_for(lines, line_threads), line_threads, 0, stream, v, indices,
+                            x, lines, g.n, g.inner, is_max);
     }
   });
   check_launch(op);

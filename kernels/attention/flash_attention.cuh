@@ -135,13 +135,15 @@ class Bf16Staging {
     if (!src) return nullptr;
     bfloat16* dst = empty(n);
     if (n > 0)
-      convert_elements<<<grid_for(n, threads), threads, 0, stream_of(device_)>>>(static_cast<const float*>(src), dst, n);
+      detail::launch_kernel(convert_elements<float, bfloat16>, grid_for(n, threads), threads, 0, stream_of(device_),
+                            static_cast<const float*>(src), dst, n);
     return dst;
   }
   /// Writes n bfloat16 values of src to the floats at dst.
   void widen(void* dst, const bfloat16* src, std::int64_t n) const {
     if (dst && n > 0)
-      convert_elements<<<grid_for(n, threads), threads, 0, stream_of(device_)>>>(src, static_cast<float*>(dst), n);
+      detail::launch_kernel(convert_elements<bfloat16, float>, grid_for(n, threads), threads, 0, stream_of(device_),
+                            src, static_cast<float*>(dst), n);
   }
 
  private:
@@ -159,8 +161,9 @@ inline bool staged_in_bf16(const AttentionArgs& a) {
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, std::size_t bytes, std::string_view op) {
   if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), op,
-          "cudaFuncSetAttribute (shared memory)");
+    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(bytes)),
+          op, "cudaFuncSetAttribute (shared memory)");
 }
 
 /// The policy the kernels run for `Policy`: shifted by AttentionArgs::query_offset and
@@ -183,8 +186,8 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
     constexpr int D = decltype(dims)::value;
     constexpr std::size_t bytes = attention_mma::forward_smem<D>;
     allow_shared_memory(attention_mma::flash_forward_mma<T, Kernel, D>, bytes, op);
-    attention_mma::flash_forward_mma<T, Kernel, D><<<attention_mma::forward_grid(a), attention_mma::threads, bytes, stream>>>(
-        a, policy, stats);
+    detail::launch_kernel(attention_mma::flash_forward_mma<T, Kernel, D>, attention_mma::forward_grid(a),
+                          attention_mma::threads, bytes, stream, a, policy, stats);
   });
   if (on_tensor_cores) return;
   dispatch(a, op, [&](auto tag, auto dmax) {
@@ -193,7 +196,7 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
     constexpr int DMax = decltype(dmax)::value;
     constexpr std::size_t bytes = forward_smem<A, DMax>;
     allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, op);
-    flash_forward<T, Kernel, DMax><<<forward_grid(a), threads, bytes, stream>>>(a, policy, stats);
+    detail::launch_kernel(flash_forward<T, Kernel, DMax>, forward_grid(a), threads, bytes, stream, a, policy, stats);
   });
 }
 
@@ -204,8 +207,8 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
   const std::int64_t rows = a.batch * a.heads * a.tq;
   const auto launch_delta = [&](auto tag, auto* delta) {
     using T = decltype(tag);
-    attention_delta<T><<<delta_blocks(rows), threads, 0, stream>>>(static_cast<const T*>(a.out), static_cast<const T*>(a.dout),
-                                                             delta, rows, static_cast<int>(a.dim));
+    detail::launch_kernel(attention_delta<T>, delta_blocks(rows), threads, 0, stream, static_cast<const T*>(a.out),
+                          static_cast<const T*>(a.dout), delta, rows, static_cast<int>(a.dim));
   };
   const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
     using T = decltype(tag);
@@ -214,10 +217,12 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
     launch_delta(tag, delta);
     allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
-    tc::flash_backward_dq_mma<T, Kernel, D><<<tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream>>>(a, policy, delta);
+    detail::launch_kernel(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream,
+                          a, policy, delta);
     if (a.tk > 0) {
       allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_smem<D>, op);
-      tc::flash_backward_dkdv_mma<T, Kernel, D><<<tc::dkdv_grid(a), tc::threads, tc::dkdv_smem<D>, stream>>>(a, policy, delta);
+      detail::launch_kernel(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_grid(a), tc::threads, tc::dkdv_smem<D>,
+                            stream, a, policy, delta);
     }
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
@@ -231,10 +236,12 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     A* delta = static_cast<A*>(allocate(static_cast<std::size_t>(rows) * sizeof(A), a.device, op));
     launch_delta(tag, delta);
     allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_smem<A, DMax>, op);
-    flash_backward_dq<T, Kernel, DMax><<<dq_grid(a), threads, dq_smem<A, DMax>, stream>>>(a, policy, delta);
+    detail::launch_kernel(flash_backward_dq<T, Kernel, DMax>, dq_grid(a), threads, dq_smem<A, DMax>, stream, a, policy,
+                          delta);
     if (a.tk > 0) {
       allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, dkdv_smem<A, DMax>, op);
-      flash_backward_dkdv<T, Kernel, DMax><<<dkdv_grid(a), threads, dkdv_smem<A, DMax>, stream>>>(a, policy, delta);
+      detail::launch_kernel(flash_backward_dkdv<T, Kernel, DMax>, dkdv_grid(a), threads, dkdv_smem<A, DMax>, stream, a,
+                            policy, delta);
     }
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);

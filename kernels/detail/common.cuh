@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "condense/backend/cuda/index_divider.hpp"
 #include "condense/backend/cuda/kernels.hpp"
@@ -59,6 +60,21 @@ class DeviceScratch {
 
 /// The calling thread's current stream for `device`.
 inline cudaStream_t stream_of(int device) { return static_cast<cudaStream_t>(current_stream(device)); }
+
+/// Launches kernel(args...) over `grid` blocks of `block` threads with `shared_bytes` of
+/// dynamic shared memory on `stream`. Every kernel launch of the library goes through here,
+/// so that the CPU emulation of tests/emulation (CONDENSE_CUDA_EMULATION) can run the same
+/// launches on the host: there the kernel runs at once, its threads as fibers.
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                   Args&&... args) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  ::condense_cuda_emulation::launch_from_runtime(kernel, grid, block, shared_bytes, stream,
+                                                 std::forward<Args>(args)...);
+#else
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+#endif
+}
 
 /// Blocks for a grid-stride loop over n items with `threads` per block (capped so the
 /// grid stays resident a few times over).
