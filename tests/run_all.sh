@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test: installs missing Debian packages, then
 #  1. the ci preset, which is the release preset with host code at -O1 (CPU tests, the CUDA
-#     backend and its GPU tests when nvcc is present — GPU tests skip without a device, and
-#     their host code is built at -O0 — header checks, install/consume test, the benchmarks
-#     and examples built),
+#     backend and its GPU tests when nvcc is present — GPU tests skip without a device and
+#     run on the CPU against the emulated CUDA backend — header checks, install/consume
+#     test, the benchmarks and examples built),
 #  2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer): the CPU tests of the
 #     code that handles raw memory (core, autograd, ops, attention, masks, io, KV and gist
 #     caches); CONDENSE_TEST_EXCLUDE in CMakePresets.json names the rest, which the

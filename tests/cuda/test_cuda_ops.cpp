@@ -437,7 +437,7 @@ TEST_CASE("cuda: copies and maps of views past 2^31 elements take the 64-bit ind
     check_rows(wide.cast<float>().cast<bfloat16>(), 0.0);  // a converting copy and back
   } catch (const Error& e) {  // a device with less than the ~13 GB this needs at its peak
     if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
-    MESSAGE("SKIPPED: not enough device memory: ", e.what());
+    MESSAGE("SKIPPED: not enough device memory: ", std::string(e.what()));
   }
 }
 

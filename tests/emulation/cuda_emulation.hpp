@@ -1,23 +1,29 @@
-// A CPU emulation of the parts of the CUDA execution model that the tensor-core attention
-// kernels (kernels/attention/flash_attention_mma.cuh) use, so that those kernels run on the
-// host, unchanged, in every CI build: no GPU is needed to find an indexing or layout bug in
-// them.
+// A CPU emulation of the parts of the CUDA execution model and runtime that the kernels of
+// kernels/ use, so that they run on the host, unchanged, in every CI build: no GPU is needed
+// to find an indexing, layout or launch bug in them.
 //
-// - Every thread of a block is a fiber (ucontext) on the calling OS thread; the threads of a
-//   block take turns, blocks run one after another. __syncthreads() waits for every thread
-//   of the block; a block whose threads would wait for each other forever fails.
+// - Every thread of a block is a fiber on the calling OS thread; the threads of a block take
+//   turns, blocks run one after another. __syncthreads() waits for every thread of the
+//   block; a block whose threads would wait for each other forever fails.
 // - The warp-collective instructions (mma.sync.m16n8k16, ldmatrix.x4 with and without
-//   .trans, shfl.sync idx and bfly) gather the operands of the warp's 32 threads and compute what the
-//   PTX ISA defines for each lane.
+//   .trans, shfl.sync idx, up and bfly) gather the operands of the warp's 32 threads and
+//   compute what the PTX ISA defines for each lane.
 //   The fragment layouts here are written out from the ISA's tables, independently of
 //   condense/backend/cuda/mma_layout.hpp, which the kernels use to form their addresses.
-// - Shared memory is one buffer per launch; every ldmatrix and cp.async is bounds-checked
-//   against the dynamic size the launch asked for. cp.async copies at once (so the test
-//   cannot see a missing wait, only wrong addresses and wrong data).
+// - Shared memory: static __shared__ arrays become function-local (thread_local) statics;
+//   the dynamic shared memory is one buffer per OS thread, poisoned (NaN bytes) before each
+//   block; every ldmatrix and cp.async is bounds-checked against the launch's dynamic size.
+//   cp.async copies at once (so a test cannot see a missing wait, only wrong addresses and
+//   wrong data).
+// - Launches are checked against sm_90's limits (threads per block, grid extents, dynamic
+//   shared memory, the 48 KB a kernel gets without cudaFuncAttributeMaxDynamicSharedMemorySize).
+//   Launches through the library's detail::launch_kernel (launch_from_runtime) also record
+//   a configuration error where cudaGetLastError finds it, as on a GPU, and check that every
+//   pointer argument points into memory from the emulated cudaMalloc
+//   (tests/emulation/device/, which stands in for the CUDA runtime and cuBLAS).
 //
-// Define CONDENSE_CUDA_EMULATION, include this header, then the kernel headers; define the
-// kernels' `extern __shared__` arrays with CONDENSE_EMULATED_SHARED_MEMORY(namespace) in one
-// translation unit and pass them to launch() (shared_array(namespace::smem)).
+// Define CONDENSE_CUDA_EMULATION, include this header, then the kernel headers; launch with
+// launch(grid, block, shared_bytes, kernel, args...).
 #pragma once
 
 #ifndef CONDENSE_CUDA_EMULATION
@@ -41,7 +47,11 @@
 #include <stdexcept>
 #include <string>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <type_traits>
 #include <ucontext.h>
+#include <unordered_map>
 #include <vector>
 
 // ---- the built-in variables and functions a kernel sees ---------------------------------
@@ -50,19 +60,46 @@
 #define __launch_bounds__(...)
 #endif
 // A kernel's static __shared__ arrays become function-local statics: one copy that every
-// thread (fiber) of the block sees, as on the GPU (blocks run one at a time).
+// thread (fiber) of the block sees, as on the GPU (blocks run one at a time); one per OS
+// thread, so host threads may launch at the same time.
 #undef __shared__
-#define __shared__ static
-// Dynamic shared memory: the namespace's array of CONDENSE_EMULATED_SHARED_MEMORY.
-#define CONDENSE_DYNAMIC_SHARED_MEMORY(name) extern unsigned char name[]
+#define __shared__ static thread_local
+// Dynamic shared memory: the running block's buffer.
+#define CONDENSE_DYNAMIC_SHARED_MEMORY(name) unsigned char* const name = ::condense_cuda_emulation::dynamic_shared_memory()
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
 
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
+// min and max with the overloads CUDA declares for device code (mixed signedness gives
+// the unsigned type, float and double take fmin/fmax), so a call picks the same one here.
+#define CONDENSE_EMULATION_MIN_MAX(A, B, R)                                                          \
+  inline R min(A a, B b) { return static_cast<R>(a) < static_cast<R>(b) ? static_cast<R>(a) : static_cast<R>(b); } \
+  inline R max(A a, B b) { return static_cast<R>(a) > static_cast<R>(b) ? static_cast<R>(a) : static_cast<R>(b); }
+CONDENSE_EMULATION_MIN_MAX(int, int, int)
+CONDENSE_EMULATION_MIN_MAX(unsigned, unsigned, unsigned)
+CONDENSE_EMULATION_MIN_MAX(int, unsigned, unsigned)
+CONDENSE_EMULATION_MIN_MAX(unsigned, int, unsigned)
+CONDENSE_EMULATION_MIN_MAX(long, long, long)
+CONDENSE_EMULATION_MIN_MAX(unsigned long, unsigned long, unsigned long)
+CONDENSE_EMULATION_MIN_MAX(long, unsigned long, unsigned long)
+CONDENSE_EMULATION_MIN_MAX(unsigned long, long, unsigned long)
+CONDENSE_EMULATION_MIN_MAX(long long, long long, long long)
+CONDENSE_EMULATION_MIN_MAX(unsigned long long, unsigned long long, unsigned long long)
+CONDENSE_EMULATION_MIN_MAX(long long, unsigned long long, unsigned long long)
+CONDENSE_EMULATION_MIN_MAX(unsigned long long, long long, unsigned long long)
+#undef CONDENSE_EMULATION_MIN_MAX
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+inline double min(float a, double b) { return std::fmin(static_cast<double>(a), b); }
+inline double max(float a, double b) { return std::fmax(static_cast<double>(a), b); }
+inline double min(double a, float b) { return std::fmin(a, static_cast<double>(b)); }
+inline double max(double a, float b) { return std::fmax(a, static_cast<double>(b)); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
 inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
@@ -335,19 +372,32 @@ inline void copy_async_16(unsigned address, const void* src, bool valid) {
   }
 }
 
-/// The array a kernel declares as `extern __shared__` (its namespace's `smem`, defined by
-/// CONDENSE_EMULATED_SHARED_MEMORY), which every launch of that kernel uses.
-struct SharedArray {
-  unsigned char* base = nullptr;
-  std::size_t capacity = 0;
-};
-template <std::size_t N>
-SharedArray shared_array(unsigned char (&array)[N]) {
-  return {array, N};
+/// The most dynamic shared memory a block can have (sm_90: 227 KB), and the most a kernel
+/// gets unless cudaFuncAttributeMaxDynamicSharedMemorySize raised its limit.
+inline constexpr std::size_t max_shared_bytes = 232448;
+inline constexpr std::size_t default_shared_bytes = 48 * 1024;
+
+/// The calling OS thread's dynamic shared memory: 16-byte aligned, reused by every block.
+inline unsigned char* shared_memory_buffer() {
+  struct alignas(16) Chunk {
+    unsigned char bytes[16];
+  };
+  thread_local const std::unique_ptr<Chunk[]> buffer(new Chunk[max_shared_bytes / sizeof(Chunk)]);
+  return reinterpret_cast<unsigned char*>(buffer.get());
 }
+
+/// What a kernel's CONDENSE_DYNAMIC_SHARED_MEMORY names: the running block's shared memory.
+inline unsigned char* dynamic_shared_memory() { return current_block->shared; }
 
 /// Stack bytes of one emulated thread.
 inline constexpr std::size_t fiber_stack_bytes = 256 * 1024;
+
+/// The stack of emulated thread t of the calling OS thread's blocks (kept for later launches).
+inline char* fiber_stack(std::size_t t) {
+  thread_local std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() <= t) stacks.emplace_back(new char[fiber_stack_bytes]);
+  return stacks[t].get();
+}
 
 /// The entry of every fiber: the kernel call, then back to the scheduler for good.
 inline void fiber_entry() {
@@ -359,10 +409,10 @@ inline void fiber_entry() {
 
 /// Runs the threads of `b` until all have returned; false when they wait for each other
 /// forever (a barrier or collective that not every thread reaches).
-inline bool run_block(Block& b, std::vector<std::unique_ptr<char[]>>& stacks) {
+inline bool run_block(Block& b) {
   for (int t = 0; t < b.threads; ++t)
-    new_fiber(b.contexts[static_cast<std::size_t>(t)], stacks[static_cast<std::size_t>(t)].get(), fiber_stack_bytes, fiber_entry,
-              b.scheduler);
+    new_fiber(b.contexts[static_cast<std::size_t>(t)], fiber_stack(static_cast<std::size_t>(t)), fiber_stack_bytes,
+              fiber_entry, b.scheduler);
   int remaining = b.threads;
   while (remaining > 0) {
     const long long before = b.switches;
@@ -380,36 +430,119 @@ inline bool run_block(Block& b, std::vector<std::unique_ptr<char[]>>& stacks) {
   return true;
 }
 
+/// Why sm_90 would refuse to launch `grid` blocks of `block` threads with `shared_bytes` of
+/// dynamic shared memory (empty when it would not).
+inline std::string configuration_error(dim3 grid, dim3 block, std::size_t shared_bytes) {
+  const auto text = [](dim3 d) {
+    return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+  };
+  const unsigned long long threads = 1ull * block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64)
+    return "a block of " + text(block) + " threads (1 to 1024, z at most 64)";
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+    return "a grid of " + text(grid) + " blocks (x 1 to 2^31 - 1, y and z 1 to 65535)";
+  if (shared_bytes > max_shared_bytes)
+    return std::to_string(shared_bytes) + " bytes of dynamic shared memory (at most " + std::to_string(max_shared_bytes) + ")";
+  return {};
+}
+
 /// Runs kernel(args...) over `grid` blocks of `block` threads with `shared_bytes` of
-/// dynamic shared memory; throws the first failed check of any thread, or when the
-/// threads of a block wait for each other forever.
+/// dynamic shared memory; throws the first failed check of any thread, when the threads of
+/// a block wait for each other forever, or when sm_90 would refuse the configuration.
 template <class Kernel, class... Args>
-void launch(SharedArray shared, dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, const Args&... args) {
-  if (shared_bytes > shared.capacity)
-    throw std::runtime_error("emulated launch asks for " + std::to_string(shared_bytes) + " bytes of shared memory, more than " +
-                             std::to_string(shared.capacity));
-  if (grid.z != 1) throw std::runtime_error("emulated launch: 1-D and 2-D grids only");
+void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, const Args&... args) {
+  if (const std::string error = configuration_error(grid, block, shared_bytes); !error.empty())
+    throw std::runtime_error("emulated launch: " + error);
   const int threads = static_cast<int>(block.x * block.y * block.z);
-  std::vector<std::unique_ptr<char[]>> stacks;
-  for (int t = 0; t < threads; ++t) stacks.push_back(std::make_unique<char[]>(fiber_stack_bytes));
-  for (unsigned by = 0; by < grid.y; ++by) {
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      // Poison the shared memory: a kernel that reads what it never wrote sees NaNs.
-      std::memset(shared.base, 0xff, shared_bytes);
-      Block state(threads, shared.base, shared_bytes);
-      state.body = [&] { kernel(args...); };
-      Block* const outer = current_block;
-      current_block = &state;
-      blockIdx = uint3{bx, by, 0};
-      blockDim = block;
-      gridDim = grid;
-      const bool finished = run_block(state, stacks);
-      current_block = outer;
-      const std::string where = "block (" + std::to_string(bx) + ", " + std::to_string(by) + "): ";
-      if (!finished) throw std::runtime_error(where + "its threads wait for each other forever (a barrier or collective not every thread reaches)");
-      if (!state.error.empty()) throw std::runtime_error(where + state.error);
+  unsigned char* const shared = shared_memory_buffer();
+  for (unsigned bz = 0; bz < grid.z; ++bz) {
+    for (unsigned by = 0; by < grid.y; ++by) {
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        // Poison the shared memory: a kernel that reads what it never wrote sees NaNs.
+        std::memset(shared, 0xff, shared_bytes);
+        Block state(threads, shared, shared_bytes);
+        state.body = [&] { kernel(args...); };
+        Block* const outer = current_block;
+        current_block = &state;
+        blockIdx = uint3{bx, by, bz};
+        blockDim = block;
+        gridDim = grid;
+        const bool finished = run_block(state);
+        current_block = outer;
+        const std::string where =
+            "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): ";
+        if (!finished)
+          throw std::runtime_error(where + "its threads wait for each other forever (a barrier or collective not every thread reaches)");
+        if (!state.error.empty()) throw std::runtime_error(where + state.error);
+      }
     }
   }
+}
+
+// ---- what the emulated runtime (tests/emulation/device/) shares with the launches ------
+
+/// The emulated device's memory (host memory from the emulated cudaMalloc) and the kernels'
+/// raised shared-memory limits (cudaFuncSetAttribute).
+struct DeviceState {
+  std::mutex mutex;
+  std::map<std::uintptr_t, std::size_t> allocations;  ///< base address -> bytes
+  std::size_t allocated_bytes = 0;
+  std::unordered_map<const void*, std::size_t> shared_limits;  ///< kernel -> max dynamic shared bytes
+};
+inline DeviceState& device_state() {
+  static DeviceState* state = new DeviceState();  // never destroyed: late frees still find it
+  return *state;
+}
+
+/// Whether the bytes [p, p + bytes) lie in one emulated device allocation (p may be its
+/// end when bytes is 0).
+inline bool is_device_range(const void* p, std::size_t bytes) {
+  DeviceState& s = device_state();
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  auto it = s.allocations.upper_bound(address);
+  if (it == s.allocations.begin()) return false;
+  --it;
+  return address - it->first <= it->second && bytes <= it->second - (address - it->first);
+}
+
+/// The error the next cudaGetLastError returns on the calling thread (launch configuration
+/// errors land here, as on a GPU).
+inline thread_local cudaError_t last_error = cudaSuccess;
+
+/// A launch made by the library (detail::launch_kernel): a configuration sm_90 would refuse
+/// sets the error cudaGetLastError returns, as on a GPU, and launches nothing; a pointer
+/// argument outside the emulated device memory throws; the kernel then runs at once
+/// (stream order is kept by running everything in call order).
+template <class... Params, class... Args>
+void launch_from_runtime(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t,
+                         Args&&... args) {
+  std::size_t limit = default_shared_bytes;
+  {
+    DeviceState& s = device_state();
+    const std::lock_guard<std::mutex> lock(s.mutex);
+    const auto it = s.shared_limits.find(reinterpret_cast<const void*>(kernel));
+    if (it != s.shared_limits.end()) limit = it->second;
+  }
+  if (!configuration_error(grid, block, shared_bytes).empty()) {
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  if (shared_bytes > limit) {
+    last_error = cudaErrorInvalidValue;  // what a launch above the kernel's limit returns
+    return;
+  }
+  int position = 0;
+  const auto check_pointer = [&position](const auto& arg) {
+    ++position;
+    if constexpr (std::is_pointer_v<std::decay_t<decltype(arg)>>) {
+      if (arg != nullptr && !is_device_range(arg, 0))
+        throw std::runtime_error("emulated launch: kernel argument " + std::to_string(position) +
+                                 " points outside the device memory");
+    }
+  };
+  (check_pointer(args), ...);
+  launch(grid, block, shared_bytes, kernel, static_cast<Params>(std::forward<Args>(args))...);
 }
 
 }  // namespace condense_cuda_emulation
@@ -435,9 +568,3 @@ V __shfl_up_sync(unsigned, V v, unsigned offset) {
   return condense_cuda_emulation::shuffle(v, [offset](int l) { return l >= static_cast<int>(offset) ? l - static_cast<int>(offset) : l; });
 }
 
-/// Defines the `extern __shared__` array `smem` the kernels of namespace NS declare (in one
-/// translation unit), with the largest dynamic shared memory of a block on sm_90.
-#define CONDENSE_EMULATED_SHARED_MEMORY(NS) \
-  namespace NS {                            \
-  alignas(16) unsigned char smem[232448];   \
-  }

@@ -27,9 +27,6 @@
 
 #include "condense/condense.hpp"
 
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_mma)
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::attention_detail)
-
 namespace test_attention_kernels_emulated {
 
 using namespace condense;
@@ -113,28 +110,26 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
   const KernelPolicy kernel_policy(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
   KernelResults results;
   const auto delta_kernel = [&] {
-    emu::launch(emu::shared_array(portable::smem), dim3(portable::delta_blocks(rows)), dim3(portable::threads), 0,
+    emu::launch(dim3(portable::delta_blocks(rows)), dim3(portable::threads), 0,
                 portable::attention_delta<E>, static_cast<const E*>(out.data()), static_cast<const E*>(hdout.data()), delta.data(),
                 rows, static_cast<int>(c.dim));
   };
   const auto* delta_in = static_cast<const A*>(delta.data());
   if constexpr (tc::is_16bit<E>) {
-    const auto shared = emu::shared_array(tc::smem);
-    emu::launch(shared, tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<D>, tc::flash_forward_mma<E, KernelPolicy, D>, a,
+    emu::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<D>, tc::flash_forward_mma<E, KernelPolicy, D>, a,
                 kernel_policy, results.tiles.data());
     delta_kernel();
-    emu::launch(shared, tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
+    emu::launch(tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
                 kernel_policy, delta_in);
-    emu::launch(shared, tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
+    emu::launch(tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
                 a, kernel_policy, delta_in);
   } else {
-    const auto shared = emu::shared_array(portable::smem);
-    emu::launch(shared, portable::forward_grid(a), dim3(portable::threads), portable::forward_smem<A, D>,
+    emu::launch(portable::forward_grid(a), dim3(portable::threads), portable::forward_smem<A, D>,
                 portable::flash_forward<E, KernelPolicy, D>, a, kernel_policy, results.tiles.data());
     delta_kernel();
-    emu::launch(shared, portable::dq_grid(a), dim3(portable::threads), portable::dq_smem<A, D>,
+    emu::launch(portable::dq_grid(a), dim3(portable::threads), portable::dq_smem<A, D>,
                 portable::flash_backward_dq<E, KernelPolicy, D>, a, kernel_policy, delta_in);
-    emu::launch(shared, portable::dkdv_grid(a), dim3(portable::threads), portable::dkdv_smem<A, D>,
+    emu::launch(portable::dkdv_grid(a), dim3(portable::threads), portable::dkdv_smem<A, D>,
                 portable::flash_backward_dkdv<E, KernelPolicy, D>, a, kernel_policy, delta_in);
   }
 
@@ -370,7 +365,7 @@ TEST_CASE("emulated tensor-core attention: the emulation itself catches a shared
   a.lse = lse.data();
   using KernelPolicy = mask::Intersect<mask::QueryOffset<mask::None>, mask::KeyPadding>;
   const KernelPolicy policy(mask::QueryOffset<mask::None>(mask::None{}, 0), a.key_padding);
-  CHECK_THROWS_WITH_AS(emu::launch(emu::shared_array(tc::smem), tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,
+  CHECK_THROWS_WITH_AS(emu::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,
                                                         tc::flash_forward_mma<bfloat16, KernelPolicy, 64>, a, policy,
                                                         static_cast<unsigned long long*>(nullptr)),
                        doctest::Contains("past the"), std::runtime_error);

@@ -17,8 +17,6 @@
 #include <random>
 #include <vector>
 
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::optim_detail)
-
 namespace test_optim_kernels_emulated {
 
 using namespace condense;
@@ -88,7 +86,7 @@ TEST_CASE("emulated optimizer kernels: multi-tensor AdamW updates every element 
   int launches = 0;
   od::for_each_adamw_launch<float>(entries.data(), entries.size(), [&](const od::AdamWLaunch<float>& batch, int blocks) {
     ++launches;
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
+    emu::launch(dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
                 od::adamw_list_kernel<float, false>, batch);
   });
   std::size_t nonempty = 0;
@@ -129,7 +127,7 @@ TEST_CASE("emulated optimizer kernels: the 16-bit AdamW through float masters an
       adamw_reference(expected_master[i][j], static_cast<float>(grad[i][j]), expected_m[i][j], expected_v[i][j], entries[i].args);
   }
   od::for_each_adamw_launch<bfloat16>(entries.data(), entries.size(), [&](const od::AdamWLaunch<float>& batch, int blocks) {
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
+    emu::launch(dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
                 od::adamw_list_kernel<bfloat16, true>, batch);
   });
   for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -153,7 +151,7 @@ TEST_CASE("emulated optimizer kernels: the 16-bit AdamW through float masters an
   const std::vector<cuda::SGDListEntry> sgd = {{p1.data(), g1.data(), b1.data(), 30000, with_momentum},
                                                {p2.data(), g2.data(), nullptr, 100, plain}};
   od::for_each_sgd_launch<float>(sgd.data(), sgd.size(), [&](const od::SGDLaunch<float>& batch, int blocks) {
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0, od::sgd_list_kernel<float>,
+    emu::launch(dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0, od::sgd_list_kernel<float>,
                 batch);
   });
   for (std::size_t j = 0; j < e1.size(); ++j) {
@@ -189,13 +187,13 @@ TEST_CASE("emulated optimizer kernels: sums of squares continue across launches,
   int launches = 0;
   od::for_each_squares_launch(pointers.data(), sizes.data(), sizes.size(), first, [&](const od::SquaresLaunch& batch, int blocks) {
     ++launches;
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
+    emu::launch(dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0,
                 od::sum_of_squares_chunks<bfloat16>, batch, partial.data());
   });
   CHECK(launches == 2);
   od::for_each_partial_sums_launch(sizes.data(), sizes.size(), first, [&](const od::PartialRanges& ranges, std::size_t tensors,
                                                                           std::size_t begin) {
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(tensors)), dim3(od::list_threads), 0,
+    emu::launch(dim3(static_cast<unsigned>(tensors)), dim3(od::list_threads), 0,
                 od::sum_tensor_partials, static_cast<const double*>(partial.data()), ranges, out.data() + begin);
   });
   CHECK(out == expected);
@@ -209,7 +207,7 @@ TEST_CASE("emulated optimizer kernels: sums of squares continue across launches,
   }
   const std::vector<bfloat16> original_big = xs[1];
   od::for_each_scale_launch(dsts.data(), pointers.data(), sizes.data(), sizes.size(), [&](const od::ScaleLaunch& batch, int blocks) {
-    emu::launch(emu::shared_array(od::smem), dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0, od::scale_chunks<bfloat16>,
+    emu::launch(dim3(static_cast<unsigned>(blocks)), dim3(od::list_threads), 0, od::scale_chunks<bfloat16>,
                 batch, 0.5f);
   });
   bool all = true;

@@ -19,8 +19,6 @@
 #include <string>
 #include <vector>
 
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::reduce_detail)
-
 namespace test_reduce_kernels_emulated {
 
 using namespace condense;
@@ -52,30 +50,29 @@ std::pair<std::vector<T>, rd::ReducePath> reduce(const cuda::StridedArg& in, int
   const rd::ReducePlan plan = rd::plan_reduce(in, reduced_dims);
   std::vector<T> out(static_cast<std::size_t>(plan.rows));
   std::vector<A> partial(static_cast<std::size_t>(plan.splits * plan.rows));
-  const auto shared = emu::shared_array(rd::smem);
   const T* x = static_cast<const T*>(in.data);
   switch (plan.path) {
     case rd::ReducePath::Columns:
-      emu::launch(shared, rd::column_grid(plan), rd::column_block(), 0, rd::reduce_columns<T, A, Acc>, out.data(),
+      emu::launch(rd::column_grid(plan), rd::column_block(), 0, rd::reduce_columns<T, A, Acc>, out.data(),
                   plan.splits == 1 ? static_cast<A*>(nullptr) : partial.data(), x, plan.layout, plan.rows, plan.cols, plan.splits,
                   acc);
       if (plan.splits > 1)
-        emu::launch(shared, dim3(cuda::detail::grid_for(plan.rows, rd::reduce_threads)), dim3(rd::reduce_threads), 0,
+        emu::launch(dim3(cuda::detail::grid_for(plan.rows, rd::reduce_threads)), dim3(rd::reduce_threads), 0,
                     rd::combine_column_partials<T, A, Acc>, out.data(), static_cast<const A*>(partial.data()), plan.rows, plan.cols,
                     plan.splits, acc);
       break;
     case rd::ReducePath::RowChunks:
-      emu::launch(shared, dim3(static_cast<unsigned>(plan.rows), static_cast<unsigned>(plan.splits)), dim3(rd::reduce_threads), 0,
+      emu::launch(dim3(static_cast<unsigned>(plan.rows), static_cast<unsigned>(plan.splits)), dim3(rd::reduce_threads), 0,
                   rd::reduce_row_chunks<T, A, Acc>, partial.data(), x, plan.layout, plan.cols, plan.chunk, acc);
-      emu::launch(shared, dim3(static_cast<unsigned>(plan.rows)), dim3(rd::reduce_threads), 0, rd::combine_row_partials<T, A, Acc>,
+      emu::launch(dim3(static_cast<unsigned>(plan.rows)), dim3(rd::reduce_threads), 0, rd::combine_row_partials<T, A, Acc>,
                   out.data(), static_cast<const A*>(partial.data()), plan.rows, plan.cols, plan.splits, acc);
       break;
     case rd::ReducePath::BlockPerRow:
-      emu::launch(shared, dim3(rd::block_per_row_blocks(plan.rows)), dim3(rd::reduce_threads), 0, rd::reduce_block_per_row<T, A, Acc>,
+      emu::launch(dim3(rd::block_per_row_blocks(plan.rows)), dim3(rd::reduce_threads), 0, rd::reduce_block_per_row<T, A, Acc>,
                   out.data(), x, plan.layout, plan.rows, plan.cols, acc);
       break;
     case rd::ReducePath::ThreadPerRow:
-      emu::launch(shared, dim3(cuda::detail::grid_for(plan.rows, 128)), dim3(128), 0, rd::reduce_thread_per_row<T, A, Acc>,
+      emu::launch(dim3(cuda::detail::grid_for(plan.rows, 128)), dim3(128), 0, rd::reduce_thread_per_row<T, A, Acc>,
                   out.data(), x, plan.layout, plan.rows, plan.cols, acc);
       break;
   }

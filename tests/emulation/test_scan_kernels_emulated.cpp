@@ -17,8 +17,6 @@
 #include <random>
 #include <vector>
 
-CONDENSE_EMULATED_SHARED_MEMORY(condense::cuda::scan_detail)
-
 namespace test_scan_kernels_emulated {
 
 using namespace condense;
@@ -54,11 +52,10 @@ std::vector<T> chunked_cumsum(const std::vector<T>& x, std::int64_t lines, std::
   const auto plan = scan::chunked_cumsum_plan(lines, n);
   std::vector<C> totals(static_cast<std::size_t>(lines * plan.chunks));
   std::vector<T> out(x.size());
-  const auto shared = emu::shared_array(scan::smem);
   if (plan.chunks > 1)
-    emu::launch(shared, dim3(plan.blocks), dim3(scan::scan_threads), 0, scan::cumsum_chunk_totals<T, C>, totals.data(), x.data(),
+    emu::launch(dim3(plan.blocks), dim3(scan::scan_threads), 0, scan::cumsum_chunk_totals<T, C>, totals.data(), x.data(),
                 lines, n, plan.chunks, reverse);
-  emu::launch(shared, dim3(plan.blocks), dim3(scan::scan_threads), 0, scan::cumsum_chunks<T, C>, out.data(), x.data(),
+  emu::launch(dim3(plan.blocks), dim3(scan::scan_threads), 0, scan::cumsum_chunks<T, C>, out.data(), x.data(),
               static_cast<const C*>(totals.data()), lines, n, plan.chunks, reverse);
   return out;
 }
@@ -114,7 +111,7 @@ TEST_CASE("emulated scan kernels: one thread per line scans strided lines, cumpr
   for (const auto code : {cuda::ScanOp::Sum, cuda::ScanOp::Prod}) {
     for (const bool reverse : {false, true}) {
       std::vector<double> out(x.size());
-      emu::launch(emu::shared_array(scan::smem), dim3(cuda::detail::grid_for(lines, scan::line_threads)), dim3(scan::line_threads), 0,
+      emu::launch(dim3(cuda::detail::grid_for(lines, scan::line_threads)), dim3(scan::line_threads), 0,
                   scan::scan_lines<double, double>, out.data(), static_cast<const double*>(x.data()), lines, n, inner, code, reverse);
       for (std::int64_t o = 0; o < outer; ++o)
         for (std::int64_t i = 0; i < inner; ++i) {
@@ -140,12 +137,11 @@ TEST_CASE("emulated scan kernels: arg reductions over long rows in blocks and sh
     CAPTURE(blocks);
     std::vector<float> values(static_cast<std::size_t>(rows));
     std::vector<std::int64_t> indices(static_cast<std::size_t>(rows));
-    const auto shared = emu::shared_array(scan::smem);
     if (blocks) {
-      emu::launch(shared, dim3(rows), dim3(scan::arg_block_threads), 0, scan::arg_reduce_rows<float, float>, values.data(),
+      emu::launch(dim3(rows), dim3(scan::arg_block_threads), 0, scan::arg_reduce_rows<float, float>, values.data(),
                   indices.data(), static_cast<const float*>(x.data()), rows, n, true);
     } else {
-      emu::launch(shared, dim3(cuda::detail::grid_for(rows, scan::line_threads)), dim3(scan::line_threads), 0,
+      emu::launch(dim3(cuda::detail::grid_for(rows, scan::line_threads)), dim3(scan::line_threads), 0,
                   scan::arg_reduce_lines<float, float>, values.data(), indices.data(), static_cast<const float*>(x.data()), rows, n,
                   std::int64_t{1}, true);
     }

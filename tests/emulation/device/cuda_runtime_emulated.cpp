@@ -1,0 +1,161 @@
+// The CUDA runtime functions kernels/*.cu call, for the emulated CUDA backend
+// (condense_cuda_emulated, tests/CMakeLists.txt): one device, whose memory is host memory
+// handed out by cudaMalloc and checked by every copy, memset and launch, and whose work runs
+// at once in call order (streams are accepted and ignored). Errors follow the runtime's
+// documented returns, so the library's error paths run as they would on a GPU.
+#include "emulation/cuda_emulation.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+
+namespace {
+
+namespace emu = condense_cuda_emulation;
+
+/// The emulated device's memory: 4 GiB, or CONDENSE_EMULATED_DEVICE_BYTES. It is host memory,
+/// so it is kept to what a CI machine has; tests that need more skip, as on a small GPU.
+const std::size_t device_bytes = [] {
+  if (const char* text = std::getenv("CONDENSE_EMULATED_DEVICE_BYTES")) {
+    char* end = nullptr;
+    const unsigned long long bytes = std::strtoull(text, &end, 10);
+    if (end != text && *end == '\0' && bytes > 0) return static_cast<std::size_t>(bytes);
+  }
+  return std::size_t{4} << 30;
+}();
+
+thread_local int current_device = 0;
+
+cudaError_t fail_with(cudaError_t error) {
+  emu::last_error = error;
+  return error;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail_with(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail_with(cudaErrorInvalidValue);
+  *device = current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return fail_with(cudaErrorInvalidDevice);
+  current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
+  if (!ptr) return fail_with(cudaErrorInvalidValue);
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  emu::DeviceState& s = emu::device_state();
+  {
+    const std::lock_guard<std::mutex> lock(s.mutex);
+    if (bytes > device_bytes - s.allocated_bytes) return fail_with(cudaErrorMemoryAllocation);
+  }
+  // 256-byte aligned, as cudaMalloc's blocks are; not zeroed, as on a GPU.
+  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!p) return fail_with(cudaErrorMemoryAllocation);
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  s.allocations[reinterpret_cast<std::uintptr_t>(p)] = bytes;
+  s.allocated_bytes += bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  emu::DeviceState& s = emu::device_state();
+  {
+    const std::lock_guard<std::mutex> lock(s.mutex);
+    const auto it = s.allocations.find(reinterpret_cast<std::uintptr_t>(ptr));
+    if (it == s.allocations.end()) return fail_with(cudaErrorInvalidValue);
+    s.allocated_bytes -= it->second;
+    s.allocations.erase(it);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
+  if (!free_bytes || !total_bytes) return fail_with(cudaErrorInvalidValue);
+  emu::DeviceState& s = emu::device_state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  *free_bytes = device_bytes - s.allocated_bytes;
+  *total_bytes = device_bytes;
+  return cudaSuccess;
+}
+
+/// Copies at once; the ends named device memory by `kind` must lie in one allocation and the
+/// host ends must not lie in device memory (a GPU would fault or copy the wrong bytes).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  if (bytes == 0) return cudaSuccess;
+  if (!dst || !src) return fail_with(cudaErrorInvalidValue);
+  const bool dst_device = emu::is_device_range(dst, bytes), src_device = emu::is_device_range(src, bytes);
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_device && !emu::is_device_range(src, 0); break;
+    case cudaMemcpyDeviceToHost: ok = src_device && !emu::is_device_range(dst, 0); break;
+    case cudaMemcpyDeviceToDevice: ok = dst_device && src_device; break;
+    case cudaMemcpyHostToHost: ok = !emu::is_device_range(dst, 0) && !emu::is_device_range(src, 0); break;
+    case cudaMemcpyDefault: break;
+    default: ok = false;
+  }
+  if (!ok) return fail_with(cudaErrorInvalidValue);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) {
+  if (bytes == 0) return cudaSuccess;
+  if (!emu::is_device_range(ptr, bytes)) return fail_with(cudaErrorInvalidValue);
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t error = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return error;
+}
+
+cudaError_t cudaPeekAtLastError() { return emu::last_error; }
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "unknown error (emulated runtime)";
+  }
+}
+
+/// Records a kernel's raised dynamic shared-memory limit (the only attribute the library sets).
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (!func) return fail_with(cudaErrorInvalidDeviceFunction);
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return fail_with(cudaErrorInvalidValue);
+  if (value < 0 || static_cast<std::size_t>(value) > emu::max_shared_bytes) return fail_with(cudaErrorInvalidValue);
+  emu::DeviceState& s = emu::device_state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  s.shared_limits[func] = static_cast<std::size_t>(value);
+  return cudaSuccess;
+}
+
+}  // extern "C"
