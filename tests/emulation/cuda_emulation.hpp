@@ -2,9 +2,11 @@
 // kernels/ use, so that they run on the host, unchanged, in every CI build: no GPU is needed
 // to find an indexing, layout or launch bug in them.
 //
-// - Every thread of a block is a fiber on the calling OS thread; the threads of a block take
-//   turns, blocks run one after another. __syncthreads() waits for every thread of the
-//   block; a block whose threads would wait for each other forever fails.
+// - Every thread of a block is a fiber on the calling OS thread; one warp of a block runs at
+//   a time, as far as it can before a barrier (its lanes taking turns), warps and lanes in
+//   increasing order in half the blocks and decreasing in the others, so that a missing
+//   barrier shows (see run_block); blocks run one after another. __syncthreads() waits for
+//   every thread of the block; a block whose threads would wait for each other forever fails.
 // - The warp-collective instructions (mma.sync.m16n8k16, ldmatrix.x4 with and without
 //   .trans, shfl.sync idx, up and bfly) gather the operands of the warp's 32 threads and
 //   compute what the PTX ISA defines for each lane.
@@ -53,6 +55,18 @@
 #include <ucontext.h>
 #include <unordered_map>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CONDENSE_EMULATION_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONDENSE_EMULATION_ASAN 1
+#endif
+#endif
+#if CONDENSE_EMULATION_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 // ---- the built-in variables and functions a kernel sees ---------------------------------
 
@@ -113,7 +127,7 @@ namespace condense_cuda_emulation {
 #if defined(__x86_64__) && !defined(CONDENSE_EMULATION_UCONTEXT)
 /// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack,
 /// stores the stack pointer in *save and continues on the stack `load` (saved the same way,
-/// or prepared by new_fiber_stack). ucontext's swapcontext does the same plus a system call
+/// or prepared by new_registers). ucontext's swapcontext does the same plus a system call
 /// for the signal mask, which made it a hundred times slower here.
 extern "C" void condense_emulation_switch_stack(void** save, void* load);
 asm(R"(
@@ -147,15 +161,15 @@ condense_emulation_switch_stack:
   .text
 )");
 
-/// A suspended fiber: its saved stack pointer.
-struct FiberContext {
+/// The registers of a suspended fiber: its saved stack pointer.
+struct FiberRegisters {
   void* stack_pointer = nullptr;
 };
-inline void switch_fiber(FiberContext& from, const FiberContext& to) {
+inline void switch_registers(FiberRegisters& from, const FiberRegisters& to) {
   condense_emulation_switch_stack(&from.stack_pointer, to.stack_pointer);
 }
 /// Prepares `fiber` to start entry() on the stack [base, base + bytes) at its first switch.
-inline void new_fiber(FiberContext& fiber, char* base, std::size_t bytes, void (*entry)(), FiberContext&) {
+inline void new_registers(FiberRegisters& fiber, char* base, std::size_t bytes, void (*entry)(), FiberRegisters&) {
   auto top = reinterpret_cast<std::uintptr_t>(base + bytes) & ~static_cast<std::uintptr_t>(15);
   auto* slot = reinterpret_cast<std::uint64_t*>(top);
   *--slot = 0;                                        // entry() starts as if called: rsp = 8 (mod 16)
@@ -165,12 +179,12 @@ inline void new_fiber(FiberContext& fiber, char* base, std::size_t bytes, void (
   fiber.stack_pointer = slot;
 }
 #else
-/// A suspended fiber (ucontext elsewhere than on x86-64).
-struct FiberContext {
+/// The registers of a suspended fiber (ucontext elsewhere than on x86-64).
+struct FiberRegisters {
   ucontext_t context{};
 };
-inline void switch_fiber(FiberContext& from, const FiberContext& to) { swapcontext(&from.context, &to.context); }
-inline void new_fiber(FiberContext& fiber, char* base, std::size_t bytes, void (*entry)(), FiberContext& link) {
+inline void switch_registers(FiberRegisters& from, const FiberRegisters& to) { swapcontext(&from.context, &to.context); }
+inline void new_registers(FiberRegisters& fiber, char* base, std::size_t bytes, void (*entry)(), FiberRegisters& link) {
   getcontext(&fiber.context);
   fiber.context.uc_stack.ss_sp = base;
   fiber.context.uc_stack.ss_size = bytes;
@@ -178,6 +192,54 @@ inline void new_fiber(FiberContext& fiber, char* base, std::size_t bytes, void (
   makecontext(&fiber.context, entry, 0);
 }
 #endif
+
+/// A fiber: its registers while suspended and the stack it runs on. Under AddressSanitizer
+/// every switch announces the stack it moves to (__sanitizer_start_switch_fiber) and
+/// confirms the arrival (__sanitizer_finish_switch_fiber), so that the kernels' stack
+/// frames are checked on the fibers' stacks as on any other.
+struct FiberContext {
+  FiberRegisters registers;
+  const void* stack_bottom = nullptr;  ///< the lowest address of the stack (null: not known yet)
+  std::size_t stack_size = 0;
+  void* fake_stack = nullptr;  ///< AddressSanitizer's saved fake stack while suspended
+};
+
+/// Suspends `from` and resumes `to` (until something switches back to `from`).
+inline void switch_fiber(FiberContext& from, FiberContext& to) {
+#if CONDENSE_EMULATION_ASAN
+  __sanitizer_start_switch_fiber(&from.fake_stack, to.stack_bottom, to.stack_size);
+#endif
+  switch_registers(from.registers, to.registers);
+#if CONDENSE_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(from.fake_stack, nullptr, nullptr);
+#endif
+}
+
+/// Prepares `fiber` to start entry() on the stack [base, base + bytes) at its first switch;
+/// `link` is where it goes if entry() returns (ucontext).
+inline void new_fiber(FiberContext& fiber, char* base, std::size_t bytes, void (*entry)(), FiberContext& link) {
+#if CONDENSE_EMULATION_ASAN
+  __asan_unpoison_memory_region(base, bytes);  // frames a fiber of an earlier block left behind
+#endif
+  fiber.stack_bottom = base;
+  fiber.stack_size = bytes;
+  fiber.fake_stack = nullptr;
+  new_registers(fiber.registers, base, bytes, entry, link.registers);
+}
+
+/// What a fiber does first on its own stack: completes the switch that started it and
+/// learns the bounds of the stack it came from (the scheduler's), which `from` then holds.
+inline void enter_new_fiber(FiberContext& from) {
+#if CONDENSE_EMULATION_ASAN
+  const void* bottom = nullptr;
+  std::size_t size = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &bottom, &size);
+  from.stack_bottom = bottom;
+  from.stack_size = size;
+#else
+  (void)from;
+#endif
+}
 
 /// The words one lane hands to a warp-collective instruction, and the words it gets back.
 using Payload = std::array<std::uint32_t, 10>;
@@ -402,6 +464,7 @@ inline char* fiber_stack(std::size_t t) {
 /// The entry of every fiber: the kernel call, then back to the scheduler for good.
 inline void fiber_entry() {
   Block& b = *current_block;
+  enter_new_fiber(b.scheduler);
   b.body();
   b.done[static_cast<std::size_t>(b.current)] = true;
   for (;;) yield();  // never resumed once done
@@ -409,23 +472,45 @@ inline void fiber_entry() {
 
 /// Runs the threads of `b` until all have returned; false when they wait for each other
 /// forever (a barrier or collective that not every thread reaches).
-inline bool run_block(Block& b) {
+///
+/// One warp runs at a time, as far as it can: its lanes take turns (so warp collectives
+/// complete) until each has returned or waits at a barrier for the rest of the block; then
+/// the next warp runs. A warp thus runs ahead of the others up to the next barrier, which
+/// is one of the orders a GPU may pick, and the one that shows a missing barrier: a warp
+/// that reads shared memory another warp has not written yet, or overwrites what another
+/// warp has not read yet, gets or leaves the wrong values. With `reverse` the warps, and
+/// the lanes within each, go in decreasing order, so a hazard in either direction shows in
+/// one of the two orders.
+inline bool run_block(Block& b, bool reverse) {
   for (int t = 0; t < b.threads; ++t)
     new_fiber(b.contexts[static_cast<std::size_t>(t)], fiber_stack(static_cast<std::size_t>(t)), fiber_stack_bytes,
               fiber_entry, b.scheduler);
+  const auto run = [&b](int t) {
+    b.current = t;
+    const auto linear = static_cast<unsigned>(t);
+    threadIdx = uint3{linear % blockDim.x, (linear / blockDim.x) % blockDim.y, linear / (blockDim.x * blockDim.y)};
+    switch_fiber(b.scheduler, b.contexts[static_cast<std::size_t>(t)]);
+  };
   int remaining = b.threads;
   while (remaining > 0) {
-    const long long before = b.switches;
-    remaining = 0;
-    for (int t = 0; t < b.threads; ++t) {
-      if (b.done[static_cast<std::size_t>(t)]) continue;
-      b.current = t;
-      const auto linear = static_cast<unsigned>(t);
-      threadIdx = uint3{linear % blockDim.x, (linear / blockDim.x) % blockDim.y, linear / (blockDim.x * blockDim.y)};
-      switch_fiber(b.scheduler, b.contexts[static_cast<std::size_t>(t)]);
-      if (!b.done[static_cast<std::size_t>(t)]) ++remaining;
+    const long long round_start = b.switches;
+    for (int i = 0; i < b.warps; ++i) {
+      const int w = reverse ? b.warps - 1 - i : i;
+      const int first = 32 * w, end = std::min(b.threads, first + 32);
+      for (;;) {  // this warp's lanes in turn until none of them moves on
+        const long long pass_start = b.switches;
+        bool running = false;
+        for (int j = first; j < end; ++j) {
+          const int t = reverse ? first + end - 1 - j : j;
+          if (b.done[static_cast<std::size_t>(t)]) continue;
+          running = true;
+          run(t);
+        }
+        if (!running || b.switches == pass_start) break;
+      }
     }
-    if (remaining > 0 && b.switches == before) return false;
+    remaining = static_cast<int>(std::count(b.done.begin(), b.done.end(), false));
+    if (remaining > 0 && b.switches == round_start) return false;
   }
   return true;
 }
@@ -446,6 +531,9 @@ inline std::string configuration_error(dim3 grid, dim3 block, std::size_t shared
   return {};
 }
 
+/// Launches made so far on the calling OS thread.
+inline thread_local unsigned long long launches_so_far = 0;
+
 /// Runs kernel(args...) over `grid` blocks of `block` threads with `shared_bytes` of
 /// dynamic shared memory; throws the first failed check of any thread, when the threads of
 /// a block wait for each other forever, or when sm_90 would refuse the configuration.
@@ -455,6 +543,7 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
     throw std::runtime_error("emulated launch: " + error);
   const int threads = static_cast<int>(block.x * block.y * block.z);
   unsigned char* const shared = shared_memory_buffer();
+  const unsigned long long launch_number = launches_so_far++;
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -467,7 +556,10 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
         blockIdx = uint3{bx, by, bz};
         blockDim = block;
         gridDim = grid;
-        const bool finished = run_block(state);
+        // Every other block runs its threads in reverse order (see run_block); which ones
+        // alternates from launch to launch, so that one-block launches get both orders too.
+        const bool reverse = (launch_number + (bz * grid.y + by) * grid.x + bx) % 2 == 1;
+        const bool finished = run_block(state, reverse);
         current_block = outer;
         const std::string where =
             "block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + "): ";
