@@ -543,6 +543,12 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
     throw std::runtime_error("emulated launch: " + error);
   const int threads = static_cast<int>(block.x * block.y * block.z);
   unsigned char* const shared = shared_memory_buffer();
+#if CONDENSE_EMULATION_ASAN
+  // Under AddressSanitizer any access past the launch's dynamic shared memory is reported,
+  // not only those of ldmatrix and cp.async.
+  __asan_unpoison_memory_region(shared, shared_bytes);
+  __asan_poison_memory_region(shared + shared_bytes, max_shared_bytes - shared_bytes);
+#endif
   const unsigned long long launch_number = launches_so_far++;
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
