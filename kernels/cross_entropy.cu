@@ -21,7 +21,6 @@ using namespace detail;
 
 constexpr int max_row_threads = 1024;
 constexpr int total_threads = 1024;
-constexpr std::int64_t max_blocks = 65535 * 8;
 
 /// Threads per row: about 8 classes per thread, between 64 and max_row_threads.
 int row_threads(std::int64_t classes) {
@@ -230,7 +229,7 @@ void check_args(const CrossEntropyArgs& args, std::string_view op) {
                  "CUDA cross_entropy without logits, targets or row statistics");
 }
 
-unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < max_blocks ? rows : max_blocks); }
+unsigned row_blocks(std::int64_t rows) { return capped_blocks(rows); }
 
 /// Calls f(T{}, I{}) for the logits' and the targets' element types.
 template <class F>

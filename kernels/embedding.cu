@@ -18,7 +18,6 @@ using namespace detail;
 
 constexpr int gather_threads = 256;
 constexpr int grad_threads = 256;
-constexpr std::int64_t max_blocks = 65535 * 8;
 
 /// out[i] = table[ids[i / units_per_row] * units_per_row + i % units_per_row] for the
 /// n * units_per_row units of the output.
@@ -99,8 +98,7 @@ __global__ void sum_partials(T* grad_table, const A* partials, const std::int64_
 }
 
 unsigned blocks_for(std::int64_t tasks, int groups) {
-  const std::int64_t blocks = (tasks + groups - 1) / groups;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > max_blocks ? max_blocks : blocks));
+  return capped_blocks((tasks + groups - 1) / groups);
 }
 
 }  // namespace

@@ -219,8 +219,7 @@ void with_warps_per_row(std::int64_t cols, F&& f) {
 
 /// Blocks of the row kernels: one per group of rows, capped (the kernels loop over the rest).
 unsigned row_blocks(std::int64_t rows, int rows_per_block) {
-  const std::int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+  return capped_blocks((rows + rows_per_block - 1) / rows_per_block);
 }
 
 void check_sizes(std::string_view op, std::int64_t rows, std::int64_t cols) {
@@ -312,7 +311,7 @@ void norm_backward_params(bool centered, DType dtype, int device, void* dweight,
     A* dw_part = dweight ? static_cast<A*>(scratch.get()) : nullptr;
     A* db_part = dbias ? static_cast<A*>(scratch.get()) + (dweight ? part_elements : 0) : nullptr;
     if (plan.count > 0) {
-      const dim3 grid(static_cast<unsigned>(slabs < (1 << 20) ? slabs : (1 << 20)), static_cast<unsigned>(plan.count));
+      const dim3 grid(capped_blocks(slabs), static_cast<unsigned>(plan.count));
       const dim3 block(param_cols, param_row_lanes);
       const T* gp = static_cast<const T*>(g);
       const T* xp = static_cast<const T*>(x);

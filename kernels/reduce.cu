@@ -243,7 +243,7 @@ void softmax_rows(bool log, const StridedArg& out, const StridedArg& in, std::in
   check_rows(op, {&out, &in}, rows, cols);
   if (rows == 0 || cols == 0) return;
   use_device(out.device, op);
-  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  const unsigned blocks = capped_blocks(rows);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = compute_t<T>;
@@ -265,7 +265,7 @@ void softmax_rows_backward(bool log, const StridedArg& grad_in, const StridedArg
   check_rows(op, {&grad_in, &y, &g}, rows, cols);
   if (rows == 0 || cols == 0) return;
   use_device(grad_in.device, op);
-  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  const unsigned blocks = capped_blocks(rows);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(y.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = compute_t<T>;
@@ -293,7 +293,7 @@ void logsumexp_rows(const StridedArg& out, const StridedArg& in, std::int64_t ro
                  "CUDA logsumexp needs a contiguous output of ", rows, " elements of the input's type");
   if (rows == 0) return;
   use_device(out.device, op);
-  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  const unsigned blocks = capped_blocks(rows);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(in.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     detail::launch_kernel(logsumexp_forward<T, compute_t<T>>, blocks, softmax_threads, 0, stream_of(out.device),
@@ -310,7 +310,7 @@ void row_backward(RowBackward rule, const StridedArg& grad_in, const StridedArg&
                    "CUDA row backward needs contiguous per-row operands of ", rows, " elements of the input's type");
   if (rows == 0 || cols == 0) return;
   use_device(grad_in.device, op);
-  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8);
+  const unsigned blocks = capped_blocks(rows);
   dispatch_dtype<CONDENSE_CUDA_FLOAT_TYPES>(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     detail::launch_kernel(row_backward_kernel<T, compute_t<T>>, blocks, softmax_threads, 0, stream_of(grad_in.device),

@@ -106,7 +106,7 @@ void arg_reduce(bool is_max, void* values, std::int64_t* indices, const void* in
     T* v = static_cast<T*>(values);
     const T* x = static_cast<const T*>(in);
     if (g.inner == 1 && g.n >= 1024) {
-      const unsigned blocks = static_cast<unsigned>(lines < 65535 * 8 ? lines : 65535 * 8);
+      const unsigned blocks = capped_blocks(lines);
       detail::launch_kernel(arg_reduce_rows<T, C>, blocks, arg_block_threads, 0, stream, v, indices, x, lines, g.n,
                             is_max);
     } else {

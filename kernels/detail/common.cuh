@@ -76,12 +76,24 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t
 #endif
 }
 
-/// Blocks for a grid-stride loop over n items with `threads` per block (capped so the
-/// grid stays resident a few times over).
-inline unsigned grid_for(std::int64_t n, int threads) {
-  const std::int64_t blocks = (n + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+/// The most blocks a grid-stride launch uses; its kernel loops over the rest. On a GPU the
+/// cap keeps the grid resident a few times over; the CPU emulation caps at three blocks, so
+/// that every grid-stride loop the tests reach takes several steps per block (a stride or a
+/// barrier inside such a loop that is wrong shows there, not only past 524280 blocks).
+#ifdef CONDENSE_CUDA_EMULATION
+inline constexpr std::int64_t max_grid_stride_blocks = 3;
+#else
+inline constexpr std::int64_t max_grid_stride_blocks = 65535 * 8;
+#endif
+
+/// Blocks for a grid-stride loop over `units` units of work of one block each: at least
+/// one, at most max_grid_stride_blocks.
+inline unsigned capped_blocks(std::int64_t units) {
+  return static_cast<unsigned>(units < 1 ? 1 : (units > max_grid_stride_blocks ? max_grid_stride_blocks : units));
 }
+
+/// Blocks for a grid-stride loop over n items with `threads` per block (capped_blocks).
+inline unsigned grid_for(std::int64_t n, int threads) { return capped_blocks((n + threads - 1) / threads); }
 
 /// The type arithmetic on T happens in: float for the 16-bit floats, T otherwise.
 template <class T>

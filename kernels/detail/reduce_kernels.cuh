@@ -262,6 +262,6 @@ inline dim3 column_grid(const ReducePlan& plan) {
 }
 inline dim3 column_block() { return dim3(column_tile, column_groups); }
 /// Blocks of reduce_block_per_row (each walks rows that far apart).
-inline unsigned block_per_row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8); }
+inline unsigned block_per_row_blocks(std::int64_t rows) { return detail::capped_blocks(rows); }
 
 }  // namespace condense::cuda::reduce_detail

@@ -265,7 +265,7 @@ struct ChunkedCumsumPlan {
 inline ChunkedCumsumPlan chunked_cumsum_plan(std::int64_t lines, std::int64_t n) {
   ChunkedCumsumPlan plan;
   plan.chunks = (n + scan_chunk - 1) / scan_chunk;
-  plan.blocks = static_cast<unsigned>(lines * plan.chunks < 65535 * 8 ? lines * plan.chunks : 65535 * 8);
+  plan.blocks = detail::capped_blocks(lines * plan.chunks);
   return plan;
 }
 
