@@ -103,6 +103,7 @@ class Allocator {
       fail(op, "cudaMalloc of ", bytes, " bytes on cuda:", device, " failed: out of memory (", s.active_bytes,
            " bytes in use by tensors, ", free_bytes, " of ", total_bytes, " bytes free on the device)");
     }
+    detail::note_block_in_use(p, bytes);
     std::lock_guard<std::mutex> lock(mutex_);
     live_[p] = Live{granted, pool};
     return p;
@@ -117,6 +118,7 @@ class Allocator {
       live = it->second;
       live_.erase(it);
     }
+    detail::note_block_cached(p);
     cache(device).release(p, live.bytes, live.pool);
   }
 

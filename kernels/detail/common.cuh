@@ -76,6 +76,24 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t
 #endif
 }
 
+/// Tells the CPU emulation (tests/emulation) that the caching allocator hands the block at p
+/// to a tensor that uses its first `bytes`; there copies and launches are held to those
+/// bytes and, under AddressSanitizer, the rest is poisoned. Nothing on a GPU.
+inline void note_block_in_use([[maybe_unused]] void* p, [[maybe_unused]] std::size_t bytes) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  ::condense_cuda_emulation::block_in_use(p, bytes);
+#endif
+}
+
+/// Tells the CPU emulation that the caching allocator keeps the block at p for reuse; there
+/// any later copy, launch or (under AddressSanitizer) kernel access to it fails. Nothing on
+/// a GPU.
+inline void note_block_cached([[maybe_unused]] void* p) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  ::condense_cuda_emulation::block_cached(p);
+#endif
+}
+
 /// The most blocks a grid-stride launch uses; its kernel loops over the rest. On a GPU the
 /// cap keeps the grid resident a few times over; the CPU emulation caps at three blocks, so
 /// that every grid-stride loop the tests reach takes several steps per block (a stride or a

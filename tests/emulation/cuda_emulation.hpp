@@ -579,11 +579,18 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
 
 // ---- what the emulated runtime (tests/emulation/device/) shares with the launches ------
 
+/// One emulated cudaMalloc allocation and what the library's caching allocator does with it.
+struct DeviceAllocation {
+  std::size_t bytes = 0;   ///< as asked of cudaMalloc
+  std::size_t in_use = 0;  ///< the leading bytes a live tensor (or scratch buffer) owns
+  bool cached = false;     ///< freed into the caching allocator: no copy or launch may touch it
+};
+
 /// The emulated device's memory (host memory from the emulated cudaMalloc) and the kernels'
 /// raised shared-memory limits (cudaFuncSetAttribute).
 struct DeviceState {
   std::mutex mutex;
-  std::map<std::uintptr_t, std::size_t> allocations;  ///< base address -> bytes
+  std::map<std::uintptr_t, DeviceAllocation> allocations;  ///< by base address
   std::size_t allocated_bytes = 0;
   std::unordered_map<const void*, std::size_t> shared_limits;  ///< kernel -> max dynamic shared bytes
 };
@@ -592,16 +599,66 @@ inline DeviceState& device_state() {
   return *state;
 }
 
-/// Whether the bytes [p, p + bytes) lie in one emulated device allocation (p may be its
-/// end when bytes is 0).
+/// The allocation that holds address p (or ends at p), or nullptr; the caller holds s.mutex.
+inline const DeviceAllocation* allocation_at(DeviceState& s, std::uintptr_t address, std::uintptr_t* base) {
+  auto it = s.allocations.upper_bound(address);
+  if (it == s.allocations.begin()) return nullptr;
+  --it;
+  if (address - it->first > it->second.bytes) return nullptr;
+  *base = it->first;
+  return &it->second;
+}
+
+/// Whether the bytes [p, p + bytes) lie in the in-use part of one emulated device allocation
+/// that is not cached (p may be that part's end when bytes is 0).
 inline bool is_device_range(const void* p, std::size_t bytes) {
   DeviceState& s = device_state();
   const auto address = reinterpret_cast<std::uintptr_t>(p);
   const std::lock_guard<std::mutex> lock(s.mutex);
-  auto it = s.allocations.upper_bound(address);
-  if (it == s.allocations.begin()) return false;
-  --it;
-  return address - it->first <= it->second && bytes <= it->second - (address - it->first);
+  std::uintptr_t base = 0;
+  const DeviceAllocation* a = allocation_at(s, address, &base);
+  return a && !a->cached && address - base <= a->in_use && bytes <= a->in_use - (address - base);
+}
+
+/// Whether p points into (or at the end of) any emulated device allocation, cached or not.
+inline bool in_device_memory(const void* p) {
+  DeviceState& s = device_state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  std::uintptr_t base = 0;
+  return allocation_at(s, reinterpret_cast<std::uintptr_t>(p), &base) != nullptr;
+}
+
+/// The library's caching allocator hands the block at p (from the emulated cudaMalloc) to a
+/// tensor that needs its first `bytes`: copies, memsets and launches may use those bytes
+/// only, and under AddressSanitizer the rest of the block is poisoned, so that a kernel
+/// reading or writing past its tensor inside the rounded-up block is reported.
+inline void block_in_use(void* p, std::size_t bytes) {
+  DeviceState& s = device_state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  const auto it = s.allocations.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == s.allocations.end() || bytes > it->second.bytes)
+    throw std::logic_error("emulated device: a block in use that cudaMalloc did not hand out");
+  it->second.in_use = bytes;
+  it->second.cached = false;
+#if CONDENSE_EMULATION_ASAN
+  __asan_unpoison_memory_region(p, bytes);
+  __asan_poison_memory_region(static_cast<char*>(p) + bytes, it->second.bytes - bytes);
+#endif
+}
+
+/// The caching allocator keeps the block at p for reuse: any copy, memset or launch that
+/// touches it fails, and under AddressSanitizer a kernel's access to it is reported.
+inline void block_cached(void* p) {
+  DeviceState& s = device_state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  const auto it = s.allocations.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == s.allocations.end())
+    throw std::logic_error("emulated device: a cached block that cudaMalloc did not hand out");
+  it->second.in_use = 0;
+  it->second.cached = true;
+#if CONDENSE_EMULATION_ASAN
+  __asan_poison_memory_region(p, it->second.bytes);
+#endif
 }
 
 /// The error the next cudaGetLastError returns on the calling thread (launch configuration

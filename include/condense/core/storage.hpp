@@ -29,11 +29,13 @@ class Storage {
     s.block_ = std::make_shared<Block>();
     s.block_->bytes = bytes;
     s.block_->device = device;
-    const std::size_t padded = (bytes + cpu_alignment - 1) / cpu_alignment * cpu_alignment;
     if (device.is_cpu()) {
+      const std::size_t padded = (bytes + cpu_alignment - 1) / cpu_alignment * cpu_alignment;
       s.block_->ptr = detail::CpuBlockCache::instance().acquire(padded == 0 ? cpu_alignment : padded, &s.block_->granted);
     } else {
-      s.block_->ptr = cuda::allocate(padded == 0 ? cpu_alignment : padded, device.index, op);
+      // The exact size (cudaMalloc aligns to 256 bytes and the cache rounds up anyway), so
+      // that the emulated backend's checks hold every access to the tensor's own bytes.
+      s.block_->ptr = cuda::allocate(bytes == 0 ? 1 : bytes, device.index, op);
     }
     return s;
   }

@@ -68,7 +68,7 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!p) return fail_with(cudaErrorMemoryAllocation);
   const std::lock_guard<std::mutex> lock(s.mutex);
-  s.allocations[reinterpret_cast<std::uintptr_t>(p)] = bytes;
+  s.allocations[reinterpret_cast<std::uintptr_t>(p)] = emu::DeviceAllocation{bytes, bytes, false};
   s.allocated_bytes += bytes;
   *ptr = p;
   return cudaSuccess;
@@ -81,7 +81,10 @@ cudaError_t cudaFree(void* ptr) {
     const std::lock_guard<std::mutex> lock(s.mutex);
     const auto it = s.allocations.find(reinterpret_cast<std::uintptr_t>(ptr));
     if (it == s.allocations.end()) return fail_with(cudaErrorInvalidValue);
-    s.allocated_bytes -= it->second;
+    s.allocated_bytes -= it->second.bytes;
+#if CONDENSE_EMULATION_ASAN
+    __asan_unpoison_memory_region(ptr, it->second.bytes);  // poisoned while cached
+#endif
     s.allocations.erase(it);
   }
   std::free(ptr);
@@ -97,18 +100,19 @@ cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
   return cudaSuccess;
 }
 
-/// Copies at once; the ends named device memory by `kind` must lie in one allocation and the
-/// host ends must not lie in device memory (a GPU would fault or copy the wrong bytes).
+/// Copies at once; the ends named device memory by `kind` must lie in the in-use part of one
+/// allocation and the host ends must not lie in device memory (a GPU would fault or copy the
+/// wrong bytes).
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src) return fail_with(cudaErrorInvalidValue);
   const bool dst_device = emu::is_device_range(dst, bytes), src_device = emu::is_device_range(src, bytes);
   bool ok = true;
   switch (kind) {
-    case cudaMemcpyHostToDevice: ok = dst_device && !emu::is_device_range(src, 0); break;
-    case cudaMemcpyDeviceToHost: ok = src_device && !emu::is_device_range(dst, 0); break;
+    case cudaMemcpyHostToDevice: ok = dst_device && !emu::in_device_memory(src); break;
+    case cudaMemcpyDeviceToHost: ok = src_device && !emu::in_device_memory(dst); break;
     case cudaMemcpyDeviceToDevice: ok = dst_device && src_device; break;
-    case cudaMemcpyHostToHost: ok = !emu::is_device_range(dst, 0) && !emu::is_device_range(src, 0); break;
+    case cudaMemcpyHostToHost: ok = !emu::in_device_memory(dst) && !emu::in_device_memory(src); break;
     case cudaMemcpyDefault: break;
     default: ok = false;
   }
