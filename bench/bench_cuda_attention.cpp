@@ -6,6 +6,7 @@
 // pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and density. Each iteration waits
 // for the device. Without a CUDA device every benchmark is skipped with a message.
 // bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
+// CONDENSE_BENCH_SMOKE=1 (bench/smoke.hpp): 128 tokens of hidden 256, T = 128, once each.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -22,12 +23,15 @@
 #include "condense/mask/materialize.hpp"
 #include "condense/mask/policies.hpp"
 #include "condense/ops/attention.hpp"
+#include "smoke.hpp"
 
 using namespace condense;
 
 namespace {
 
-constexpr std::int64_t kTokens = 16384, kHidden = 2048;
+using condense::bench::bench_size;
+
+const std::int64_t kTokens = bench_size(16384, 128), kHidden = bench_size(2048, 256);
 
 /// Device arrays some policies point into; kept alive for the benchmark's duration.
 struct PolicyData {
@@ -132,8 +136,8 @@ void register_policy(const std::string& name, Make make) {
             run_attention(state, host, device, tq, tk, dim, backward);
           }
         });
-        for (std::int64_t t = 512; t <= 16384; t *= 2) b->Arg(t);
-        b->Unit(benchmark::kMillisecond)->UseRealTime();
+        for (std::int64_t t = bench_size(512, 128); t <= bench_size(16384, 128); t *= 2) b->Arg(t);
+        b->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(condense::bench::once_in_smoke_mode);
       }
     }
   }

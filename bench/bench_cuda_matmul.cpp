@@ -4,7 +4,8 @@
 // tensors against cublasSgemm (TF32 off, as in the library's default), and bfloat16 tensors
 // (the GEMMs of a DecoderLM<bfloat16>) against cublasGemmEx with bf16 inputs and output and
 // fp32 accumulation. Report: condense time / cuBLAS time per shape and type (target: at
-// most 1/0.95). Without a CUDA device every benchmark is skipped.
+// most 1/0.95). Without a CUDA device every benchmark is skipped. CONDENSE_BENCH_SMOKE=1
+// (bench/smoke.hpp): every extent divided by 32, once each.
 #include <benchmark/benchmark.h>
 
 #include <cublas_v2.h>
@@ -18,16 +19,22 @@
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/ops/matmul.hpp"
+#include "smoke.hpp"
 
 using namespace condense;
 
 namespace {
 
-/// (rows, in, out): x [rows, in] @ W[out, in]^T.
-const std::vector<std::tuple<int, int, int>> kShapes = {
-    {16384, 768, 768}, {16384, 768, 3072}, {16384, 3072, 768}, {16384, 768, 2304},
-    {16384, 2048, 2048}, {16384, 2048, 8192}, {16384, 8192, 2048},
-};
+/// (rows, in, out): x [rows, in] @ W[out, in]^T (each divided by 32 in smoke mode).
+const std::vector<std::tuple<int, int, int>> kShapes = [] {
+  std::vector<std::tuple<int, int, int>> shapes = {
+      {16384, 768, 768}, {16384, 768, 3072}, {16384, 3072, 768}, {16384, 768, 2304},
+      {16384, 2048, 2048}, {16384, 2048, 8192}, {16384, 8192, 2048},
+  };
+  if (condense::bench::smoke_mode())
+    for (auto& [rows, in, out] : shapes) std::tie(rows, in, out) = std::tuple{rows / 32, in / 32, out / 32};
+  return shapes;
+}();
 
 /// The operands of shape `index` on the device, and the label and FLOP counter.
 template <class T>
@@ -92,10 +99,16 @@ void BM_cublas_direct(benchmark::State& state) {
   p.report(state);
 }
 
+/// The registration every benchmark here shares: one run per shape.
+void shapes(benchmark::internal::Benchmark* b) {
+  b->DenseRange(0, static_cast<int>(kShapes.size()) - 1)->Unit(benchmark::kMillisecond)->UseRealTime();
+  condense::bench::once_in_smoke_mode(b);
+}
+
 }  // namespace
 
-BENCHMARK(BM_condense_linear<float>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_cublas_direct<float>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_condense_linear<bfloat16>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_cublas_direct<bfloat16>)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_condense_linear<float>)->Apply(shapes);
+BENCHMARK(BM_cublas_direct<float>)->Apply(shapes);
+BENCHMARK(BM_condense_linear<bfloat16>)->Apply(shapes);
+BENCHMARK(BM_cublas_direct<bfloat16>)->Apply(shapes);
 BENCHMARK_MAIN();

@@ -5,7 +5,8 @@
 // broadcasting, the bias gradient (sum over B*T rows), a whole-tensor sum (a loss), a
 // cumsum over the last dim, and rope on a [B, H, T, D] view. Each reports bytes/s counting
 // the bytes read and written once; report: op bandwidth / memcpy bandwidth (1.0 = as fast
-// as a plain copy). Without a CUDA device every benchmark is skipped.
+// as a plain copy). Without a CUDA device every benchmark is skipped. CONDENSE_BENCH_SMOKE=1
+// (bench/smoke.hpp): 2 x 32 tokens, hidden 96 (3 heads of 32), MLP 384, once each.
 #include <benchmark/benchmark.h>
 
 #include <cuda_runtime.h>
@@ -19,12 +20,16 @@
 #include "condense/ops/reduce.hpp"
 #include "condense/ops/rope.hpp"
 #include "condense/ops/scan.hpp"
+#include "smoke.hpp"
 
 using namespace condense;
 
 namespace {
 
-constexpr std::int64_t kBatch = 8, kTokens = 1024, kHeads = 12, kHeadDim = 64, kHidden = 768, kMlp = 3072;
+using condense::bench::bench_size;
+
+const std::int64_t kBatch = bench_size(8, 2), kTokens = bench_size(1024, 32), kHeads = bench_size(12, 3),
+                   kHeadDim = bench_size(64, 32), kHidden = bench_size(768, 96), kMlp = bench_size(3072, 384);
 
 /// True (after skipping `state`) when there is no device to run on.
 bool skip_without_device(benchmark::State& state) {
@@ -100,13 +105,19 @@ void BM_rope(benchmark::State& state) {  // a [B, H, T, D] view of [B, T, H, D]
   run(state, 2 * q.numel() * 2, [&] { benchmark::DoNotOptimize(rope(q.transpose(1, 2), table).data()); });
 }
 
+/// The timing every benchmark here shares (one run in smoke mode).
+void timed(benchmark::internal::Benchmark* b) {
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+  condense::bench::once_in_smoke_mode(b);
+}
+
 }  // namespace
 
-BENCHMARK(BM_memcpy)->Arg(kBatch * kTokens * kMlp)->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_transpose_copy)->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_bias_add)->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_bias_grad)->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_whole_sum)->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_cumsum_rows)->Args({1, 1 << 22})->Args({kBatch * kHeads, kTokens})->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_rope)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_memcpy)->Arg(kBatch * kTokens * kMlp)->Apply(timed);
+BENCHMARK(BM_transpose_copy)->Apply(timed);
+BENCHMARK(BM_bias_add)->Apply(timed);
+BENCHMARK(BM_bias_grad)->Apply(timed);
+BENCHMARK(BM_whole_sum)->Apply(timed);
+BENCHMARK(BM_cumsum_rows)->Args({1, bench_size(1 << 22, 1 << 12)})->Args({kBatch * kHeads, kTokens})->Apply(timed);
+BENCHMARK(BM_rope)->Apply(timed);
 BENCHMARK_MAIN();

@@ -8,7 +8,8 @@
 // cuda::set_allow_bf16_attention: operands converted on every call). Argument 2: bfloat16
 // parameters and activations (DecoderLM<bfloat16>: bf16 GEMMs and tensor-core attention
 // with no conversion copies) trained by AdamW<bfloat16> on float master weights.
-// Without a CUDA device the benchmark is skipped.
+// Without a CUDA device the benchmark is skipped. CONDENSE_BENCH_SMOKE=1 (bench/smoke.hpp):
+// vocabulary 97, 2 layers, d_model 64, 4 heads, batch 2 x 16 tokens, one step each.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "condense/ops/losses.hpp"
 #include "condense/optim/adamw.hpp"
 #include "condense/optim/clip.hpp"
+#include "smoke.hpp"
 
 using namespace condense;
 
@@ -28,7 +30,9 @@ namespace {
 /// Times the training step of a DecoderLM<T> (T: float or bfloat16).
 template <class T>
 void time_train_step(benchmark::State& state) {
-  constexpr std::int64_t vocab = 50257, d_model = 768, layers = 12, heads = 12, seq = 1024, batch = 8;
+  using condense::bench::bench_size;
+  const std::int64_t vocab = bench_size(50257, 97), d_model = bench_size(768, 64), layers = bench_size(12, 2),
+                     heads = bench_size(12, 4), seq = bench_size(1024, 16), batch = bench_size(8, 2);
   Generator gen(0);
   nn::DecoderLM<T, mask::Causal> model(nn::DecoderLMOptions::gpt2_style(vocab, d_model, layers, heads, seq), gen);
   model.to(Device::cuda());
@@ -77,6 +81,18 @@ void BM_cuda_train_step_gpt2_small(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_cuda_train_step_gpt2_small)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_cuda_train_step_gpt2_small)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      if (condense::bench::smoke_mode()) {
+        b->Iterations(1);
+      } else {
+        b->MinTime(5.0);
+      }
+    });
 
 BENCHMARK_MAIN();

@@ -1,5 +1,7 @@
-// The cuBLAS functions kernels/gemm.cu calls, for the emulated CUDA backend: handles, streams
-// (ignored: work runs at once) and cublasGemmStridedBatchedEx, computed by a plain loop from
+// The cuBLAS functions kernels/gemm.cu (and bench/bench_cuda_matmul.cpp) call, for the
+// emulated CUDA backend: handles, streams (ignored: work runs at once),
+// cublasGemmStridedBatchedEx, and cublasGemmEx and cublasSgemm as its one-batch forms,
+// computed by a plain loop from
 // the definition in the cuBLAS documentation (column-major operands, op(A) m x k, op(B)
 // k x n, C = alpha op(A) op(B) + beta C per batch, C not read when beta is 0), with the
 // documented argument checks, the supported type combinations, and every operand checked to
@@ -186,6 +188,23 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
     }
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+/// One product: the strided batched form with one batch.
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                            int k, const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t computeType, cublasGemmAlgo_t algo) {
+  return cublasGemmStridedBatchedEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, 0, B, Btype, ldb, 0, beta, C,
+                                    Ctype, ldc, 0, 1, computeType, algo);
+}
+
+/// float GEMM in the handle's default math mode (no TF32).
+cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                              int k, const float* alpha, const float* A, int lda, const float* B, int ldb,
+                              const float* beta, float* C, int ldc) {
+  return cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, beta, C,
+                      CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
 }  // extern "C"
