@@ -65,8 +65,12 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
     if (bytes > device_bytes - s.allocated_bytes) return fail_with(cudaErrorMemoryAllocation);
   }
   // 256-byte aligned, as cudaMalloc's blocks are; not zeroed, as on a GPU.
-  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  const std::size_t rounded = (bytes + 255) / 256 * 256;
+  void* p = std::aligned_alloc(256, rounded);
   if (!p) return fail_with(cudaErrorMemoryAllocation);
+#if CONDENSE_EMULATION_ASAN
+  __asan_poison_memory_region(static_cast<char*>(p) + bytes, rounded - bytes);  // the alignment's padding
+#endif
   const std::lock_guard<std::mutex> lock(s.mutex);
   s.allocations[reinterpret_cast<std::uintptr_t>(p)] = emu::DeviceAllocation{bytes, bytes, false};
   s.allocated_bytes += bytes;
@@ -83,7 +87,7 @@ cudaError_t cudaFree(void* ptr) {
     if (it == s.allocations.end()) return fail_with(cudaErrorInvalidValue);
     s.allocated_bytes -= it->second.bytes;
 #if CONDENSE_EMULATION_ASAN
-    __asan_unpoison_memory_region(ptr, it->second.bytes);  // poisoned while cached
+    __asan_unpoison_memory_region(ptr, (it->second.bytes + 255) / 256 * 256);  // poisoned in parts
 #endif
     s.allocations.erase(it);
   }
