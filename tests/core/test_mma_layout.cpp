@@ -192,10 +192,15 @@ TEST_CASE("mma layout: ldmatrix row addresses give the same fragments as the ele
     const Registers bt =
         emulate_ldmatrix(tile, stride, lane_rows([&](int l) { return mma::ldmatrix_b_transposed_row(l, r0, c0); }), false);
     const Registers b = emulate_ldmatrix(tile, stride, lane_rows([&](int l) { return mma::ldmatrix_b_row(l, r0, c0); }), true);
+    const Registers a_transposed =
+        emulate_ldmatrix(tile, stride, lane_rows([&](int l) { return mma::ldmatrix_a_transposed_row(l, c0, r0); }), true);
     for (int lane = 0; lane < mma::warp_lanes; ++lane) {
       for (int r = 0; r < 4; ++r) {
         const int at = mma::a_offset(lane, r, r0, c0, stride);
         CHECK(a[lane][r] == std::pair{tile[at], tile[at + 1]});
+        // A = tile^T: its block at (c0, r0) reads tile rows r0 .. and columns c0 ..
+        CHECK(a_transposed[lane][r] == std::pair{tile[mma::a_transposed_offset(lane, r, 0, c0, r0, stride)],
+                                        tile[mma::a_transposed_offset(lane, r, 1, c0, r0, stride)]});
       }
       for (int pair = 0; pair < 2; ++pair)
         for (int r = 0; r < 2; ++r) {

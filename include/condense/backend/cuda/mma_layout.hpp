@@ -61,6 +61,15 @@ CONDENSE_HD constexpr int a_offset(int lane, int r, int row0, int col0, int stri
   return (row0 + c.row) * stride + col0 + c.col;
 }
 
+/// Offset of half h (0 low, 1 high) of register r (0..3) of the A fragment that is the
+/// transpose of a row-major tile: row i of the 16 x 16 block at (row0, col0) of A is tile
+/// column (row0 + i), its k runs down that column from tile row col0 (dS in dQ = dS K, with
+/// dS^T stored keys by rows).
+CONDENSE_HD constexpr int a_transposed_offset(int lane, int r, int h, int row0, int col0, int stride) {
+  const Coord c = a_coord(lane, 2 * r + h);
+  return (col0 + c.col) * stride + row0 + c.row;
+}
+
 /// Offset of the low half of register r (0, 1) of the B fragment that is the transpose of
 /// a row-major tile: column n of B is tile row (n0 + n), k runs along it from col0 (K^T in
 /// S = Q K^T); the high half follows it.
@@ -87,6 +96,14 @@ CONDENSE_HD constexpr int b_offset(int lane, int r, int h, int k0, int n0, int s
 CONDENSE_HD constexpr Coord ldmatrix_a_row(int lane, int row0, int col0) {
   const int matrix = lane / 8, row = lane % 8;
   return {row0 + row + (matrix % 2) * 8, col0 + (matrix / 2) * 8};
+}
+
+/// The row lane points at, for ldmatrix .trans, for the A fragment of the 16 x 16 block at
+/// (row0, col0) of A = tile^T (A's rows are tile columns row0 .., its k tile rows col0 ..):
+/// registers 0..3 = a[0..3].
+CONDENSE_HD constexpr Coord ldmatrix_a_transposed_row(int lane, int row0, int col0) {
+  const int matrix = lane / 8, row = lane % 8;
+  return {col0 + row + (matrix / 2) * 8, row0 + (matrix % 2) * 8};
 }
 
 /// The row lane points at for the B fragments of two n-tiles of a transposed operand
