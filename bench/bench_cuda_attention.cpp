@@ -2,7 +2,8 @@
 // 64 and 128, T in {512, ..., 16384}, causal and every policy of bench_attention, forward
 // and forward+backward, in two precisions: fp32 (float tensors through attention(), the
 // portable flash kernel) and bf16 (bfloat16 device buffers through the launchers of
-// backend/cuda/attention.hpp, the tensor-core kernels). Counters: useful TFLOP/s (allowed
+// backend/cuda/attention.hpp, the tensor-core kernels; fwdbwd/bf16_deterministic: the
+// backward with its dq kernel instead of dq by atomics in the dk/dv kernel). Counters: useful TFLOP/s (allowed
 // pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and density. Each iteration waits
 // for the device. Without a CUDA device every benchmark is skipped with a message.
 // bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
@@ -77,7 +78,7 @@ void run_attention(benchmark::State& state, const HostPolicy& host_policy, const
 /// The tensor-core kernels on bfloat16 buffers, called through the launchers (no autograd).
 template <class HostPolicy, class DevicePolicy>
 void run_attention_bf16(benchmark::State& state, const HostPolicy& host_policy, const DevicePolicy& policy,
-                        std::int64_t tq, std::int64_t tk, std::int64_t dim, bool backward) {
+                        std::int64_t tq, std::int64_t tk, std::int64_t dim, bool backward, bool deterministic) {
   if (!cuda::is_available()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -108,6 +109,7 @@ void run_attention_bf16(benchmark::State& state, const HostPolicy& host_policy, 
   b.dq = dq.data();
   b.dk = dk.data();
   b.dv = dv.data();
+  b.deterministic = deterministic;
   const double pairs = static_cast<double>(count_allowed(host_policy, 0, tq, tk));
   for (auto _ : state) {
     cuda::attention_forward(a, policy, "bench attention bf16");
@@ -122,16 +124,19 @@ void run_attention_bf16(benchmark::State& state, const HostPolicy& host_policy, 
 /// make(T, data) -> (host policy, device policy, Tq, Tk).
 template <class Make>
 void register_policy(const std::string& name, Make make) {
-  for (bool bf16 : {false, true}) {
+  // bf16_deterministic: the backward with its own dq kernel (seven products, no atomics).
+  for (const std::string precision : {"fp32", "bf16", "bf16_deterministic"}) {
+    const bool bf16 = precision != "fp32", deterministic = precision == "bf16_deterministic";
     for (bool backward : {false, true}) {
+      if (deterministic && !backward) continue;
       for (std::int64_t dim : {64, 128}) {
-        const std::string full = "BM_cuda_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") +
-                                 (bf16 ? "bf16/" : "fp32/") + name + "/d" + std::to_string(dim);
-        auto* b = benchmark::RegisterBenchmark(full.c_str(), [make, backward, dim, bf16](benchmark::State& state) {
+        const std::string full = "BM_cuda_attention_" + std::string(backward ? "fwdbwd/" : "fwd/") + precision + "/" +
+                                 name + "/d" + std::to_string(dim);
+        auto* b = benchmark::RegisterBenchmark(full.c_str(), [make, backward, dim, bf16, deterministic](benchmark::State& state) {
           auto data = std::make_shared<PolicyData>();
           auto [host, device, tq, tk] = make(state.range(0), *data);
           if (bf16) {
-            run_attention_bf16(state, host, device, tq, tk, dim, backward);
+            run_attention_bf16(state, host, device, tq, tk, dim, backward, deterministic);
           } else {
             run_attention(state, host, device, tq, tk, dim, backward);
           }

@@ -151,6 +151,7 @@ thread_local std::array<StreamHandle, Allocator::max_devices> current_streams{};
 std::atomic<bool> tf32_allowed{false};
 std::atomic<bool> bf16_matmul_allowed{false};
 std::atomic<bool> bf16_attention_allowed{false};
+std::atomic<bool> attention_deterministic{false};
 
 cudaMemcpyKind to_cuda(CopyKind kind) {
   switch (kind) {
@@ -243,5 +244,7 @@ void set_allow_bf16_matmul(bool allow) noexcept { bf16_matmul_allowed.store(allo
 bool allow_bf16_matmul() noexcept { return bf16_matmul_allowed.load(); }
 void set_allow_bf16_attention(bool allow) noexcept { bf16_attention_allowed.store(allow); }
 bool allow_bf16_attention() noexcept { return bf16_attention_allowed.load(); }
+void set_deterministic_attention(bool deterministic) noexcept { attention_deterministic.store(deterministic); }
+bool deterministic_attention() noexcept { return attention_deterministic.load(); }
 
 }  // namespace condense::cuda

@@ -216,16 +216,32 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     namespace tc = attention_mma;
     float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
     launch_delta(tag, delta);
-    allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
-    detail::launch_kernel(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream,
-                          a, policy, delta);
+    // dq from the dk/dv kernel (float atomics) unless the call asks for reproducible bits or
+    // for dbias, which only the dq kernel writes.
+    const bool dq_in_dkdv = !a.deterministic && !a.dbias && a.tk > 0;
+    float* dq_accum = nullptr;
+    cudaError_t zeroed = cudaSuccess;
+    if (dq_in_dkdv) {
+      const std::size_t bytes = static_cast<std::size_t>(rows) * D * sizeof(float);
+      dq_accum = static_cast<float*>(allocate(bytes, a.device, op));
+      zeroed = cudaMemsetAsync(dq_accum, 0, bytes, stream);
+    } else {
+      allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
+      detail::launch_kernel(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream,
+                            a, policy, delta);
+    }
     if (a.tk > 0) {
       allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_smem<D>, op);
-      detail::launch_kernel(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_grid(a), tc::threads, tc::dkdv_smem<D>,
-                            stream, a, policy, delta);
+      detail::launch_kernel(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_grid(a), tc::dkdv_threads, tc::dkdv_smem<D>,
+                            stream, a, policy, delta, dq_accum);
     }
+    if (dq_in_dkdv)
+      detail::launch_kernel(tc::dq_from_accumulator<T, D>, capped_blocks(rows), tc::threads, 0, stream, dq_accum,
+                            static_cast<T*>(a.dq), rows, static_cast<int>(a.dim), static_cast<float>(a.scale));
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
+    if (dq_accum) deallocate(dq_accum, a.device);
+    check(zeroed, op, "cudaMemsetAsync");
     check(launched, op, "kernel launch");
   });
   if (on_tensor_cores) return;

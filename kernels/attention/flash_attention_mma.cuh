@@ -4,11 +4,17 @@
 // the portable kernels of flash_attention.cuh, which includes this file and launches these
 // for 16-bit element types.
 //
-// Layout: a block has 4 warps. The forward kernel gives each warp 32 query rows (two
-// m-tiles, 128 per block: each K and V fragment read from shared memory serves both), the
-// dq kernel 16 (64 per block); both walk key tiles of 64 keys. The dk/dv kernel gives each
-// warp 16 keys (64 per block) and walks query tiles of 32 rows over every query head of its
-// group, so no gradient needs atomics. Tiles live in shared memory as 16-bit rows padded by 8 elements
+// Layout: the forward and dq blocks have 4 warps. The forward kernel gives each warp 32
+// query rows (two m-tiles, 128 per block: each K and V fragment read from shared memory
+// serves both), the dq kernel 16 (64 per block); both walk key tiles of 64 keys. The dk/dv
+// kernel has 8 warps and gives each 16 keys (128 per block, as FlashAttention-2's backward:
+// each Q and dO tile it loads serves 128 keys, and dq by atomics takes one addition per
+// element per 128 keys) and walks query tiles of 32 rows over every query head of its
+// group, so dk and dv need no atomics. dq comes either from the dq kernel (which recomputes
+// S and dP: deterministic, and the only one that writes dbias) or from the dk/dv kernel
+// itself, which then also forms dQ += dS K from the dS it already holds and adds it in float
+// to an accumulator with atomics (five products per tile instead of seven, as in
+// FlashAttention-2); dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows padded by 8 elements
 // (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
 // block walks over come in two stages, the next non-empty one copied with cp.async while
 // the current one is used. Scores stay in
@@ -47,8 +53,11 @@ constexpr int forward_m_tiles = 2;  ///< m-tiles of 16 query rows per warp in th
 constexpr int forward_block_m = warps * forward_m_tiles * mma::tile_m;  ///< query rows per forward block
 constexpr int block_m = warps * mma::tile_m;  ///< query rows per dq block
 constexpr int block_n = 64;                   ///< keys per forward / dq key tile
-constexpr int dkdv_keys = warps * mma::tile_m;  ///< keys per dk/dv block
+constexpr int dkdv_warps = 8;                          ///< warps per dk/dv block (16 keys each)
+constexpr int dkdv_threads = dkdv_warps * 32;
+constexpr int dkdv_keys = dkdv_warps * mma::tile_m;  ///< keys per dk/dv block
 constexpr int dkdv_queries = 32;                ///< query rows per dk/dv query tile
+constexpr int ds_stride = dkdv_queries + 8;     ///< row stride of the dk/dv kernel's dS^T tile (keys by rows)
 constexpr float log2e = 1.4426950408889634f;
 constexpr float ln2 = 0.6931471805599453f;
 
@@ -307,6 +316,17 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// p[0] += x and p[1] += y in global memory, atomically (one 8-byte atomic on sm_90;
+/// p 8-byte aligned).
+__device__ __forceinline__ void atomic_add_pair(float* p, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(x, y));
+#else
+  atomicAdd(p, x);
+  atomicAdd(p + 1, y);
+#endif
 }
 
 /// The tile kind a block acts on (every tile Partial when skipping is off).
@@ -720,10 +740,52 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   }
 }
 
-/// dk and dv for one tile of 64 keys of one (batch, kv head), summed over the query heads of
-/// its group and every 32-row query tile.
+/// dQ += dS K for one query tile of the dk/dv kernel, added to the float accumulator with
+/// atomics: dS^T (the block's 128 keys by rows, the tile's 32 queries by columns) is in the
+/// shared tile `ds` (row stride ds_stride), K in `tile_k`; each of the 8 warps takes 16
+/// rows and D / 4 head-dim columns. `rows`: the accumulator of the query head, [Tq, D]; q0,
+/// q1: the tile's query rows.
+template <class T, int D>
+__device__ __forceinline__ void accumulate_dq(float* rows, SharedTile ds, SharedTile tile_k, int q0, int q1, int dim,
+                                              int warp, int lane) {
+  constexpr int column_groups = dkdv_warps / (dkdv_queries / mma::tile_m);  // 4
+  constexpr int n_tiles = D / 8 / column_groups;  // head-dim n-tiles per warp: 2 (D 64), 4 (D 128)
+  static_assert(n_tiles % 2 == 0, "each warp takes pairs of n-tiles");
+  const int row0 = (warp / column_groups) * mma::tile_m, col0 = (warp % column_groups) * n_tiles * 8;
+  float acc[n_tiles][4];
+#pragma unroll
+  for (int t = 0; t < n_tiles; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+#pragma unroll
+  for (int step = 0; step < dkdv_keys / mma::tile_k; ++step) {
+    std::uint32_t a[4];
+    const mma::Coord c = mma::ldmatrix_a_transposed_row(lane, row0, step * mma::tile_k);
+    ldmatrix_x4_trans(a, ds.address + 2u * static_cast<unsigned>(c.row * ds_stride + c.col));
+#pragma unroll
+    for (int t = 0; t < n_tiles; t += 2) {
+      std::uint32_t b[4];
+      load_b<D>(b, tile_k, step * mma::tile_k, col0 + t * 8, lane);
+      mma_pair<T>(acc, t, a, b);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < n_tiles; ++t)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const mma::Coord c = mma::c_coord(lane, 2 * half);
+      const int row = q0 + row0 + c.row, col = col0 + t * 8 + c.col;
+      // col is even and D a multiple of 8: the pair is 8-byte aligned; past dim it adds 0.
+      if (row < q1 && col < dim)
+        atomic_add_pair(rows + static_cast<std::int64_t>(row) * D + col, acc[t][2 * half], acc[t][2 * half + 1]);
+    }
+}
+
+/// dk and dv for one tile of 128 keys of one (batch, kv head), summed over the query heads of
+/// its group and every 32-row query tile. With dq_accum ([B, H, Tq, D] floats, zeroed) it
+/// also adds each tile's unscaled dS K to the rows of dq (accumulate_dq); the dq kernel is
+/// then not needed.
 template <class T, class Policy, int D>
-__global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta) {
+__global__ void __launch_bounds__(dkdv_threads)
+    flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta, float* dq_accum) {
   constexpr int query_tiles = dkdv_queries / 8;  // n-tiles of S^T
   constexpr int dim_tiles = D / 8;
   CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
@@ -733,6 +795,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
   std::uint16_t* const stage_base = sv + dkdv_keys * stride<D>;
   constexpr int stage_elements = 2 * dkdv_queries * stride<D>;
   float* const stage_rows = reinterpret_cast<float*>(stage_base + 2 * stage_elements);
+  // dS^T of the current query tile, rounded to T, when this kernel also forms dq.
+  std::uint16_t* const sds = reinterpret_cast<std::uint16_t*>(stage_rows + 4 * dkdv_queries);
 
   const int dim = static_cast<int>(a.dim), tq = static_cast<int>(a.tq), tk = static_cast<int>(a.tk);
   const std::int64_t bkv = blockIdx.x;
@@ -816,10 +880,25 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
         dpt[t][e] = p * (dpt[t][e] - sdelta[qi]);
       }
     }
+    if (dq_accum) {
+      // The warp's rows of dS^T, as the A operands of dK += dS^T Q will round them.
+#pragma unroll
+      for (int t = 0; t < query_tiles; ++t)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const mma::Coord c = mma::c_coord(lane, 2 * half);
+          *reinterpret_cast<std::uint32_t*>(sds + (wrow + c.row) * ds_stride + t * 8 + c.col) =
+              pack_floats<T>(dpt[t][2 * half], dpt[t][2 * half + 1]);
+        }
+    }
     // dV += P^T dO and dK += dS^T Q (scaled at the end).
     scores_times_tile<T, D>(dv, st, tile_do, lane);
     scores_times_tile<T, D>(dk, dpt, tile_q, lane);
-    __syncthreads();  // this stage is read by every warp before the next copy into it
+    if (dq_accum) {
+      __syncthreads();  // every warp's dS^T is in sds
+      accumulate_dq<T, D>(dq_accum + bh * a.tq * D, shared_tile(sds), shared_tile(sk), q0, q1, dim, warp, lane);
+    }
+    __syncthreads();  // this stage (and sds) is read by every warp before the next copy into it
     item = next;
     kind = next_kind;
   }
@@ -840,10 +919,19 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv_mma(AttentionArgs
   }
 }
 
+/// dq = scale * accum rounded to T, for the rows of the dk/dv kernel's accumulator.
+// accum: [rows, D] floats; dq: [rows, dim]
+template <class T, int D>
+__global__ void dq_from_accumulator(const float* accum, T* dq, std::int64_t rows, int dim, float scale) {
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x)
+    for (int col = threadIdx.x; col < dim; col += blockDim.x) dq[row * dim + col] = to_element<T>(accum[row * D + col] * scale);
+}
+
 // ---- launch sizes -----------------------------------------------------------------------
 
-/// The grids of the three kernels for `a` (blocks of `threads` threads): (batch * heads,
-/// query tiles) for the forward and dq kernels, (batch * kv_heads, key tiles) for dk/dv.
+/// The grids of the three kernels for `a`: (batch * heads, query tiles) for the forward and
+/// dq kernels (blocks of `threads` threads), (batch * kv_heads, key tiles) for dk/dv (blocks
+/// of `dkdv_threads`).
 inline dim3 forward_grid(const AttentionArgs& a) {
   return dim3(static_cast<unsigned>(a.batch * a.heads), static_cast<unsigned>((a.tq + forward_block_m - 1) / forward_block_m));
 }
@@ -859,7 +947,7 @@ constexpr std::size_t forward_smem = static_cast<std::size_t>(forward_block_m + 
 template <int D>
 constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + 4 * block_n) * stride<D> * 2;
 template <int D>
-constexpr std::size_t dkdv_smem =
-    static_cast<std::size_t>(2 * dkdv_keys + 4 * dkdv_queries) * stride<D> * 2 + 4 * dkdv_queries * sizeof(float);
+constexpr std::size_t dkdv_smem = static_cast<std::size_t>(2 * dkdv_keys + 4 * dkdv_queries) * stride<D> * 2 +
+                                  4 * dkdv_queries * sizeof(float) + dkdv_keys * ds_stride * 2;
 
 }  // namespace condense::cuda::attention_mma

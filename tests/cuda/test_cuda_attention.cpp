@@ -4,8 +4,9 @@
 // heads, head dims 64 and 128 and a ragged one, Tq != Tk, and tile skipping on and off; the
 // tile counters against the policy's own classification on the host; the tensor-core
 // kernels (bf16: float tensors through cuda::set_allow_bf16_attention, and bfloat16 tensors
-// through the launcher) against the CPU kernel on the same bf16-rounded inputs. Every test
-// skips with a message when no CUDA device is present.
+// through the launcher) against the CPU kernel on the same bf16-rounded inputs; the
+// backward's dq by atomics against its deterministic dq kernel. Every test skips with a
+// message when no CUDA device is present.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -44,6 +45,14 @@ struct Bf16AttentionScope {
   ~Bf16AttentionScope() { cuda::set_allow_bf16_attention(false); }
   Bf16AttentionScope(const Bf16AttentionScope&) = delete;
   Bf16AttentionScope& operator=(const Bf16AttentionScope&) = delete;
+};
+
+/// Makes the attention backward deterministic (dq from its own kernel) for a scope.
+struct DeterministicAttentionScope {
+  explicit DeterministicAttentionScope(bool on) { cuda::set_deterministic_attention(on); }
+  ~DeterministicAttentionScope() { cuda::set_deterministic_attention(false); }
+  DeterministicAttentionScope(const DeterministicAttentionScope&) = delete;
+  DeterministicAttentionScope& operator=(const DeterministicAttentionScope&) = delete;
 };
 
 /// Runs attention with `cpu_policy` on the CPU and `gpu_policy` (the same mask, arrays on
@@ -345,6 +354,48 @@ TEST_CASE("cuda attention: bfloat16 tensors through attention() match the CPU op
   }
 }
 
+TEST_CASE("cuda attention: the two tensor-core backwards (dq by atomics in the dk/dv kernel, or the dq kernel) agree") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // Several key tiles of 64 (so several blocks add to each dq row), grouped heads, a ragged
+  // Tq != Tk, head dims 64 and 128; without a bias, so the default takes the atomics.
+  for (const std::int64_t D : {64, 128}) {
+    CAPTURE(D);
+    const std::int64_t B = 2, H = 4, Hkv = 2, Tq = 150, Tk = 230;
+    Generator gen(static_cast<std::uint64_t>(D) + 3);
+    const auto q = randn<bfloat16>({B, H, Tq, D}, gen), k = randn<bfloat16>({B, Hkv, Tk, D}, gen),
+               v = randn<bfloat16>({B, Hkv, Tk, D}, gen), dout = randn<bfloat16>({B, H, Tq, D}, gen);
+    const mask::SlidingWindow policy(100, 20);
+    const auto run = [&](bool deterministic, Device device) {
+      const DeterministicAttentionScope mode(deterministic);
+      std::vector<Tensor<bfloat16>> leaves;
+      for (const auto& t : {q, k, v}) leaves.push_back(condense::testing::leaf_on(t, device));
+      attention(leaves[0], leaves[1], leaves[2], policy).backward(dout.to(device));
+      std::vector<Tensor<float>> grads;
+      for (const auto& leaf : leaves) grads.push_back(leaf.grad().cpu().cast<float>());
+      return grads;
+    };
+    const auto cpu = run(false, Device::cpu());
+    const auto by_atomics = run(false, Device::cuda());
+    const auto by_dq_kernel = run(true, Device::cuda());
+    const auto again = run(true, Device::cuda());
+    const char* names[] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; ++i) {
+      CAPTURE(names[i]);
+      CHECK_MESSAGE(allclose(by_atomics[i], cpu[i], 3e-2, 3e-2), "atomics: differs from the CPU by ",
+                    max_abs_diff(by_atomics[i], cpu[i]));
+      CHECK_MESSAGE(allclose(by_dq_kernel[i], cpu[i], 3e-2, 3e-2), "dq kernel: differs from the CPU by ",
+                    max_abs_diff(by_dq_kernel[i], cpu[i]));
+      // The same rounded dS, summed in another order: one bfloat16 step apart at most.
+      CHECK_MESSAGE(allclose(by_atomics[i], by_dq_kernel[i], 1e-2, 1e-2), "the two ways differ by ",
+                    max_abs_diff(by_atomics[i], by_dq_kernel[i]));
+      CHECK(again[i].to_vector() == by_dq_kernel[i].to_vector());
+    }
+    // dk and dv come from the same kernel either way.
+    CHECK(by_atomics[1].to_vector() == by_dq_kernel[1].to_vector());
+    CHECK(by_atomics[2].to_vector() == by_dq_kernel[2].to_vector());
+  }
+}
+
 TEST_CASE("cuda attention: float16 tensors run where this build has kernels for them, else on the float kernels") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   Generator gen(9);
@@ -358,6 +409,7 @@ TEST_CASE("cuda attention: float16 tensors run where this build has kernels for 
   // CONDENSE_CUDA_ATTENTION_ALL runs float16 on its own kernels, where the mode has no say.)
   const auto run = [&](bool bf16_mode) {
     const Bf16AttentionScope mode(bf16_mode);
+    const DeterministicAttentionScope reproducible(true);  // float16 kernels (when built) sum dq with atomics otherwise
     std::vector<Tensor<float16>> leaves;
     for (const auto& t : {q, k, v}) leaves.push_back(condense::testing::leaf_on(t, Device::cuda()));
     const auto out = attention(leaves[0], leaves[1], leaves[2], mask::Causal{});

@@ -119,6 +119,7 @@ inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
   return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
 }
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 
 namespace condense_cuda_emulation {
 

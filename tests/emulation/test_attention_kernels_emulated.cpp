@@ -49,6 +49,9 @@ struct Case {
 /// and the forward's tile counters.
 struct KernelResults {
   std::vector<Tensor<float>> tensors;
+  /// The tensor-core backward without the dq kernel (dq summed in the dk/dv kernel with
+  /// atomics, as the launcher runs it unless asked for determinism or dbias): dq, dk, dv.
+  std::vector<Tensor<float>> dq_in_dkdv;
   std::array<unsigned long long, 3> tiles{};
 };
 
@@ -121,8 +124,25 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
     delta_kernel();
     emu::launch(tc::dq_grid(a), dim3(tc::threads), tc::dq_smem<D>, tc::flash_backward_dq_mma<E, KernelPolicy, D>, a,
                 kernel_policy, delta_in);
-    emu::launch(tc::dkdv_grid(a), dim3(tc::threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
-                a, kernel_policy, delta_in);
+    emu::launch(tc::dkdv_grid(a), dim3(tc::dkdv_threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
+                a, kernel_policy, delta_in, static_cast<float*>(nullptr));
+    if (!c.bias) {
+      // The other backward: dq from the dk/dv kernel's float accumulator.
+      std::vector<float> accum(static_cast<std::size_t>(rows * D), 0.f);
+      std::vector<E> fused_dq(dq.size()), fused_dk(dk.size()), fused_dv(dv.size());
+      cuda::AttentionArgs f = a;
+      f.dq = fused_dq.data();
+      f.dk = fused_dk.data();
+      f.dv = fused_dv.data();
+      emu::launch(tc::dkdv_grid(f), dim3(tc::dkdv_threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
+                  f, kernel_policy, delta_in, accum.data());
+      emu::launch(dim3(cuda::detail::capped_blocks(rows)), dim3(tc::threads), 0, tc::dq_from_accumulator<E, D>,
+                  static_cast<const float*>(accum.data()), fused_dq.data(), rows, static_cast<int>(c.dim),
+                  static_cast<float>(a.scale));
+      results.dq_in_dkdv = {widened(fused_dq, {c.batch, c.heads, c.tq, c.dim}),
+                            widened(fused_dk, {c.batch, c.kv_heads, c.tk, c.dim}),
+                            widened(fused_dv, {c.batch, c.kv_heads, c.tk, c.dim})};
+    }
   } else {
     emu::launch(portable::forward_grid(a), dim3(portable::threads), portable::forward_smem<A, D>,
                 portable::flash_forward<E, KernelPolicy, D>, a, kernel_policy, results.tiles.data());
@@ -197,9 +217,9 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   // The kernels round P and dS to 16 bits (8 significant bits in bfloat16, 11 in float16)
   // before their second products and write 16-bit results; the CPU keeps float throughout.
   const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
-  for (std::size_t i = 0; i < expected.size(); ++i) {
+  const auto compare = [&](std::size_t i, const Tensor<float>& got_tensor) {
     CAPTURE(names[i]);
-    const auto e = expected[i].to_vector(), g = got.tensors[i].to_vector();
+    const auto e = expected[i].to_vector(), g = got_tensor.to_vector();
     REQUIRE(e.size() == g.size());
     double worst = 0;
     for (std::size_t j = 0; j < e.size(); ++j) {
@@ -212,6 +232,15 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
       worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / tol);
     }
     CHECK_MESSAGE(worst <= 1.0, names[i], ": the worst difference is ", worst, " times the tolerance");
+  };
+  for (std::size_t i = 0; i < expected.size(); ++i) compare(i, got.tensors[i]);
+  REQUIRE(got.dq_in_dkdv.size() == (sixteen_bit && !c.bias ? 3u : 0u));
+  if (!got.dq_in_dkdv.empty()) {
+    INFO("dq summed in the dk/dv kernel");
+    compare(2, got.dq_in_dkdv[0]);
+    // dk and dv are the same computation either way.
+    CHECK(got.dq_in_dkdv[1].to_vector() == got.tensors[3].to_vector());
+    CHECK(got.dq_in_dkdv[2].to_vector() == got.tensors[4].to_vector());
   }
 }
 

@@ -125,6 +125,7 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   a.scale = g.scale;
   a.skip_tiles = g.skip_tiles;
   a.bf16_tensor_cores = std::is_same_v<T, float> && cuda::allow_bf16_attention() && !float16_on_float_attention;
+  a.deterministic = cuda::deterministic_attention();
   a.q = q.data();
   a.k = k.data();
   a.v = v.data();

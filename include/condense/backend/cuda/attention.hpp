@@ -32,6 +32,11 @@ struct AttentionArgs {
   /// and run the tensor-core kernels, widening the results back to float (what attention()
   /// sets from cuda::allow_bf16_attention()). Ignored for other element types.
   bool bf16_tensor_cores = false;
+  /// Backward: compute dq in its own kernel, bitwise reproducible (what attention() sets
+  /// from cuda::deterministic_attention()); false: the tensor-core kernels sum dq in float
+  /// with atomics inside the dk/dv kernel. Ignored by the portable kernels (always
+  /// deterministic) and when dbias is wanted.
+  bool deterministic = false;
   /// Query i is position query_offset + i of the policy (how attention() runs a
   /// mask::QueryOffset<P>: with P's kernels, shifted).
   int query_offset = 0;

@@ -65,6 +65,14 @@ bool allow_bf16_matmul() noexcept;
 void set_allow_bf16_attention(bool allow) noexcept;
 /// Whether float attention runs on the bf16 tensor cores.
 bool allow_bf16_attention() noexcept;
+/// Makes the tensor-core attention backward compute dq in its own kernel (recomputing the
+/// scores: seven products instead of five) so that every gradient is the same, bit for bit,
+/// from run to run. Off by default: dq is then summed over key tiles in float with atomics
+/// inside the dk/dv kernel (as FlashAttention-2 does), whose order varies between runs.
+/// Calls asking for the bias gradient always take the deterministic kernels.
+void set_deterministic_attention(bool deterministic) noexcept;
+/// Whether the attention backward is bitwise reproducible (see set_deterministic_attention).
+bool deterministic_attention() noexcept;
 inline constexpr bool built_with_cuda = true;
 #else
 inline constexpr bool built_with_cuda = false;
@@ -91,6 +99,8 @@ inline void set_allow_bf16_matmul(bool) noexcept {}
 inline bool allow_bf16_matmul() noexcept { return false; }
 inline void set_allow_bf16_attention(bool) noexcept {}
 inline bool allow_bf16_attention() noexcept { return false; }
+inline void set_deterministic_attention(bool) noexcept {}
+inline bool deterministic_attention() noexcept { return true; }
 #endif
 
 /// True when this build has the CUDA backend and at least one device is present.
