@@ -2,9 +2,10 @@
 # The checks that need a GPU, as one script for a machine with an NVIDIA device (sm_90 by
 # default): builds the CUDA backend, its parity tests, the custom-policy example and the
 # GPU benchmarks; runs the parity tests, the GPU benchmarks (attention, GEMM, memory-bound
-# ops against cudaMemcpy, a GPT-2-small training step), PyTorch side by side when python3 has torch, and last compute-sanitizer
-# (memcheck, racecheck) on the attention and op tests; writes their output and JSON under
-# $OUT_DIR.
+# ops against cudaMemcpy, a GPT-2-small training step) with a Markdown summary of the judged
+# figures (bench/summarize_gpu_results.py), PyTorch side by side when python3 has torch, and
+# last compute-sanitizer (memcheck, racecheck) on the attention and op tests; writes their
+# output and JSON under $OUT_DIR.
 # Usage: bash tests/run_gpu_checks.sh [build-dir]   (ARCH=90 JOBS=n OUT_DIR=... to change)
 # PHASES (default "parity bench torch sanitizer") picks the groups of steps to run after the
 # build, so a short device session can split the work over two calls on a warm machine:
@@ -64,6 +65,11 @@ if want bench; then
     --benchmark_min_time=0.2
   run bench_train "$build/bench/bench_cuda_train_lm" --benchmark_format=json --benchmark_out="$out/train.json" \
     --benchmark_min_time=3
+  # The judged figures (attention TFLOP/s against the targets, GEMM against cuBLAS, ...) as
+  # Markdown for docs/results.md.
+  if command -v python3 >/dev/null; then
+    run summary python3 bench/summarize_gpu_results.py "$out" --out "$out/summary.md"
+  fi
 fi
 # PyTorch side by side (when python3 has torch; the scripts rerun the condense benchmarks).
 if want torch && python3 -c "import torch" 2>/dev/null; then
