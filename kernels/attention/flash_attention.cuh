@@ -216,9 +216,9 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     namespace tc = attention_mma;
     float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
     launch_delta(tag, delta);
-    // dq from the dk/dv kernel (float atomics) unless the call asks for reproducible bits or
-    // for dbias, which only the dq kernel writes.
-    const bool dq_in_dkdv = !a.deterministic && !a.dbias && a.tk > 0;
+    // dq (and dbias) from the dk/dv kernel, dq by float atomics, unless the call asks for
+    // reproducible bits.
+    const bool dq_in_dkdv = !a.deterministic && a.tk > 0;
     float* dq_accum = nullptr;
     cudaError_t zeroed = cudaSuccess;
     if (dq_in_dkdv) {

@@ -10,11 +10,11 @@
 // kernel has 8 warps and gives each 16 keys (128 per block, as FlashAttention-2's backward:
 // each Q and dO tile it loads serves 128 keys, and dq by atomics takes one addition per
 // element per 128 keys) and walks query tiles of 32 rows over every query head of its
-// group, so dk and dv need no atomics. dq comes either from the dq kernel (which recomputes
-// S and dP: deterministic, and the only one that writes dbias) or from the dk/dv kernel
-// itself, which then also forms dQ += dS K from the dS it already holds and adds it in float
-// to an accumulator with atomics (five products per tile instead of seven, as in
-// FlashAttention-2); dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows padded by 8 elements
+// group, so dk and dv need no atomics. dq (and dbias) come either from the dq kernel (which
+// recomputes S and dP: deterministic) or from the dk/dv kernel itself, which then also forms
+// dQ += dS K from the dS it already holds and adds it in float to an accumulator with
+// atomics (five products per tile instead of seven, as in FlashAttention-2);
+// dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows padded by 8 elements
 // (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
 // block walks over come in two stages, the next non-empty one copied with cp.async while
 // the current one is used. Scores stay in
@@ -781,8 +781,8 @@ __device__ __forceinline__ void accumulate_dq(float* rows, SharedTile ds, Shared
 
 /// dk and dv for one tile of 128 keys of one (batch, kv head), summed over the query heads of
 /// its group and every 32-row query tile. With dq_accum ([B, H, Tq, D] floats, zeroed) it
-/// also adds each tile's unscaled dS K to the rows of dq (accumulate_dq); the dq kernel is
-/// then not needed.
+/// also adds each tile's unscaled dS K to the rows of dq (accumulate_dq) and writes dbias
+/// (= dS) when wanted; the dq kernel is then not needed.
 template <class T, class Policy, int D>
 __global__ void __launch_bounds__(dkdv_threads)
     flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta, float* dq_accum) {
@@ -881,7 +881,8 @@ __global__ void __launch_bounds__(dkdv_threads)
       }
     }
     if (dq_accum) {
-      // The warp's rows of dS^T, as the A operands of dK += dS^T Q will round them.
+      // The warp's rows of dS^T, as the A operands of dK += dS^T Q will round them (and as
+      // the dq kernel rounds dbias).
 #pragma unroll
       for (int t = 0; t < query_tiles; ++t)
 #pragma unroll
@@ -897,6 +898,15 @@ __global__ void __launch_bounds__(dkdv_threads)
     if (dq_accum) {
       __syncthreads();  // every warp's dS^T is in sds
       accumulate_dq<T, D>(dq_accum + bh * a.tq * D, shared_tile(sds), shared_tile(sk), q0, q1, dim, warp, lane);
+      if (a.dbias) {
+        // dbias = dS, a row of 128 keys per query: consecutive threads write consecutive keys.
+        std::uint16_t* dbias = static_cast<std::uint16_t*>(a.dbias) + bh * a.tq * a.tk;
+        for (int i = threadIdx.x; i < dkdv_queries * dkdv_keys; i += dkdv_threads) {
+          const int query = q0 + i / dkdv_keys, key = key0 + i % dkdv_keys;
+          if (query < q1 && key < key1)
+            dbias[static_cast<std::int64_t>(query) * tk + key] = sds[(i % dkdv_keys) * ds_stride + i / dkdv_keys];
+        }
+      }
     }
     __syncthreads();  // this stage (and sds) is read by every warp before the next copy into it
     item = next;

@@ -50,7 +50,8 @@ struct Case {
 struct KernelResults {
   std::vector<Tensor<float>> tensors;
   /// The tensor-core backward without the dq kernel (dq summed in the dk/dv kernel with
-  /// atomics, as the launcher runs it unless asked for determinism or dbias): dq, dk, dv.
+  /// atomics, as the launcher runs it unless asked for determinism): dq, dk, dv (and dbias
+  /// summed over heads).
   std::vector<Tensor<float>> dq_in_dkdv;
   std::array<unsigned long long, 3> tiles{};
 };
@@ -126,14 +127,15 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
                 kernel_policy, delta_in);
     emu::launch(tc::dkdv_grid(a), dim3(tc::dkdv_threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
                 a, kernel_policy, delta_in, static_cast<float*>(nullptr));
-    if (!c.bias) {
-      // The other backward: dq from the dk/dv kernel's float accumulator.
+    {
+      // The other backward: dq from the dk/dv kernel's float accumulator, dbias from there too.
       std::vector<float> accum(static_cast<std::size_t>(rows * D), 0.f);
-      std::vector<E> fused_dq(dq.size()), fused_dk(dk.size()), fused_dv(dv.size());
+      std::vector<E> fused_dq(dq.size()), fused_dk(dk.size()), fused_dv(dv.size()), fused_dbias(dbias.size());
       cuda::AttentionArgs f = a;
       f.dq = fused_dq.data();
       f.dk = fused_dk.data();
       f.dv = fused_dv.data();
+      f.dbias = c.bias ? fused_dbias.data() : nullptr;
       emu::launch(tc::dkdv_grid(f), dim3(tc::dkdv_threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
                   f, kernel_policy, delta_in, accum.data());
       emu::launch(dim3(cuda::detail::capped_blocks(rows)), dim3(tc::threads), 0, tc::dq_from_accumulator<E, D>,
@@ -142,6 +144,7 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
       results.dq_in_dkdv = {widened(fused_dq, {c.batch, c.heads, c.tq, c.dim}),
                             widened(fused_dk, {c.batch, c.kv_heads, c.tk, c.dim}),
                             widened(fused_dv, {c.batch, c.kv_heads, c.tk, c.dim})};
+      if (c.bias) results.dq_in_dkdv.push_back(sum(widened(fused_dbias, {c.batch, c.heads, c.tq, c.tk}), {1}, true));
     }
   } else {
     emu::launch(portable::forward_grid(a), dim3(portable::threads), portable::forward_smem<A, D>,
@@ -234,13 +237,14 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
     CHECK_MESSAGE(worst <= 1.0, names[i], ": the worst difference is ", worst, " times the tolerance");
   };
   for (std::size_t i = 0; i < expected.size(); ++i) compare(i, got.tensors[i]);
-  REQUIRE(got.dq_in_dkdv.size() == (sixteen_bit && !c.bias ? 3u : 0u));
+  REQUIRE(got.dq_in_dkdv.size() == (sixteen_bit ? (c.bias ? 4u : 3u) : 0u));
   if (!got.dq_in_dkdv.empty()) {
     INFO("dq summed in the dk/dv kernel");
     compare(2, got.dq_in_dkdv[0]);
-    // dk and dv are the same computation either way.
+    // dk and dv are the same computation either way, and dbias the same rounded dS.
     CHECK(got.dq_in_dkdv[1].to_vector() == got.tensors[3].to_vector());
     CHECK(got.dq_in_dkdv[2].to_vector() == got.tensors[4].to_vector());
+    if (c.bias) CHECK(got.dq_in_dkdv[3].to_vector() == got.tensors[5].to_vector());
   }
 }
 

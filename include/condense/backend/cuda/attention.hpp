@@ -35,7 +35,7 @@ struct AttentionArgs {
   /// Backward: compute dq in its own kernel, bitwise reproducible (what attention() sets
   /// from cuda::deterministic_attention()); false: the tensor-core kernels sum dq in float
   /// with atomics inside the dk/dv kernel. Ignored by the portable kernels (always
-  /// deterministic) and when dbias is wanted.
+  /// deterministic).
   bool deterministic = false;
   /// Query i is position query_offset + i of the policy (how attention() runs a
   /// mask::QueryOffset<P>: with P's kernels, shifted).

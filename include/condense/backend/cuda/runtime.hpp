@@ -69,7 +69,6 @@ bool allow_bf16_attention() noexcept;
 /// scores: seven products instead of five) so that every gradient is the same, bit for bit,
 /// from run to run. Off by default: dq is then summed over key tiles in float with atomics
 /// inside the dk/dv kernel (as FlashAttention-2 does), whose order varies between runs.
-/// Calls asking for the bias gradient always take the deterministic kernels.
 void set_deterministic_attention(bool deterministic) noexcept;
 /// Whether the attention backward is bitwise reproducible (see set_deterministic_attention).
 bool deterministic_attention() noexcept;
