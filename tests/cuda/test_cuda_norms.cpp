@@ -41,9 +41,11 @@ double norm_atol(std::int64_t rows) {
 }
 
 /// Row lengths: 1, odd, one warp per row (<= 1024), four warps (<= 4096), eight warps
-/// (> 4096, with a partial slab of 32 columns).
+/// (> 4096, with a partial slab of 32 columns). Row counts: none, one, fewer than a chunk of
+/// the weight/bias reduction (norm_param_min_chunk_rows), and 301, which every row length
+/// splits into 4 chunks of 76 rows with a shorter last one.
 const std::vector<std::int64_t> norm_cols = {1, 3, 64, 768, 1500, 4100};
-const std::vector<std::int64_t> norm_rows = {0, 1, 5, 3000};
+const std::vector<std::int64_t> norm_rows = {0, 1, 5, 301};
 
 /// Inputs of a norm test: x [rows, D] with a non-zero mean, weight and bias [D].
 template <FloatingElement T>

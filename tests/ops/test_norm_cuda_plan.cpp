@@ -48,6 +48,13 @@ TEST_CASE("cuda norm plan: typical training sizes split into many chunks") {
   const auto large = cuda::norm_param_chunks(16384, 4096);
   CHECK(large.count == 16);
   CHECK(large.rows_per_chunk == 1024);
+  // 301 rows, the largest row count of the CUDA parity tests (tests/cuda/test_cuda_norms.cpp):
+  // 4 chunks of 76 rows and a shorter last one for every row length those tests use.
+  for (const std::int64_t cols : {1, 3, 64, 768, 1500, 4100}) {
+    CAPTURE(cols);
+    CHECK(cuda::norm_param_chunks(301, cols).count == 4);
+    CHECK(cuda::norm_param_chunks(301, cols).rows_per_chunk == 76);
+  }
   // Few rows: one chunk; no rows: no chunk.
   CHECK(cuda::norm_param_chunks(100, 768).count == 1);
   CHECK(cuda::norm_param_chunks(0, 768).count == 0);
