@@ -1,7 +1,7 @@
 // The host-side part of the CUDA launch path, which runs without a GPU: dim coalescing of
-// launcher operands, operand descriptions with broadcast strides, which policies have CUDA
-// attention kernels and how attention() takes query offsets and key padding out of the
-// combinators around a policy, the elementwise kernels' scalar parameters (exact int64), and
+// launcher operands (jointly, for any rank), operand descriptions with broadcast strides,
+// which policies have CUDA attention kernels and how attention() takes query offsets and
+// key padding out of the combinators around a policy, the elementwise kernels' scalar parameters (exact int64), and
 // the errors a CPU-only build gives for CUDA tensors.
 #include <doctest/doctest.h>
 
@@ -79,6 +79,37 @@ TEST_CASE("cuda launch args: tensors become operands with broadcast strides") {
   CHECK(targ.data == static_cast<const void*>(t.data()));
   const auto many = zeros<float>({2, 2, 2, 2, 2, 2, 2, 2, 2});
   CHECK_THROWS_WITH_AS(detail::cuda_arg("test", many), doctest::Contains("at most 8 dims"), Error);
+}
+
+TEST_CASE("cuda launch args: operands of any rank merge their dims jointly before the 8-dim limit") {
+  // A contiguous 9-dim tensor is one dim.
+  const auto c = zeros<float>({2, 2, 2, 2, 2, 2, 2, 2, 2});
+  const auto [only] = detail::cuda_args("test", c.shape(), c);
+  CHECK(sizes_of(only) == std::vector<std::int64_t>{512});
+  CHECK(strides_of(only) == std::vector<std::int64_t>{1});
+  CHECK(only.data == static_cast<const void*>(c.data()));
+  // A broadcast operand over 10 dims keeps apart only the dims where it changes pattern.
+  const auto out = zeros<float>({2, 3, 2, 2, 2, 2, 2, 2, 2, 4});
+  const auto b = arange<double>(12).reshape({3, 1, 1, 1, 1, 1, 1, 1, 4});
+  const auto [out_arg, b_arg] = detail::cuda_args("test", out.shape(), out, b);
+  CHECK(sizes_of(out_arg) == std::vector<std::int64_t>{2, 3, 128, 4});
+  CHECK(sizes_of(b_arg) == sizes_of(out_arg));
+  CHECK(strides_of(out_arg) == std::vector<std::int64_t>{1536, 512, 4, 1});
+  CHECK(strides_of(b_arg) == std::vector<std::int64_t>{0, 4, 0, 1});
+  CHECK(b_arg.dtype == DType::Float64);
+  // Reversed dims do not merge: 9 remain, and the error names the op, the shape and the count.
+  const auto reversed = c.permute({8, 7, 6, 5, 4, 3, 2, 1, 0});
+  CHECK_THROWS_WITH_AS(detail::cuda_args("copy", reversed.shape(), c, reversed), doctest::Contains("[copy]"), Error);
+  CHECK_THROWS_WITH_AS(detail::cuda_args("copy", reversed.shape(), c, reversed), doctest::Contains("9 dims left"), Error);
+  // The dim merging itself: extent-1 dims drop, a dim merges into its outer neighbour when
+  // every operand's strides allow it.
+  std::int64_t sizes[] = {4, 1, 3, 5};
+  std::int64_t first[] = {15, 99, 5, 1}, second[] = {1, 99, 20, 4};
+  std::int64_t* strides[] = {first, second};
+  CHECK(cuda::coalesce_dims(sizes, strides, 2, 4) == 2);
+  CHECK(std::vector<std::int64_t>(sizes, sizes + 2) == std::vector<std::int64_t>{4, 15});
+  CHECK(std::vector<std::int64_t>(first, first + 2) == std::vector<std::int64_t>{15, 1});
+  CHECK(std::vector<std::int64_t>(second, second + 2) == std::vector<std::int64_t>{1, 4});
 }
 
 // attention() sends CUDA tensors only to policies whose kernels are built; the others throw.

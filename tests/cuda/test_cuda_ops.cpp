@@ -441,6 +441,37 @@ TEST_CASE("cuda: copies and maps of views past 2^31 elements take the 64-bit ind
   }
 }
 
+TEST_CASE_TEMPLATE("cuda parity: tensors of more than 8 dims run when their merged dims fit", T, float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(14);
+  const double rtol = cuda_rtol<T>, atol = cuda_atol<T>;
+  // 10 dims of extent > 1. The launchers take 8 dims; the operands of one launch merge
+  // their neighbouring dims jointly first, so contiguous, broadcast and partly permuted
+  // operands of any rank run.
+  const Shape big{2, 3, 2, 2, 2, 2, 2, 2, 3, 2};
+  const auto x = randn<T>(big, gen);
+  const auto y = randn<T>({3, 1, 1, 1, 1, 1, 1, 3, 2}, gen);  // broadcasts to [2, 3, 64, 6] merged
+  check_cpu_cuda_parity<T>([](const auto& v) { return exp(v[0]); }, {x}, rtol, atol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return mul(v[0], v[1]); }, {x, y}, rtol, atol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return where(gt(v[0], T(0)), v[0], v[1]); }, {x, y}, rtol, atol);
+  // Sums over scattered dims (kept and reduced dims each merged), with and without keepdim;
+  // the gradients expand back over 10 dims.
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {1, 4, 5, 9}, true); }, {x}, rtol, atol);
+  check_cpu_cuda_parity<T>([](const auto& v) { return sum(v[0], {0, 2, 3, 8}); }, {x}, rtol, atol);
+  // Two swapped leading dims: dims 2..9 still merge into one (3 dims in all).
+  check_cpu_cuda_parity<T>([](const auto& v) { return v[0].transpose(0, 1).contiguous() * T(2); }, {x}, rtol, atol);
+  // Dropout draws the CPU's mask over the 10-dim input.
+  Generator g_cpu(3), g_gpu(3);
+  CHECK(values(dropout(x.to(Device::cuda()), 0.5, g_gpu).cpu()) == values(dropout(x, 0.5, g_cpu)));
+  // Fully reversed dims cannot merge: 10 dims remain, and the op says so.
+  std::vector<std::int64_t> reversed(big.size());
+  for (std::size_t d = 0; d < big.size(); ++d) reversed[d] = static_cast<std::int64_t>(big.size() - 1 - d);
+  const auto xd = x.to(Device::cuda());
+  CHECK_THROWS_WITH_AS(xd.permute(reversed).contiguous(), doctest::Contains("[contiguous]"), Error);
+  CHECK_THROWS_WITH_AS(xd.permute(reversed).contiguous(), doctest::Contains("10 dims left"), Error);
+  CHECK_THROWS_WITH_AS(sum(xd.permute(reversed), {0}), doctest::Contains("dims left"), Error);
+}
+
 TEST_CASE("cuda: the caching allocator reuses blocks and counts bytes") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   cuda::synchronize(0);

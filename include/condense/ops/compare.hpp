@@ -122,7 +122,8 @@ Tensor<T> where_kernel(std::string_view op, const Tensor<bool>& cond, const Tens
                    a.describe(), " on different devices");
     const Shape shape = where_shape(op, cond.shape(), a.shape(), b.shape());
     Tensor<T> out = Tensor<T>::empty(shape, a.device());
-    cuda::where(cuda_arg(op, out, shape), cuda_arg(op, cond, shape), cuda_arg(op, a, shape), cuda_arg(op, b, shape), op);
+    const auto [out_arg, cond_arg, a_arg, b_arg] = cuda_args(op, shape, out, cond, a, b);
+    cuda::where(out_arg, cond_arg, a_arg, b_arg, op);
     return out;
   }
   check_cpu(op, cond);
@@ -179,7 +180,8 @@ Tensor<bool> compare_map(std::string_view op, const Tensor<T>& a, const Tensor<T
     check_cuda_operands<T>(op, {&a, &b});
     const Shape shape = broadcast_shapes(op, a.shape(), b.shape());
     Tensor<bool> out = Tensor<bool>::empty(shape, a.device());
-    cuda::compare(code, cuda_arg(op, out, shape), cuda_arg(op, a, shape), cuda_arg(op, b, shape), op);
+    const auto [out_arg, a_arg, b_arg] = cuda_args(op, shape, out, a, b);
+    cuda::compare(code, out_arg, a_arg, b_arg, op);
     return out;
   }
   return binary_map<bool>(op, a, b, f);

@@ -31,14 +31,14 @@ Tensor<T> cuda_dropout(const Tensor<T>& x, std::uint64_t key, std::uint64_t thre
   const Tensor<T> xd = x.detach();
   Tensor<bool> mask = Tensor<bool>::empty(x.shape(), x.device());
   Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
-  cuda::dropout_forward(cuda_arg("dropout", out), mask.data(), cuda_arg("dropout", xd), key, threshold,
-                        static_cast<double>(scale), "dropout");
+  const auto [out_arg, x_arg] = cuda_args("dropout", x.shape(), out, xd);
+  cuda::dropout_forward(out_arg, mask.data(), x_arg, key, threshold, static_cast<double>(scale), "dropout");
   record<T>("dropout", out, {x}, [mask, scale](const Tensor<T>& grad, GradSink& s) {
     CONDENSE_CHECK(grad.device() == mask.device() && grad.shape() == mask.shape(), "dropout",
                    "backward got the gradient ", grad.describe(), " for a mask ", mask.describe());
     Tensor<T> dx = Tensor<T>::empty(grad.shape(), grad.device());
-    cuda::dropout_backward(cuda_arg("dropout", dx), mask.data(), cuda_arg("dropout", grad), static_cast<double>(scale),
-                           "dropout");
+    const auto [dx_arg, grad_arg] = cuda_args("dropout", grad.shape(), dx, grad);
+    cuda::dropout_backward(dx_arg, mask.data(), grad_arg, static_cast<double>(scale), "dropout");
     s.add(0, dx);
   });
   return out;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string_view>
@@ -50,32 +51,39 @@ struct StridedArg {
   }
 };
 
-/// Merges the dims of operands that share one iteration shape (same ndim and sizes): drops
-/// extent-1 dims and merges neighbours d, d+1 wherever every operand has
-/// stride[d] == stride[d+1] * size[d+1]. The element order is unchanged; a contiguous
-/// operand ends up with a single dim.
-inline void coalesce(std::initializer_list<StridedArg*> args) {
-  if (args.size() == 0) return;
-  StridedArg& first = **args.begin();
-  const int ndim = first.ndim;
+/// Merges the dims of `operands` operands that walk the extents sizes[0..ndim) together:
+/// drops extent-1 dims and merges neighbours d, d+1 wherever every operand k has
+/// strides[k][d] == strides[k][d+1] * sizes[d+1]. Rewrites sizes and each strides[k] in
+/// place and returns the number of dims kept. The element order is unchanged.
+inline int coalesce_dims(std::int64_t* sizes, std::int64_t* const* strides, int operands, int ndim) {
   int kept = 0;
   for (int d = 0; d < ndim; ++d) {
-    if (first.sizes[d] == 1) continue;
+    if (sizes[d] == 1) continue;
     bool merge = kept > 0;
-    for (StridedArg* a : args)
-      merge = merge && a->strides[kept - 1] == a->strides[d] * a->sizes[d];
-    for (StridedArg* a : args) {
-      if (merge) {
-        a->sizes[kept - 1] *= a->sizes[d];
-        a->strides[kept - 1] = a->strides[d];
-      } else {
-        a->sizes[kept] = a->sizes[d];
-        a->strides[kept] = a->strides[d];
-      }
-    }
+    for (int k = 0; k < operands && merge; ++k) merge = strides[k][kept - 1] == strides[k][d] * sizes[d];
+    const int at = merge ? kept - 1 : kept;
+    sizes[at] = merge ? sizes[at] * sizes[d] : sizes[d];
+    for (int k = 0; k < operands; ++k) strides[k][at] = strides[k][d];
     if (!merge) ++kept;
   }
-  for (StridedArg* a : args) a->ndim = kept;
+  return kept;
+}
+
+/// Merges the dims of operands that share one iteration shape (same ndim and sizes) as
+/// coalesce_dims does; a contiguous operand ends up with a single dim. At most 8 operands.
+inline void coalesce(std::initializer_list<StridedArg*> args) {
+  constexpr std::size_t max_operands = 8;
+  if (args.size() == 0) return;
+  CONDENSE_CHECK(args.size() <= max_operands, "cuda::coalesce", "at most ", max_operands, " operands, got ", args.size());
+  StridedArg& first = **args.begin();
+  std::int64_t* strides[max_operands] = {};
+  int operands = 0;
+  for (StridedArg* a : args) strides[operands++] = a->strides;
+  const int kept = coalesce_dims(first.sizes, strides, operands, first.ndim);
+  for (StridedArg* a : args) {
+    for (int d = 0; d < kept; ++d) a->sizes[d] = first.sizes[d];
+    a->ndim = kept;
+  }
 }
 
 /// Elementwise maps of one operand (s0, s1: the scalar parameters named per code).
