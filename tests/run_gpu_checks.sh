@@ -12,9 +12,11 @@
 # PHASES="parity bench" first, then PHASES="torch sanitizer" (the build is incremental).
 # On a machine without a package mirror: run third_party/download_offline_debs.sh where
 # apt-get works and bring .debs/ along; the .deb files are unpacked into a private prefix
-# that CMake searches first.
+# that CMake searches first. To skip the build on the GPU machine, run
+# tests/pack_gpu_checks.sh where nvcc is and bring .prebuilt/ along (see there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/gpu_check_programs.sh
 build="${1:-build/gpu}"
 arch="${ARCH:-90}"
 jobs="${JOBS:-$(nproc)}"
@@ -31,12 +33,33 @@ if compgen -G ".debs/*.deb" >/dev/null; then
   config+=(-DCMAKE_PREFIX_PATH="$prefix/usr")
   export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && config+=(-G Ninja)
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONDENSE_CUDA=ON -DCONDENSE_CUDA_ARCHITECTURES="$arch" \
-  -DCONDENSE_HEADER_CHECK=OFF "${config[@]}" >/dev/null
-cmake --build "$build" -j "$jobs" --target condense_cuda_tests custom_policy_cuda bench_cuda_attention bench_cuda_matmul \
-  bench_cuda_train_lm bench_cuda_memory
-echo "=== build took $(( $(date +%s) - start ))s ==="
+# A build packed on a machine without a GPU (tests/pack_gpu_checks.sh, carried as .prebuilt)
+# stands in for the build below when it was made from exactly these sources and its
+# programs find their libraries here; PREBUILT=0 builds anyway.
+use_prebuilt=false
+if [ -f .prebuilt/gpu_checks.tar.xz ] && [ "${PREBUILT:-1}" != 0 ]; then
+  mkdir -p "$build"
+  tar -C "$build" -xJf .prebuilt/gpu_checks.tar.xz
+  export LD_LIBRARY_PATH="$(cd "$build" && pwd)/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  missing="$(for p in "${gpu_check_programs[@]}"; do ldd "$build/$p" | grep "not found" || true; done)"
+  if ! sha256sum --quiet -c "$build/sources.sha256" >"$out/prebuilt_check.txt" 2>&1; then
+    echo "=== the packed build is of other sources (prebuilt_check.txt lists them): building here ==="
+  elif [ -n "$missing" ]; then
+    printf '=== the packed programs miss libraries here: building here ===\n%s\n' "$missing"
+  else
+    use_prebuilt=true
+    echo "=== packed build used ===" && tee "$out/prebuilt_manifest.txt" <"$build/manifest.txt"
+  fi
+fi
+if ! $use_prebuilt; then
+  command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && config+=(-G Ninja)
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONDENSE_CUDA=ON -DCONDENSE_CUDA_ARCHITECTURES="$arch" \
+    -DCONDENSE_HEADER_CHECK=OFF "${config[@]}" >/dev/null
+  targets=()
+  for p in "${gpu_check_programs[@]}"; do targets+=("$(basename "$p")"); done
+  cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+  echo "=== build took $(( $(date +%s) - start ))s ==="
+fi
 # Every step runs even when an earlier one fails (one device session has to collect them
 # all); the failures are listed at the end and make the exit status non-zero.
 failed=()
