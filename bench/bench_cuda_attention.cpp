@@ -3,8 +3,9 @@
 // and forward+backward, in two precisions: fp32 (float tensors through attention(), the
 // portable flash kernel) and bf16 (bfloat16 device buffers through the launchers of
 // backend/cuda/attention.hpp, the tensor-core kernels; fwdbwd/bf16_deterministic: the
-// backward with its dq kernel instead of dq by atomics in the dk/dv kernel). Counters: useful TFLOP/s (allowed
-// pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and density. Each iteration waits
+// backward with its dq kernel instead of dq by atomics in the dk/dv kernel). Counters:
+// useful TFLOP/s (allowed pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and
+// density. Each iteration waits
 // for the device. Without a CUDA device every benchmark is skipped with a message.
 // bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
 // CONDENSE_BENCH_SMOKE=1 (bench/smoke.hpp): 128 tokens of hidden 256, T = 128, once each.

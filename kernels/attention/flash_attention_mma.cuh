@@ -14,12 +14,12 @@
 // recomputes S and dP: deterministic) or from the dk/dv kernel itself, which then also forms
 // dQ += dS K from the dS it already holds and adds it in float to an accumulator with
 // atomics (five products per tile instead of seven, as in FlashAttention-2);
-// dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows padded by 8 elements
-// (16 bytes), which keeps the ldmatrix fragment loads free of bank conflicts; the tiles a
-// block walks over come in two stages, the next non-empty one copied with cp.async while
-// the current one is used. Scores stay in
-// registers: the accumulator of S = Q K^T (or of dS) is reused as the left operand of the
-// next product (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2
+// dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows
+// padded by 8 elements (16 bytes), which keeps the ldmatrix fragment loads free of bank
+// conflicts; the tiles a block walks over come in two stages, the next non-empty one copied
+// with cp.async while the current one is used. Scores stay in registers: the accumulator of
+// S = Q K^T (or of dS) is reused as the left operand of the next product
+// (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2
 // on scores pre-multiplied by log2(e); the saved log-sum-exp is in natural units, like the
 // portable kernels', so either backward can follow either forward.
 //

@@ -16,6 +16,7 @@
 #include "condense/core/factories.hpp"
 #include "condense/mask/policies.hpp"
 #include "condense/ops/attention.hpp"
+#include "condense/ops/indexing.hpp"
 #include "test_util.hpp"
 
 namespace test_cuda_launch_args {
@@ -110,6 +111,33 @@ TEST_CASE("cuda launch args: operands of any rank merge their dims jointly befor
   CHECK(std::vector<std::int64_t>(sizes, sizes + 2) == std::vector<std::int64_t>{4, 15});
   CHECK(std::vector<std::int64_t>(first, first + 2) == std::vector<std::int64_t>{15, 1});
   CHECK(std::vector<std::int64_t>(second, second + 2) == std::vector<std::int64_t>{1, 4});
+}
+
+TEST_CASE("cuda launch args: indexing operands merge the dims on each side of the indexed one") {
+  // gather of [B, T, V] along V with an index [B, T, 1]: B and T merge, the indexed dim stays
+  // (extent 1 included), nothing follows it.
+  const auto logits = zeros<float>({4, 6, 10});
+  const auto picks = zeros<std::int64_t>({4, 6, 1});
+  const auto out = zeros<float>({4, 6, 1});
+  const auto walk = detail::cuda_indexing_args("gather", picks.shape(), 2, out, logits, picks);
+  CHECK(walk.dim == 1);
+  CHECK(sizes_of(walk.args[1]) == std::vector<std::int64_t>{24, 1});
+  CHECK(strides_of(walk.args[1]) == std::vector<std::int64_t>{10, 1});
+  CHECK(strides_of(walk.args[2]) == std::vector<std::int64_t>{1, 1});
+  CHECK(walk.args[2].dtype == DType::Int64);
+  // Along a middle dim of a transposed input: the dims before it do not merge for that input.
+  const auto x = zeros<double>({5, 3, 4, 2}).transpose(0, 1);  // [3, 5, 4, 2]
+  const auto index = zeros<std::int64_t>({3, 5, 7, 2});
+  const auto rows = zeros<double>({3, 5, 7, 2});
+  const auto mid = detail::cuda_indexing_args("gather", index.shape(), 2, rows, x, index);
+  CHECK(mid.dim == 2);
+  CHECK(sizes_of(mid.args[0]) == std::vector<std::int64_t>{3, 5, 7, 2});
+  CHECK(strides_of(mid.args[1]) == std::vector<std::int64_t>{8, 24, 2, 1});
+  // Nothing merges in a reversed 9-dim input: the error names the op and the dims left.
+  const auto reversed = zeros<float>({2, 2, 2, 2, 2, 2, 2, 2, 2}).permute({8, 7, 6, 5, 4, 3, 2, 1, 0});
+  const auto flat_index = zeros<std::int64_t>(reversed.shape());
+  CHECK_THROWS_WITH_AS(detail::cuda_indexing_args("gather", reversed.shape(), 0, flat_index, reversed, flat_index),
+                       doctest::Contains("9 dims left"), Error);
 }
 
 // attention() sends CUDA tensors only to policies whose kernels are built; the others throw.

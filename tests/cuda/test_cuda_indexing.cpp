@@ -1,7 +1,8 @@
 // CUDA parity of the joining and indexing ops: cat and stack along every dim (contiguous and
 // strided pieces), index_select, gather and scatter_add along every dim (repeated indices,
-// indices on the CPU or on the device), values and gradients against the CPU path; KV
-// caches that grow, clone, select rows and move between devices. Skips without a device.
+// indices on the CPU or on the device, more than 8 dims), values and gradients against the
+// CPU path; KV caches that grow, clone, select rows and move between devices. Skips without
+// a device.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -90,6 +91,31 @@ TEST_CASE_TEMPLATE("cuda parity: gather and scatter_add along every dim", T, flo
   const auto ones_src = ones<std::int64_t>({2, 3});
   CHECK(values(scatter_add(ints.to(Device::cuda()), 1, where_to, ones_src.to(Device::cuda())).cpu()) ==
         values(scatter_add(ints, 1, where_to, ones_src)));
+}
+
+TEST_CASE_TEMPLATE("cuda parity: gather and scatter_add of more than 8 dims merge the dims around the indexed one", T,
+                   float, double) {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Generator gen(35);
+  // 10 dims; indexed along dim 5. The dims before it and the dims after it merge on each
+  // side (an index of extent 1 in dim 0 drops it; one of extent 1 in dim 8 keeps 7 and 9
+  // apart in the input), so few dims reach the kernels.
+  const auto x = randn<T>({2, 3, 2, 2, 2, 3, 2, 2, 2, 2}, gen);
+  for (const std::int64_t narrow_dim : {0, 8}) {
+    CAPTURE(narrow_dim);
+    Shape shape = x.shape();
+    shape[5] = 4;
+    shape[static_cast<std::size_t>(narrow_dim)] = 1;
+    const auto index = randint<std::int64_t>(shape, 0, 3, gen);  // repeated values along dim 5
+    check_cpu_cuda_parity<T>([&](const auto& v) { return gather(v[0], 5, index.to(v[0].device())); }, {x}, 1e-12, 1e-12);
+    const auto src = randn<T>(shape, gen);
+    check_cpu_cuda_parity<T>([&](const auto& v) { return scatter_add(v[0], 5, index, v[1]); }, {x, src}, 1e-12, 1e-12);
+  }
+  // An input whose dims are all reversed merges nothing: 10 dims, and the op says so.
+  const auto reversed = x.to(Device::cuda()).permute({9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  const auto index = zeros<std::int64_t>(reversed.shape());
+  CHECK_THROWS_WITH_AS(gather(reversed, 0, index), doctest::Contains("10 dims left"), Error);
+  CHECK_THROWS_WITH_AS(gather(reversed, 0, index), doctest::Contains("[gather]"), Error);
 }
 
 TEST_CASE("cuda: KV caches grow, clone, select rows and move between devices") {

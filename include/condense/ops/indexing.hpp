@@ -12,7 +12,9 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -25,6 +27,7 @@
 #include "condense/autograd/node.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 #include "condense/backend/cpu/strided.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 #include "condense/ops/convert.hpp"
 #include "condense/ops/elementwise.hpp"
@@ -456,22 +459,59 @@ Tensor<T> cuda_index_select(const Tensor<T>& t, std::size_t d, const Tensor<I>& 
   return picked.reshape(moved).permute(inverse).contiguous();
 }
 
-/// Launcher operand for `t` walked over `shape` (the index's shape) with t's own strides;
-/// every dim is kept (the indexed one must stay).
-template <Element T>
-cuda::StridedArg cuda_indexing_arg(std::string_view op, const Tensor<T>& t, const Shape& shape) {
-  CONDENSE_CHECK(shape.size() <= static_cast<std::size_t>(cuda::max_dims), op, "CUDA indexing takes at most ",
-                 cuda::max_dims, " dims, got shape ", shape);
-  cuda::StridedArg a;
-  a.data = const_cast<void*>(static_cast<const void*>(t.data()));
-  a.dtype = dtype_of<T>;
-  a.device = t.device().index;
-  a.ndim = static_cast<int>(shape.size());
-  for (std::size_t e = 0; e < shape.size(); ++e) {
-    a.sizes[e] = shape[e];
-    a.strides[e] = t.strides()[e];
+/// The launcher operands of a CUDA gather / scatter_add and the indexed dim among their
+/// merged dims (see cuda_indexing_args).
+template <std::size_t N>
+struct CudaIndexingArgs {
+  std::array<cuda::StridedArg, N> args;
+  int dim = 0;
+};
+
+/// Launcher operands for tensors walked together over `shape` (the index's shape), each
+/// with its own strides, indexed along dim d: the dims before d and the dims after it are
+/// merged jointly on each side (cuda::coalesce_dims; d itself stays, whatever its extent),
+/// so any rank runs while at most cuda::max_dims dims remain (throws naming `op` otherwise),
+/// and the kernels split fewer coordinates per element.
+template <Element... Ts>
+CudaIndexingArgs<sizeof...(Ts)> cuda_indexing_args(std::string_view op, const Shape& shape, std::size_t d,
+                                                   const Tensor<Ts>&... ts) {
+  constexpr std::size_t n = sizeof...(Ts);
+  const std::array<const Strides*, n> own{&ts.strides()...};
+  CudaIndexingArgs<n> walk{{cuda_operand_of(ts)...}, 0};
+  std::vector<std::int64_t> sizes;
+  std::array<std::vector<std::int64_t>, n> strides;
+  // Appends dims [begin, end) of the walk, merged; `keep`: the one indexed dim, as it is.
+  const auto append = [&](std::size_t begin, std::size_t end, bool keep) {
+    std::vector<std::int64_t> side_sizes(shape.begin() + static_cast<std::ptrdiff_t>(begin),
+                                         shape.begin() + static_cast<std::ptrdiff_t>(end));
+    std::array<std::vector<std::int64_t>, n> side_strides;
+    std::array<std::int64_t*, n> rows{};
+    for (std::size_t k = 0; k < n; ++k) {
+      for (std::size_t e = begin; e < end; ++e) side_strides[k].push_back((*own[k])[e]);
+      rows[k] = side_strides[k].data();
+    }
+    const int kept = keep ? static_cast<int>(end - begin)
+                          : cuda::coalesce_dims(side_sizes.data(), rows.data(), static_cast<int>(n),
+                                                static_cast<int>(side_sizes.size()));
+    sizes.insert(sizes.end(), side_sizes.begin(), side_sizes.begin() + kept);
+    for (std::size_t k = 0; k < n; ++k)
+      strides[k].insert(strides[k].end(), side_strides[k].begin(), side_strides[k].begin() + kept);
+  };
+  append(0, d, false);
+  walk.dim = static_cast<int>(sizes.size());
+  append(d, d + 1, true);
+  append(d + 1, shape.size(), false);
+  CONDENSE_CHECK(sizes.size() <= static_cast<std::size_t>(cuda::max_dims), op, "CUDA indexing takes at most ",
+                 cuda::max_dims, " dims after merging neighbours, got shape ", shape, " with ", sizes.size(),
+                 " dims left");
+  for (std::size_t k = 0; k < n; ++k) {
+    walk.args[k].ndim = static_cast<int>(sizes.size());
+    for (std::size_t e = 0; e < sizes.size(); ++e) {
+      walk.args[k].sizes[e] = sizes[e];
+      walk.args[k].strides[e] = strides[k][e];
+    }
   }
-  return a;
+  return walk;
 }
 
 /// The index of a CUDA gather / scatter_add on `device`: on the CPU or that device, every
@@ -643,8 +683,8 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
     constexpr std::string_view op = "gather";
     const Tensor<I> idx = detail::checked_cuda_index(op, index, t.device(), d, ts[d], "input", ts);
     Tensor<T> out = Tensor<T>::empty(is, t.device());
-    cuda::gather(detail::cuda_indexing_arg(op, out, is), detail::cuda_indexing_arg(op, t, is),
-                 detail::cuda_indexing_arg(op, idx, is), static_cast<int>(d), op);
+    const auto walk = detail::cuda_indexing_args(op, is, d, out, t, idx);
+    cuda::gather(walk.args[0], walk.args[1], walk.args[2], walk.dim, op);
     if constexpr (DifferentiableElement<T>) {
       record<T>(op, out, {t}, [in_shape = ts, d, idx](const Tensor<T>& grad, GradSink& s) {
         s.add(0, detail::grad_in_compute_type(grad, [&](const auto& gf) {
@@ -652,8 +692,8 @@ Tensor<T> gather(const Tensor<T>& t, std::int64_t dim, const Tensor<I>& index) {
           Tensor<U> result = detail::zeros_on<U>(in_shape, gf.device());
           const Shape& is = idx.shape();
           constexpr std::string_view backward_op = "gather backward";
-          cuda::scatter_add(detail::cuda_indexing_arg(backward_op, result, is), detail::cuda_indexing_arg(backward_op, gf, is),
-                            detail::cuda_indexing_arg(backward_op, idx, is), static_cast<int>(d), backward_op);
+          const auto walk = detail::cuda_indexing_args(backward_op, is, d, result, gf, idx);
+          cuda::scatter_add(walk.args[0], walk.args[1], walk.args[2], walk.dim, backward_op);
           return result;
         }));
       });
@@ -710,8 +750,8 @@ Tensor<T> scatter_add(const Tensor<T>& base, std::int64_t dim, const Tensor<I>& 
     const Tensor<I> idx = detail::checked_cuda_index(op, index, base.device(), d, bs[d], "base", bs);
     out = Tensor<T>::empty(bs, base.device());
     detail::copy_into(out, base.detach(), op);
-    cuda::scatter_add(detail::cuda_indexing_arg(op, out, is), detail::cuda_indexing_arg(op, src, is),
-                      detail::cuda_indexing_arg(op, idx, is), static_cast<int>(d), op);
+    const auto walk = detail::cuda_indexing_args(op, is, d, out, src, idx);
+    cuda::scatter_add(walk.args[0], walk.args[1], walk.args[2], walk.dim, op);
   } else {
     detail::check_cpu("scatter_add", base);
     detail::check_cpu("scatter_add", index);
