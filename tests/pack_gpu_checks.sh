@@ -14,9 +14,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/gpu_check_programs.sh
 build="${1:-build/release}"
-jobs="${JOBS:-$(nproc)}"
-arch="${ARCH:-90}"
-export PATH="$PATH:/usr/local/cuda/bin"
 [ -f "$build/CMakeCache.txt" ] || cmake --preset release >/dev/null
 cache_value() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
 if [ "$(cache_value CONDENSE_CUDA)" != "ON" ] || [ "$(cache_value CMAKE_BUILD_TYPE)" != "Release" ] ||

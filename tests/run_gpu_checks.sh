@@ -18,10 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/gpu_check_programs.sh
 build="${1:-build/gpu}"
-arch="${ARCH:-90}"
-jobs="${JOBS:-$(nproc)}"
 out="${OUT_DIR:-$build/gpu_results}"
-export PATH="$PATH:/usr/local/cuda/bin"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
 start=$(date +%s)
