@@ -478,39 +478,19 @@ CudaIndexingArgs<sizeof...(Ts)> cuda_indexing_args(std::string_view op, const Sh
   constexpr std::size_t n = sizeof...(Ts);
   const std::array<const Strides*, n> own{&ts.strides()...};
   CudaIndexingArgs<n> walk{{cuda_operand_of(ts)...}, 0};
-  std::vector<std::int64_t> sizes;
-  std::array<std::vector<std::int64_t>, n> strides;
-  // Appends dims [begin, end) of the walk, merged; `keep`: the one indexed dim, as it is.
+  MergedDims<n> dims;
+  // Appends dims [begin, end) of the walk, merged unless `keep` (the one indexed dim).
   const auto append = [&](std::size_t begin, std::size_t end, bool keep) {
-    std::vector<std::int64_t> side_sizes(shape.begin() + static_cast<std::ptrdiff_t>(begin),
-                                         shape.begin() + static_cast<std::ptrdiff_t>(end));
-    std::array<std::vector<std::int64_t>, n> side_strides;
-    std::array<std::int64_t*, n> rows{};
-    for (std::size_t k = 0; k < n; ++k) {
-      for (std::size_t e = begin; e < end; ++e) side_strides[k].push_back((*own[k])[e]);
-      rows[k] = side_strides[k].data();
-    }
-    const int kept = keep ? static_cast<int>(end - begin)
-                          : cuda::coalesce_dims(side_sizes.data(), rows.data(), static_cast<int>(n),
-                                                static_cast<int>(side_sizes.size()));
-    sizes.insert(sizes.end(), side_sizes.begin(), side_sizes.begin() + kept);
-    for (std::size_t k = 0; k < n; ++k)
-      strides[k].insert(strides[k].end(), side_strides[k].begin(), side_strides[k].begin() + kept);
+    const auto from = static_cast<std::ptrdiff_t>(begin), to = static_cast<std::ptrdiff_t>(end);
+    std::array<std::vector<std::int64_t>, n> strides;
+    for (std::size_t k = 0; k < n; ++k) strides[k].assign(own[k]->begin() + from, own[k]->begin() + to);
+    dims.append(std::vector<std::int64_t>(shape.begin() + from, shape.begin() + to), std::move(strides), !keep);
   };
   append(0, d, false);
-  walk.dim = static_cast<int>(sizes.size());
+  walk.dim = dims.ndim();
   append(d, d + 1, true);
   append(d + 1, shape.size(), false);
-  CONDENSE_CHECK(sizes.size() <= static_cast<std::size_t>(cuda::max_dims), op, "CUDA indexing takes at most ",
-                 cuda::max_dims, " dims after merging neighbours, got shape ", shape, " with ", sizes.size(),
-                 " dims left");
-  for (std::size_t k = 0; k < n; ++k) {
-    walk.args[k].ndim = static_cast<int>(sizes.size());
-    for (std::size_t e = 0; e < sizes.size(); ++e) {
-      walk.args[k].sizes[e] = sizes[e];
-      walk.args[k].strides[e] = strides[k][e];
-    }
-  }
+  dims.write(op, "CUDA indexing", shape, walk.args.data());
   return walk;
 }
 

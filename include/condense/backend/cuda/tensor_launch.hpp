@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "condense/backend/cuda/kernels.hpp"
@@ -61,31 +62,57 @@ cuda::StridedArg cuda_arg(std::string_view op, const Tensor<T>& t) {
   return cuda_arg(op, t, t.shape());
 }
 
+/// The dims of N launcher operands walked together, collected group by group: each group's
+/// dims merged on their own (cuda::coalesce_dims: extent-1 dims dropped, neighbours merged
+/// wherever every operand allows) or kept as they are. The one place that turns merged
+/// sizes and strides into cuda::StridedArg dims (maps, indexing, reductions).
+template <std::size_t N>
+class MergedDims {
+ public:
+  /// Appends the dims `sizes`, operand k's strides along them in `strides[k]` (each as long
+  /// as `sizes`), merged jointly when `merge`, as they are otherwise.
+  void append(std::vector<std::int64_t> sizes, std::array<std::vector<std::int64_t>, N> strides, bool merge) {
+    std::array<std::int64_t*, N> rows{};
+    for (std::size_t k = 0; k < N; ++k) rows[k] = strides[k].data();
+    const auto n = static_cast<int>(sizes.size());
+    const auto kept = static_cast<std::ptrdiff_t>(merge ? cuda::coalesce_dims(sizes.data(), rows.data(), static_cast<int>(N), n) : n);
+    sizes_.insert(sizes_.end(), sizes.begin(), sizes.begin() + kept);
+    for (std::size_t k = 0; k < N; ++k) strides_[k].insert(strides_[k].end(), strides[k].begin(), strides[k].begin() + kept);
+  }
+  /// The dims collected so far.
+  int ndim() const { return static_cast<int>(sizes_.size()); }
+  /// Sets the dims of args[0..N) to the collected ones; throws naming `op` and `shape` (what
+  /// the launch walks: "CUDA kernels", "CUDA indexing", ...) when more than cuda::max_dims remain.
+  void write(std::string_view op, std::string_view what, const Shape& shape, cuda::StridedArg* args) const {
+    CONDENSE_CHECK(ndim() <= cuda::max_dims, op, what, " take at most ", cuda::max_dims,
+                   " dims after merging neighbours the operands' strides allow, got shape ", shape, " with ", ndim(),
+                   " dims left");
+    for (std::size_t k = 0; k < N; ++k) {
+      args[k].ndim = ndim();
+      for (std::size_t d = 0; d < sizes_.size(); ++d) {
+        args[k].sizes[d] = sizes_[d];
+        args[k].strides[d] = strides_[k][d];
+      }
+    }
+  }
+
+ private:
+  std::vector<std::int64_t> sizes_;
+  std::array<std::vector<std::int64_t>, N> strides_;
+};
+
 /// Launcher operands for tensors walked together element by element over `shape` (each
-/// broadcasts to it), their dims merged jointly first (cuda::coalesce_dims: extent-1 dims
-/// dropped, neighbours merged wherever every operand allows), so that tensors of any rank
-/// run as long as at most cuda::max_dims dims remain; throws naming `op` and the shape
+/// broadcasts to it), their dims merged jointly first (MergedDims), so that tensors of any
+/// rank run as long as at most cuda::max_dims dims remain; throws naming `op` and the shape
 /// otherwise. For the launchers that walk operands of one iteration shape (maps, copies,
 /// fills, comparisons).
 template <Element... Ts>
 std::array<cuda::StridedArg, sizeof...(Ts)> cuda_args(std::string_view op, const Shape& shape, const Tensor<Ts>&... ts) {
   constexpr std::size_t n = sizeof...(Ts);
   std::array<cuda::StridedArg, n> args{cuda_operand_of(ts)...};
-  std::array<std::vector<std::int64_t>, n> strides{broadcast_strides(ts, shape)...};
-  std::vector<std::int64_t> sizes(shape.begin(), shape.end());
-  std::array<std::int64_t*, n> stride_rows{};
-  for (std::size_t k = 0; k < n; ++k) stride_rows[k] = strides[k].data();
-  const int kept = cuda::coalesce_dims(sizes.data(), stride_rows.data(), static_cast<int>(n), static_cast<int>(sizes.size()));
-  CONDENSE_CHECK(kept <= cuda::max_dims, op, "CUDA kernels take at most ", cuda::max_dims,
-                 " dims after merging neighbours the operands' strides allow, got shape ", shape, " with ", kept,
-                 " dims left");
-  for (std::size_t k = 0; k < n; ++k) {
-    args[k].ndim = kept;
-    for (int d = 0; d < kept; ++d) {
-      args[k].sizes[d] = sizes[static_cast<std::size_t>(d)];
-      args[k].strides[d] = strides[k][static_cast<std::size_t>(d)];
-    }
-  }
+  MergedDims<n> dims;
+  dims.append(std::vector<std::int64_t>(shape.begin(), shape.end()), {broadcast_strides(ts, shape)...}, true);
+  dims.write(op, "CUDA kernels", shape, args.data());
   return args;
 }
 
@@ -151,28 +178,23 @@ Tensor<T> cuda_reduce(std::string_view op, const Tensor<T>& t, const std::vector
     else if (keepdim) out_shape.push_back(1);
   }
   Tensor<T> out = Tensor<T>::empty(out_shape, t.device());
-  // The view with kept dims first, then reduced dims, each group merged on its own
-  // (cuda::coalesce_dims), so any rank works while at most cuda::max_dims dims remain.
-  cuda::StridedArg in = cuda_operand_of(t);
+  // The view with kept dims first, then reduced dims, each group merged on its own, so any
+  // rank works while at most cuda::max_dims dims remain.
+  MergedDims<1> dims;
   int reduced = 0;
-  for (int pass = 0; pass < 2; ++pass) {
+  for (const bool reduce_group : {false, true}) {
     std::vector<std::int64_t> sizes, strides;
     for (std::size_t d = 0; d < mask.size(); ++d) {
-      if (mask[d] != (pass == 1)) continue;
+      if (mask[d] != reduce_group) continue;
       sizes.push_back(t.shape()[d]);
       strides.push_back(t.strides()[d]);
     }
-    std::int64_t* stride_row = strides.data();
-    const int kept = cuda::coalesce_dims(sizes.data(), &stride_row, 1, static_cast<int>(sizes.size()));
-    CONDENSE_CHECK(in.ndim + kept <= cuda::max_dims, op, "CUDA reductions take at most ", cuda::max_dims,
-                   " dims after merging neighbours, got shape ", t.shape(), " with ", in.ndim + kept, " dims left");
-    for (int d = 0; d < kept; ++d) {
-      in.sizes[in.ndim] = sizes[static_cast<std::size_t>(d)];
-      in.strides[in.ndim] = strides[static_cast<std::size_t>(d)];
-      ++in.ndim;
-    }
-    reduced = pass == 1 ? kept : 0;
+    const int before = dims.ndim();
+    dims.append(std::move(sizes), {std::move(strides)}, true);
+    reduced = dims.ndim() - before;
   }
+  cuda::StridedArg in = cuda_operand_of(t);
+  dims.write(op, "CUDA reductions", t.shape(), &in);
   cuda::reduce(reduction, cuda_args(op, out.shape(), out)[0], in, reduced, op);
   return out;
 }
