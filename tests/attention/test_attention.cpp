@@ -127,6 +127,19 @@ TEST_CASE("attention: cross-attention policies with Tq != Tk") {
   check_all_tilings("Gist with offset", mask::Gist(3, 6, 20), Case{1, 2, 2, 7, 27, 8}, 25);
 }
 
+TEST_CASE("attention: head dims and key counts off the 16- and 8-column blocks of the tile products") {
+  // Head dims 13 (a masked 5-column tail), 24 (16 + 8) and 40 (2 x 16 + 8) as the columns of
+  // O += P V and dQ, dK, dV; 70 keys make the last tile of 64 six columns wide in S and dP.
+  std::vector<bool> keep_values(70);
+  for (std::size_t i = 0; i < keep_values.size(); ++i) keep_values[i] = i % 3 != 1;
+  const auto keep = from_vector<bool>(keep_values, {1, 70});
+  for (const std::int64_t dim : {13, 24, 40}) {
+    CAPTURE(dim);
+    check_all_tilings("Causal", mask::Causal{}, Case{1, 2, 1, 70, 70, dim}, 31);
+    check_all_tilings("Pruned", mask::Pruned(keep.data(), 1, 70), Case{1, 2, 2, 70, 70, dim}, 32);
+  }
+}
+
 TEST_CASE("attention: tile skipping does not change the result") {
   const Case c{1, 2, 1, 45, 45, 16};
   check_skip_identical("Causal", mask::Causal{}, c);

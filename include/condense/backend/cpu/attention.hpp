@@ -3,7 +3,9 @@
 // each tile so Empty tiles are skipped without touching memory, Full tiles skip the
 // predicate and Partial tiles are masked per element. Backward recomputes the scores from
 // the saved log-sum-exp (no Tq x Tk matrix kept) and runs per (batch, kv head) so the key
-// and value gradients of a group of query heads are written by one thread.
+// and value gradients of a group of query heads are written by one thread. The tile
+// products go to tile_gemm (no packing per call); the keys (and, for the backward, the
+// values) are transposed once per call, tile by tile, as the B operand of Q K^T and dO V^T.
 #pragma once
 
 #include <Eigen/Core>
@@ -17,6 +19,7 @@
 #include <omp.h>
 
 #include "condense/backend/cpu/reduce.hpp"
+#include "condense/backend/cpu/tile_gemm.hpp"
 #include "condense/mask/policy.hpp"
 
 namespace condense::cpu {
@@ -89,15 +92,20 @@ using ConstMap = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MutMap = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
 
+/// Elements of one key set's part of transposed_key_tiles: Tk rounded up to whole tiles, by D.
+inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
+  return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
+}
+
 /// Fills scores S (rows q0.., cols k0..) = scale * Q K^T + bias, with -inf where masked.
+/// `kt` is the key tile transposed (a block of transposed_key_tiles, rows g.tile_k apart).
+// q: [rows, D] (stride D), kt: [D, cols] (stride tile_k) -> s: [rows, cols]
 template <class T, class Policy>
-void tile_scores(RowMatrix<T>& s, const T* q, const T* k, const T* bias, const AttentionGeometry& g, const Policy& policy,
+void tile_scores(RowMatrix<T>& s, const T* q, const T* kt, const T* bias, const AttentionGeometry& g, const Policy& policy,
                  int b, std::int64_t q0, std::int64_t rows, std::int64_t k0, std::int64_t cols, TileKind kind,
                  const std::int32_t* index) {
-  const ConstMap<T> qm(q, rows, g.dim, Eigen::OuterStride<>(g.dim));
-  const ConstMap<T> km(k, cols, g.dim, Eigen::OuterStride<>(g.dim));
   s.resize(rows, cols);
-  s.noalias() = qm * km.transpose();
+  tile_gemm<T>(rows, cols, g.dim, {q, g.dim, 1}, kt, g.tile_k, s.data(), cols, false);
   s *= static_cast<T>(g.scale);
   if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(g.tk));
   if (kind == TileKind::Partial) {
@@ -106,6 +114,29 @@ void tile_scores(RowMatrix<T>& s, const T* q, const T* k, const T* bias, const A
       for (std::int64_t j = 0; j < cols; ++j)
         if (!policy.allowed(b, static_cast<int>(q0 + i), static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
   }
+}
+
+/// The key (or value) rows of every key set transposed tile by tile: for each key tile of
+/// g.tile_k keys from k0, a [D, tile_k] block at offset k0 * D of the set's part (the B
+/// operand of Q K^T and dO V^T, its rows g.tile_k apart so that a tile's rows do not share
+/// the L1 cache sets that rows Tk floats apart would).
+// rows of set i: [count_i, D] -> per set: [ceil(Tk / tile_k), D, tile_k]
+template <class T>
+std::vector<T> transposed_key_tiles(const std::vector<KeySet<T>>& keysets, bool values, const AttentionGeometry& g) {
+  const std::int64_t set_size = transposed_set_size(g);
+  std::vector<T> out(static_cast<std::size_t>(g.batch * g.kv_heads * set_size));
+  const auto sets = static_cast<std::int64_t>(keysets.size());
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < sets; ++i) {
+    const KeySet<T>& keys = keysets[static_cast<std::size_t>(i)];
+    const T* rows = values ? keys.v : keys.k;
+    for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
+      const std::int64_t cols = std::min<std::int64_t>(g.tile_k, keys.count - k0);
+      MutMap<T>(out.data() + i * set_size + k0 * g.dim, g.dim, cols, Eigen::OuterStride<>(g.tile_k)) =
+          ConstMap<T>(rows + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim)).transpose();
+    }
+  }
+  return out;
 }
 
 /// Kind of the tile of queries [q0,q1) and (gathered) keys [k0,k1). For gathered keys the
@@ -130,6 +161,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
   const std::int64_t work = g.batch * g.heads * q_tiles;
   const std::int64_t group = g.heads / g.kv_heads;
+  const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
   {
@@ -144,7 +176,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
       const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
       const T* qp = q + ((b * g.heads + h) * g.tq + q0) * g.dim;
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
-      const T* kp = keys.k;
+      const T* ktp = key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
       const T* vp = keys.v;
       const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h)) * g.tq + q0) * g.tk : nullptr;
       acc.setZero(rows, g.dim);
@@ -156,7 +188,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
         if (kind == TileKind::Empty) { ++n_empty; continue; }
         (kind == TileKind::Full ? n_full : n_partial)++;
-        tile_scores(s, qp, kp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
+        tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
                     keys.index);
         m_tile = s.rowwise().maxCoeff().array().max(m);
         // Rows still fully masked keep m = -inf: use 0 as the shift so exp gives exact zeros.
@@ -167,7 +199,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         for (std::int64_t i = 0; i < rows; ++i) p.row(i).array() = vexp(s.row(i).array() - shift(i));
         l = l * alpha + p.rowwise().sum().array();
         acc = alpha.matrix().asDiagonal() * acc;
-        acc.noalias() += p * ConstMap<T>(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
+        tile_gemm<T>(rows, g.dim, cols, {p.data(), cols, 1}, vp + k0 * g.dim, g.dim, acc.data(), g.dim, true);  // O += P V
         m = m_tile;
       }
       MutMap<T> o(out + ((b * g.heads + h) * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
@@ -201,6 +233,8 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
     delta[static_cast<std::size_t>(r)] = sum;
   }
   const T scale = static_cast<T>(g.scale);
+  const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
+  const std::vector<T> value_tiles = transposed_key_tiles(keysets, true, g);
 #pragma omp parallel
   {
     RowMatrix<T> s, dp;
@@ -209,7 +243,8 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
       const std::int64_t b = bk / g.kv_heads, kvh = bk % g.kv_heads;
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(bk)];
       const T* kp = keys.k;
-      const T* vp = keys.v;
+      const T* ktp = key_tiles.data() + bk * transposed_set_size(g);
+      const T* vtp = value_tiles.data() + bk * transposed_set_size(g);
       MutMap<T> dk_all(dk + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
       MutMap<T> dv_all(dv + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
       dk_all.setZero();
@@ -222,8 +257,7 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
         for (std::int64_t qt = 0; qt < q_tiles; ++qt) {
           const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
           const T* qp = q + (bh * g.tq + q0) * g.dim;
-          const ConstMap<T> qm(qp, rows, g.dim, Eigen::OuterStride<>(g.dim));
-          const ConstMap<T> dom(dout + (bh * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
+          const T* dop = dout + (bh * g.tq + q0) * g.dim;
           const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> lse_t(lse + bh * g.tq + q0, rows);
           const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> delta_t(delta.data() + bh * g.tq + q0, rows);
           // Rows with no allowed key (lse = -inf) get zero probability everywhere.
@@ -234,17 +268,20 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
             const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
             const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
             if (kind == TileKind::Empty) continue;
-            tile_scores(s, qp, kp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
+            tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
                         keys.index);
             for (std::int64_t i = 0; i < rows; ++i) s.row(i).array() = vexp(s.row(i).array() - shift(i));  // P
-            const ConstMap<T> km(kp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
-            const ConstMap<T> vm(vp + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim));
-            dv_all.middleRows(k0, cols).noalias() += s.transpose() * dom;
-            dp.noalias() = dom * vm.transpose();
+            T* dv_tile = dv + (bk * g.tk + k0) * g.dim;
+            T* dk_tile = dk + (bk * g.tk + k0) * g.dim;
+            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, dop, g.dim, dv_tile, g.dim, true);  // dV += P^T dO
+            dp.resize(rows, cols);
+            tile_gemm<T>(rows, cols, g.dim, {dop, g.dim, 1}, vtp + k0 * g.dim, g.tile_k, dp.data(), cols, false);  // dP = dO V^T
             s = (s.array() * (dp.array().colwise() - delta_t)).matrix();  // dS (before scale)
             if (dbias) MutMap<T>(dbias + (bh * g.tq + q0) * g.tk + k0, rows, cols, Eigen::OuterStride<>(g.tk)) = s;
-            dq_all.middleRows(q0, rows).noalias() += scale * (s * km);
-            dk_all.middleRows(k0, cols).noalias() += scale * (s.transpose() * qm);
+            s *= scale;
+            tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, kp + k0 * g.dim, g.dim, dq_all.data() + q0 * g.dim, g.dim,
+                         true);  // dQ += scale dS K
+            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, qp, g.dim, dk_tile, g.dim, true);  // dK += scale dS^T Q
           }
         }
       }
