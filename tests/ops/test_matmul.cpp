@@ -149,6 +149,42 @@ TEST_CASE("cpu::gemm on every operand layout") {
   CHECK(!cpu::gemm_compatible(detail::trailing_matrix(randn<double>({1, 4}, gen).expand({3, 4}))));
 }
 
+TEST_CASE("cpu::gemm in float across the packed GEMM's blocks, on every operand layout") {
+  // Extents around the register block (6 x 16) and past the packed blocks (72 rows, 512 inner
+  // steps, 3072 columns), so edge blocks, several inner passes and several column blocks
+  // occur; operands row-major, column-major, doubly strided and broadcast (stride 0); the
+  // result in float against the double loop, relative to the size of the inner sum.
+  Generator gen(19);
+  struct Extents {
+    std::int64_t m, k, n;
+  };
+  for (const Extents e : {Extents{1, 1, 1}, Extents{7, 5, 17}, Extents{73, 513, 33}, Extents{150, 40, 3090}}) {
+    CAPTURE(e.m);
+    CAPTURE(e.k);
+    CAPTURE(e.n);
+    const auto a = randn<float>({e.m, 2 * e.k}, gen).slice(1, 0, 2 * e.k, 2);  // doubly strided [m, k]
+    const auto b = randn<float>({e.k, e.n}, gen);
+    const auto row = randn<float>({1, e.n}, gen).expand({e.k, e.n});  // every row the same: stride 0
+    const auto expected = ref_matmul(a.cast<double>().contiguous(), b.cast<double>());
+    const double tol = 2e-6 * static_cast<double>(e.k) + 1e-5;
+    for (const auto& x : {a, a.contiguous(), a.transpose(0, 1).contiguous().transpose(0, 1)}) {
+      for (const auto& y : {b, b.transpose(0, 1).contiguous().transpose(0, 1)}) {
+        for (bool col_major_out : {false, true}) {
+          CAPTURE(col_major_out);
+          Tensor<float> c = col_major_out ? zeros<float>({e.n, e.m}).transpose(0, 1) : zeros<float>({e.m, e.n});
+          cpu::gemm<float>(detail::trailing_matrix(x), detail::trailing_matrix(y), detail::trailing_matrix(c), false);
+          CHECK(max_abs_diff(c.cast<double>(), expected) <= tol);
+          cpu::gemm<float>(detail::trailing_matrix(x), detail::trailing_matrix(y), detail::trailing_matrix(c), true);
+          CHECK(max_abs_diff(c.cast<double>(), expected * 2.0) <= 2 * tol);
+        }
+      }
+    }
+    Tensor<float> c = zeros<float>({e.m, e.n});
+    cpu::gemm<float>(detail::trailing_matrix(a), detail::trailing_matrix(row), detail::trailing_matrix(c), false);
+    CHECK(max_abs_diff(c.cast<double>(), ref_matmul(a.cast<double>().contiguous(), row.cast<double>().contiguous())) <= tol);
+  }
+}
+
 TEST_CASE("matmul hand-computed values") {
   auto a = tensor<float>({1, 2, 3, 4, 5, 6}, {2, 3});
   auto b = tensor<float>({7, 8, 9, 10, 11, 12}, {3, 2});

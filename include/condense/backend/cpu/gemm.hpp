@@ -1,9 +1,11 @@
-// CPU matrix product on raw pointers with strides, on top of Eigen's GEMM. An operand is a
+// CPU matrix product on raw pointers with strides: float on the packed AVX2 GEMM of
+// packed_gemm.hpp where the build has AVX2 and FMA, otherwise on Eigen's GEMM. An operand is a
 // row-major (unit column stride) or column-major (unit row stride) matrix with any leading
 // dimension, so a transposed view multiplies without a copy: it is mapped with
-// Eigen::Map + Eigen::OuterStride in the other storage order. Eigen splits one product across
-// the OpenMP threads (omp_get_max_threads()) unless the call is already inside a parallel
-// region with more than one thread, where it runs single-threaded (batched products rely on it).
+// Eigen::Map + Eigen::OuterStride in the other storage order (the packed GEMM reads any
+// strides). Both split one product across the OpenMP threads (omp_get_max_threads()) unless
+// the call is already inside a parallel region with more than one thread, where it runs
+// single-threaded (batched products rely on it).
 // Integer elements take a plain loop (cheap to compile; integer products are not a hot path).
 #pragma once
 
@@ -13,6 +15,7 @@
 
 #include <Eigen/Core>
 
+#include "condense/backend/cpu/packed_gemm.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 
 namespace condense::cpu {
@@ -115,38 +118,53 @@ void gemm_loop(const MatrixRef<const T>& a, const MatrixRef<const T>& b, const M
   });
 }
 
+/// c = a @ b, or c += a @ b through Eigen (float and double): operands gemm_compatible, or
+/// gemm_loop() takes the product.
+template <class T>
+void gemm_eigen(const MatrixRef<const T>& a, const MatrixRef<const T>& b, const MatrixRef<T>& c, bool accumulate) {
+  const std::int64_t m = c.rows, n = c.cols, k = a.cols;
+  if (!gemm_compatible(a) || !gemm_compatible(b) || !gemm_compatible(c)) {
+    gemm_loop(a, b, c, accumulate);
+    return;
+  }
+  std::int64_t lda = 0, ldb = 0, ldc = 0;
+  if (gemm_layout(c.rows, c.cols, c.row_stride, c.col_stride, &ldc) == GemmLayout::ColMajor) {
+    // c^T = b^T @ a^T with c^T row-major: one set of kernels serves both output orders.
+    gemm_eigen(b.transposed(), a.transposed(), c.transposed(), accumulate);
+    return;
+  }
+  const GemmLayout la = gemm_layout(a.rows, a.cols, a.row_stride, a.col_stride, &lda);
+  const GemmLayout lb = gemm_layout(b.rows, b.cols, b.row_stride, b.col_stride, &ldb);
+  constexpr int R = Eigen::RowMajor, C = Eigen::ColMajor;
+  if (la == GemmLayout::RowMajor && lb == GemmLayout::RowMajor) {
+    detail::gemm_mapped<T, R, R>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
+  } else if (la == GemmLayout::RowMajor) {
+    detail::gemm_mapped<T, R, C>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
+  } else if (lb == GemmLayout::RowMajor) {
+    detail::gemm_mapped<T, C, R>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
+  } else {
+    detail::gemm_mapped<T, C, C>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
+  }
+}
+
 /// c = a @ b, or c += a @ b when `accumulate`. a: [m, k], b: [k, n], c: [m, n]; c must not
-/// overlap a or b. float and double go to Eigen; integer types, and operands that are not
-/// gemm_compatible() (callers copy those to a contiguous buffer first), take gemm_loop().
+/// overlap a or b. float takes the packed AVX2 GEMM where the build has AVX2 and FMA (any
+/// strides); float otherwise and double go to Eigen; integer types, and operands that are
+/// not gemm_compatible() on the Eigen path, take gemm_loop().
 template <class T>
 void gemm(const MatrixRef<const T>& a, const MatrixRef<const T>& b, const MatrixRef<T>& c, bool accumulate) {
-  const std::int64_t m = c.rows, n = c.cols, k = a.cols;
-  if (m == 0 || n == 0) return;
+  if (c.rows == 0 || c.cols == 0) return;
   if constexpr (!std::is_floating_point_v<T>) {
     gemm_loop(a, b, c, accumulate);
   } else {
-    if (!gemm_compatible(a) || !gemm_compatible(b) || !gemm_compatible(c)) {
-      gemm_loop(a, b, c, accumulate);
+#if defined(CONDENSE_CPU_PACKED_GEMM)
+    if constexpr (std::is_same_v<T, float>) {
+      packed::gemm(c.rows, c.cols, a.cols, {a.data, a.row_stride, a.col_stride}, {b.data, b.row_stride, b.col_stride},
+                   {c.data, c.row_stride, c.col_stride}, accumulate);
       return;
     }
-    std::int64_t lda = 0, ldb = 0, ldc = 0;
-    if (gemm_layout(c.rows, c.cols, c.row_stride, c.col_stride, &ldc) == GemmLayout::ColMajor) {
-      // c^T = b^T @ a^T with c^T row-major: one set of kernels serves both output orders.
-      gemm(b.transposed(), a.transposed(), c.transposed(), accumulate);
-      return;
-    }
-    const GemmLayout la = gemm_layout(a.rows, a.cols, a.row_stride, a.col_stride, &lda);
-    const GemmLayout lb = gemm_layout(b.rows, b.cols, b.row_stride, b.col_stride, &ldb);
-    constexpr int R = Eigen::RowMajor, C = Eigen::ColMajor;
-    if (la == GemmLayout::RowMajor && lb == GemmLayout::RowMajor) {
-      detail::gemm_mapped<T, R, R>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
-    } else if (la == GemmLayout::RowMajor) {
-      detail::gemm_mapped<T, R, C>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
-    } else if (lb == GemmLayout::RowMajor) {
-      detail::gemm_mapped<T, C, R>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
-    } else {
-      detail::gemm_mapped<T, C, C>(a.data, lda, b.data, ldb, c.data, ldc, m, k, n, accumulate);
-    }
+#endif
+    gemm_eigen(a, b, c, accumulate);
   }
 }
 
