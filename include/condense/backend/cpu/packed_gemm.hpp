@@ -3,7 +3,7 @@
 // of 16 columns and A (mc x kc) into panels of 6 rows, so the inner kernel reads both
 // contiguously whatever the operands' layouts (a transposed weight costs one strided copy
 // per block, not a slower kernel); a 6 x 16 block of C is held in twelve 8-float registers
-// across the kc inner steps. The blocks of C are shared out across the OpenMP threads (none
+// across the kc inner steps (tile_gemm.hpp's register kernel, reading the packed panels). The blocks of C are shared out across the OpenMP threads (none
 // inside an enclosing parallel region, where batched products already split the work).
 // cpu::gemm calls it for float when the build has AVX2 and FMA; without them this header
 // declares nothing and Eigen's GEMM serves.
@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <new>
+
+#include "condense/backend/cpu/tile_gemm.hpp"
 
 #define CONDENSE_CPU_PACKED_GEMM 1
 
@@ -98,54 +100,6 @@ inline void pack_b_panel(Operand b, std::int64_t p0, std::int64_t depth, std::in
   }
 }
 
-/// The 6 x 16 block of C at c (row stride ldc, contiguous columns) = (or +=) the product of
-/// a packed A panel and a packed B panel over `depth` steps.
-inline void kernel_6x16(std::int64_t depth, const float* a, const float* b, float* c, std::int64_t ldc, bool accumulate) {
-  // C's rows are read (or written) only after the inner loop: fetch their lines now.
-  for (int r = 0; r < mr; ++r) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + nr - 1), _MM_HINT_T0);
-  }
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-  for (std::int64_t k = 0; k < depth; ++k, a += mr, b += nr) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    __m256 x = _mm256_broadcast_ss(a);
-    c00 = _mm256_fmadd_ps(x, b0, c00);
-    c01 = _mm256_fmadd_ps(x, b1, c01);
-    x = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(x, b0, c10);
-    c11 = _mm256_fmadd_ps(x, b1, c11);
-    x = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(x, b0, c20);
-    c21 = _mm256_fmadd_ps(x, b1, c21);
-    x = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(x, b0, c30);
-    c31 = _mm256_fmadd_ps(x, b1, c31);
-    x = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(x, b0, c40);
-    c41 = _mm256_fmadd_ps(x, b1, c41);
-    x = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(x, b0, c50);
-    c51 = _mm256_fmadd_ps(x, b1, c51);
-  }
-  const auto store = [&](float* row, __m256 lo, __m256 hi) {
-    if (accumulate) {
-      lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
-      hi = _mm256_add_ps(hi, _mm256_loadu_ps(row + 8));
-    }
-    _mm256_storeu_ps(row, lo);
-    _mm256_storeu_ps(row + 8, hi);
-  };
-  store(c, c00, c01);
-  store(c + ldc, c10, c11);
-  store(c + 2 * ldc, c20, c21);
-  store(c + 3 * ldc, c30, c31);
-  store(c + 4 * ldc, c40, c41);
-  store(c + 5 * ldc, c50, c51);
-}
-
 /// A mutable strided matrix (C).
 struct Output {
   float* data;
@@ -156,13 +110,16 @@ struct Output {
 /// panels: in place when whole and C's columns are contiguous, through a buffer otherwise.
 inline void block(std::int64_t depth, const float* a, const float* b, Output c, std::int64_t i, std::int64_t j,
                   std::int64_t rows, std::int64_t cols, bool accumulate) {
+  // The packed panels as operands of tile_gemm's register kernel: A's step k is mr floats
+  // on (row stride 1, inner stride mr), B's step k one row of nr floats.
+  const __m256i all = _mm256_set1_epi32(-1);
   float* at = c.data + i * c.row_stride + j * c.col_stride;
   if (rows == mr && cols == nr && c.col_stride == 1) {
-    kernel_6x16(depth, a, b, at, c.row_stride, accumulate);
+    cpu::detail::tile_gemm_block<mr, nr / 8, false>(depth, a, 1, mr, b, nr, at, c.row_stride, accumulate, all);
     return;
   }
   alignas(32) float buffer[mr * nr];
-  kernel_6x16(depth, a, b, buffer, nr, false);
+  cpu::detail::tile_gemm_block<mr, nr / 8, false>(depth, a, 1, mr, b, nr, buffer, nr, false, all);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t s = 0; s < cols; ++s) {
       float& e = at[r * c.row_stride + s * c.col_stride];

@@ -55,10 +55,16 @@ void tile_gemm_portable(std::int64_t rows, std::int64_t cols, std::int64_t depth
 namespace detail {
 
 /// The C block of Rows rows and Vectors registers of 8 columns at c: C (+)= A B over
-/// `depth` inner steps; `tail` masks the last register's columns when Masked.
+/// `depth` inner steps; `tail` masks the last register's columns when Masked. Also the
+/// kernel of packed_gemm.hpp, on its packed panels.
 template <int Rows, int Vectors, bool Masked>
 inline void tile_gemm_block(std::int64_t depth, const float* a, std::int64_t a_row_stride, std::int64_t a_inner_stride,
                             const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool accumulate, __m256i tail) {
+  // C's rows are read (or written) only after the inner loop: fetch their lines now.
+  _Pragma("GCC unroll 8") for (int r = 0; r < Rows; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 8 * Vectors - 1), _MM_HINT_T0);
+  }
   __m256 acc[Rows][Vectors];
   _Pragma("GCC unroll 8") for (int r = 0; r < Rows; ++r)
     _Pragma("GCC unroll 8") for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm256_setzero_ps();
