@@ -19,9 +19,11 @@
 // conflicts; the tiles a block walks over come in two stages, the next non-empty one copied
 // with cp.async while the current one is used. Scores stay in registers: the accumulator of
 // S = Q K^T (or of dS) is reused as the left operand of the next product
-// (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2
-// on scores pre-multiplied by log2(e); the saved log-sum-exp is in natural units, like the
-// portable kernels', so either backward can follow either forward.
+// (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2: the scores
+// are scaled by scale * log2(e) inside the exponent (exp2(s * c - shift): one FFMA and one
+// ex2.approx, ScoreScale and fast_exp2) or, with a bias, before it; the saved log-sum-exp
+// is in natural units, like the portable kernels', so either backward can follow either
+// forward.
 //
 // Tiles are classified per block with policy.classify: Empty tiles are never loaded, Full
 // tiles skip policy.allowed (but still drop rows past Tq and keys past Tk), Partial tiles
@@ -308,6 +310,19 @@ __device__ __forceinline__ void load_tile_async(std::uint16_t* tile, const std::
   }
 }
 
+/// 2^x on the special function unit alone (ex2.approx.ftz): results below 2^-126 flush
+/// to zero, which no softmax weight misses next to its row maximum's 1. exp2f adds a
+/// rescaling of that range around it, three more instructions per element.
+__device__ __forceinline__ float fast_exp2(float x) {
+#if defined(CONDENSE_CUDA_EMULATION)
+  return condense_cuda_emulation::ex2_approx_ftz(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
 /// Reduction over the four lanes that share an accumulator row.
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -357,8 +372,31 @@ struct BlockMask<mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>> {
   __device__ __forceinline__ bool allowed(int b, int q, int k) const { return policy.allowed(b, q, k); }
 };
 
+/// How the scores reach base 2 (softmax in exp2): multiplied by scale * log2(e) in
+/// prepare_scores (`before`) when a bias is added (in base-2 units, after the scale) or the
+/// scale is not positive; otherwise left as they are and scaled inside the exponent
+/// (`exponent`), exp2(s * exponent - shift) being one FFMA, and maxima taken over the
+/// unscaled scores (the scale is positive, so they are the same keys').
+struct ScoreScale {
+  float before;    ///< multiplies the scores in prepare_scores (1: not at all)
+  float exponent;  ///< multiplies them inside exp2
+  __device__ ScoreScale(float scale_log2, bool has_bias) {
+    const bool first = has_bias || !(scale_log2 > 0.f);
+    before = first ? scale_log2 : 1.f;
+    exponent = first ? 1.f : scale_log2;
+  }
+};
+
+/// The log-sum-exp of a row in base 2 for P = exp2(s * exponent - lse): +inf for a row with
+/// no allowed key (lse -inf) or past the sequence, so that every P of it is exp2(-inf) = 0
+/// without a test per element.
+__device__ __forceinline__ float lse_base2(float lse, bool in_sequence) {
+  return in_sequence && lse != -INFINITY ? lse * log2e : INFINITY;
+}
+
 /// Prepares one 16-row m-tile of a warp's scores (the accumulators of S = Q K^T, or of
-/// S^T = K Q^T when KeysAlongRows) for the softmax: scaled to base 2, the bias added, and
+/// S^T = K Q^T when KeysAlongRows) for the softmax: scaled to base 2 by `scale.before`
+/// (ScoreScale), the bias added (times log2(e)), and
 /// -inf where a pair does not take part (outside [0, query_end) x [0, key_end), or not
 /// allowed by the policy on a Partial tile). The accumulator rows of this lane are `own`
 /// (queries, or keys when KeysAlongRows), its columns start at col0; `mask` is the block's
@@ -367,14 +405,16 @@ struct BlockMask<mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>> {
 /// and on the tile are uniform over the block; the mask itself is applied with selects.
 template <bool KeysAlongRows, class T, class Policy, int Tiles>
 __device__ __forceinline__ void prepare_scores(float (&s)[Tiles][4], const BlockMask<Policy>& mask, TileKind kind, bool whole, int b,
-                                               const int (&own)[2], int col0, int query_end, int key_end, float scale_log2,
+                                               const int (&own)[2], int col0, int query_end, int key_end, const ScoreScale& scale,
                                                const T* bias, int tk, int lane) {
   const auto query_of = [&](int t, int e) { return KeysAlongRows ? col0 + t * 8 + mma::c_coord(lane, e).col : own[e / 2]; };
   const auto key_of = [&](int t, int e) { return KeysAlongRows ? own[e / 2] : col0 + t * 8 + mma::c_coord(lane, e).col; };
+  if (scale.before != 1.f) {
 #pragma unroll
-  for (int t = 0; t < Tiles; ++t)
+    for (int t = 0; t < Tiles; ++t)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[t][e] *= scale_log2;
+      for (int e = 0; e < 4; ++e) s[t][e] *= scale.before;
+  }
   if (bias) {
 #pragma unroll
     for (int t = 0; t < Tiles; ++t)
@@ -490,7 +530,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * M * mma::tile_m;  // the warp's first row in the block
   const bool vectorized = chunks_aligned(a);
-  const float scale_log2 = static_cast<float>(a.scale) * log2e;
+  const ScoreScale scale(static_cast<float>(a.scale) * log2e, blk.bias != nullptr);
 
   const auto next_tile = [&](int k0, TileKind* kind) {
     return next_key_tile(policy, a.skip_tiles, b, q0, q1, k0, tk, kind, stats);
@@ -580,8 +620,9 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
     std::uint32_t p[M][key_tiles / 2][4];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
-      // Scale (base 2), bias, mask; the new running maxima.
-      prepare_scores<false>(s[m], mask, kind, whole, b, rows[m], k0, tq, k1, scale_log2, blk.bias, tk, lane);
+      // Scale (base 2, unless the exponent does), bias, mask; the new running maxima (in
+      // base 2, scaled).
+      prepare_scores<false>(s[m], mask, kind, whole, b, rows[m], k0, tq, k1, scale, blk.bias, tk, lane);
       float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int t = 0; t < key_tiles; ++t)
@@ -590,10 +631,10 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
       float alpha[2], shift[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const float m_new = fmaxf(row_max[m][i], quad_max(tile_max[i]));
+        const float m_new = fmaxf(row_max[m][i], quad_max(tile_max[i]) * scale.exponent);
         // A row with no allowed key so far keeps the maximum -inf: shift by 0 so exp2 gives zeros.
         shift[i] = m_new == -INFINITY ? 0.f : m_new;
-        alpha[i] = exp2f(row_max[m][i] - shift[i]);
+        alpha[i] = fast_exp2(row_max[m][i] - shift[i]);
         row_max[m][i] = m_new;
         row_sum[m][i] *= alpha[i];
       }
@@ -601,7 +642,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
       for (int t = 0; t < key_tiles; ++t) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[m][t][e] = exp2f(s[m][t][e] - shift[e / 2]);
+          s[m][t][e] = fast_exp2(fmaf(s[m][t][e], scale.exponent, -shift[e / 2]));
           row_sum[m][e / 2] += s[m][t][e];  // this lane's part of the row sum; the quad adds up at the end
         }
       }
@@ -664,7 +705,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
-  const float scale = static_cast<float>(a.scale), scale_log2 = scale * log2e;
+  const float scale = static_cast<float>(a.scale);
+  const ScoreScale score_scale(scale * log2e, blk.bias != nullptr);
   T* dbias = a.dbias ? static_cast<T*>(a.dbias) + blk.bh * a.tq * a.tk : nullptr;
 
   const auto load_stage = [&](int stage, int k0) {
@@ -684,7 +726,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const std::int64_t at = blk.bh * a.tq + rows[i];
-    lse_log2[i] = rows[i] < tq ? static_cast<const float*>(a.lse)[at] * log2e : -INFINITY;
+    lse_log2[i] = lse_base2(rows[i] < tq ? static_cast<const float*>(a.lse)[at] : 0.f, rows[i] < tq);
     row_delta[i] = rows[i] < tq ? delta[at] : 0.f;
   }
   float dq[dim_tiles][4];
@@ -706,13 +748,13 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
     float s[key_tiles][4], dp[key_tiles][4];
     score_products<T, D>(s, dp, shared_tile(sq), shared_tile(sdo), wrow, tile_k, tile_v, lane);
     // dS = P * (dP - delta), P = exp(S - lse), 0 where a pair does not take part; dbias = dS.
-    prepare_scores<false>(s, mask, kind, q1 - q0 == block_m && k1 - k0 == block_n, b, rows, k0, tq, k1, scale_log2,
+    prepare_scores<false>(s, mask, kind, q1 - q0 == block_m && k1 - k0 == block_n, b, rows, k0, tq, k1, score_scale,
                           blk.bias, tk, lane);
 #pragma unroll
     for (int t = 0; t < key_tiles; ++t)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        s[t][e] = s[t][e] == -INFINITY ? 0.f : exp2f(s[t][e] - lse_log2[e / 2]) * (dp[t][e] - row_delta[e / 2]);
+        s[t][e] = fast_exp2(fmaf(s[t][e], score_scale.exponent, -lse_log2[e / 2])) * (dp[t][e] - row_delta[e / 2]);
     if (dbias) {
 #pragma unroll
       for (int t = 0; t < key_tiles; ++t)
@@ -807,7 +849,8 @@ __global__ void __launch_bounds__(dkdv_threads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
-  const float scale = static_cast<float>(a.scale), scale_log2 = scale * log2e;
+  const float scale = static_cast<float>(a.scale);
+  const ScoreScale score_scale(scale * log2e, a.bias != nullptr);
 
   // The work items: (query head of the group, query tile), flattened; Empty ones skipped.
   const int query_blocks = (tq + dkdv_queries - 1) / dkdv_queries;
@@ -832,7 +875,7 @@ __global__ void __launch_bounds__(dkdv_threads)
       const int row = q0 + threadIdx.x;
       const std::int64_t at = bh * a.tq + row;
       float* rows_of_stage = stage_rows + stage * 2 * dkdv_queries;
-      rows_of_stage[threadIdx.x] = row < tq ? static_cast<const float*>(a.lse)[at] * log2e : -INFINITY;
+      rows_of_stage[threadIdx.x] = lse_base2(row < tq ? static_cast<const float*>(a.lse)[at] : 0.f, row < tq);
       rows_of_stage[dkdv_queries + threadIdx.x] = row < tq ? delta[at] : 0.f;
     }
   };
@@ -869,13 +912,13 @@ __global__ void __launch_bounds__(dkdv_threads)
     score_products<T, D>(st, dpt, shared_tile(sk), shared_tile(sv), wrow, tile_q, tile_do, lane);
     // P^T (0 where a pair does not take part) and dS^T = P^T * (dP^T - delta).
     prepare_scores<true>(st, mask, kind, key1 - key0 == dkdv_keys && q1 - q0 == dkdv_queries, b, keys, q0, q1, tk,
-                         scale_log2, bias, tk, lane);
+                         score_scale, bias, tk, lane);
 #pragma unroll
     for (int t = 0; t < query_tiles; ++t) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qi = t * 8 + mma::c_coord(lane, e).col;
-        const float p = st[t][e] == -INFINITY ? 0.f : exp2f(st[t][e] - slse[qi]);
+        const float p = fast_exp2(fmaf(st[t][e], score_scale.exponent, -slse[qi]));
         st[t][e] = p;
         dpt[t][e] = p * (dpt[t][e] - sdelta[qi]);
       }

@@ -49,6 +49,7 @@
 #include <stdexcept>
 #include <string>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -391,6 +392,13 @@ inline void ldmatrix_x4(std::uint32_t (&r)[4], unsigned address, bool trans) {
     }
   });
   for (int i = 0; i < 4; ++i) r[i] = out[static_cast<std::size_t>(i)];
+}
+
+/// ex2.approx.ftz.f32: 2^x with results below the smallest normal float flushed to +0
+/// (the hardware's approximation error, 2 ulp at most, is not modelled).
+inline float ex2_approx_ftz(float x) {
+  const float y = std::exp2(x);
+  return y < std::numeric_limits<float>::min() ? 0.f : y;
 }
 
 /// shfl.sync: the value v of lane source(l) for each lane l (a float or a double).

@@ -6,10 +6,11 @@
 // and double) and the delta kernel. Outputs, log-sum-exp and the gradients of q, k, v and
 // the bias, for every built-in policy, per-row arrays, grouped heads, head dims 64, 128 and
 // ragged ones (the zero-padded and element-by-element load paths), Tq != Tk with partial
-// tiles at both ends, a query offset and key padding through the kernel arguments, tile
-// skipping on and off, and the tile counters. This runs the kernels' own code (every index,
-// fragment address, mask and softmax step) in every build, GPU or not; timing and the
-// asynchronous copies are what only a GPU run checks.
+// tiles at both ends, softmax scales other than 1 / sqrt(dim) (a negative one too), a
+// query offset and key padding through the kernel arguments, tile skipping on and off,
+// and the tile counters. This runs the kernels' own code (every index, fragment address,
+// mask and softmax step) in every build, GPU or not; timing and the asynchronous copies
+// are what only a GPU run checks.
 #define CONDENSE_CUDA_EMULATION 1
 #include "emulation/cuda_emulation.hpp"
 // The emulation header must come first: the kernels see its threadIdx, __syncthreads, ...
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -43,7 +45,11 @@ struct Case {
   int query_offset = 0;               ///< through AttentionArgs (the kernels' QueryOffset)
   std::vector<std::int32_t> lengths;  ///< per-row key padding through AttentionArgs; empty: none
   DType dtype = DType::BFloat16;      ///< 16-bit: the tensor-core kernels; float, double: the portable ones
+  std::optional<double> scale;        ///< the softmax scale; default 1 / sqrt(dim)
 };
+
+/// The softmax scale of a case.
+double scale_of(const Case& c) { return c.scale ? *c.scale : 1.0 / std::sqrt(static_cast<double>(c.dim)); }
 
 /// The kernels' results: out, lse, dq, dk, dv (widened to float), dbias summed over heads,
 /// and the forward's tile counters.
@@ -93,7 +99,7 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
   a.tk = c.tk;
   a.dim = c.dim;
   a.bias_heads = c.bias ? 1 : 0;
-  a.scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+  a.scale = scale_of(c);
   a.skip_tiles = c.skip_tiles;
   a.query_offset = c.query_offset;
   if (!c.lengths.empty()) a.key_padding = mask::KeyPadding(c.lengths.data(), static_cast<int>(c.lengths.size()));
@@ -174,6 +180,7 @@ std::vector<Tensor<float>> run_cpu(const Case& c, const Policy& policy, const Te
     if (c.bias) in.push_back(bias);
     for (auto& t : in) t = t.clone().detach().requires_grad_();
     AttentionOptions options;
+    options.scale = scale_of(c);
     const auto r = attention_forward(in[0], in[1], in[2], full_policy, options, c.bias ? in[3] : Tensor<float>());
     r.out.backward(dout);
     std::vector<Tensor<float>> results = {r.out, r.lse};
@@ -193,6 +200,7 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   CAPTURE(c.bias);
   CAPTURE(c.skip_tiles);
   CAPTURE(c.query_offset);
+  CAPTURE(scale_of(c));
   CAPTURE(dtype_name(c.dtype));
   Generator gen(seed);
   // Inputs rounded to the kernels' element type, so both sides start from the same values.
@@ -221,7 +229,8 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   // before their second products and write 16-bit results; the CPU keeps float throughout.
   const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
   const auto compare = [&](std::size_t i, const Tensor<float>& got_tensor) {
-    CAPTURE(names[i]);
+    const std::string name = names[i];
+    CAPTURE(name);
     const auto e = expected[i].to_vector(), g = got_tensor.to_vector();
     REQUIRE(e.size() == g.size());
     double worst = 0;
@@ -234,7 +243,7 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
                                 : (sixteen_bit ? 3e-2 : 1e-4) * (1.0 + std::abs(double(e[j])));
       worst = std::max(worst, std::abs(double(g[j]) - double(e[j])) / tol);
     }
-    CHECK_MESSAGE(worst <= 1.0, names[i], ": the worst difference is ", worst, " times the tolerance");
+    CHECK_MESSAGE(worst <= 1.0, name, ": the worst difference is ", worst, " times the tolerance");
   };
   for (std::size_t i = 0; i < expected.size(); ++i) compare(i, got.tensors[i]);
   REQUIRE(got.dq_in_dkdv.size() == (sixteen_bit ? (c.bias ? 4u : 3u) : 0u));
@@ -282,7 +291,7 @@ TEST_CASE("emulated tensor-core attention: policies with per-row arrays") {
   check_kernels(c, mask::Pruned(keep.data(), 2, 200));
 }
 
-TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, offsets, padding and no tile skipping") {
+TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, scales, offsets, padding and no tile skipping") {
   for (std::int64_t dim : {128, 40, 100, 36}) {  // 40, 100: zero-padded; 36: loads element by element
     Case c;
     c.dim = dim;
@@ -315,6 +324,16 @@ TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, offse
   Case empty_rows;  // rows whose every key is padded away: zeros and lse = -inf
   empty_rows.lengths = {0, 120};
   check_kernels(empty_rows, mask::None{});
+  // The softmax scale goes into the exponent (exp2(s * c - max)) unless a bias is added or
+  // the scale is not positive (scaled first: the row maxima of scaled and unscaled scores
+  // then lie at different keys): both, through a scale other than 1 / sqrt(dim).
+  Case scaled;
+  scaled.scale = 0.25;
+  check_kernels(scaled, mask::Causal{});
+  scaled.scale = -0.25;
+  check_kernels(scaled, mask::Causal{});
+  scaled.bias = true;
+  check_kernels(scaled, mask::Gist(10, 13));
   Case no_skip;
   no_skip.skip_tiles = false;
   check_kernels(no_skip, mask::Gist(10, 13));
