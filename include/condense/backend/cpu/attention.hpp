@@ -6,6 +6,7 @@
 // and value gradients of a group of query heads are written by one thread. The tile
 // products go to tile_gemm (no packing per call); the keys (and, for the backward, the
 // values) are transposed once per call, tile by tile, as the B operand of Q K^T and dO V^T.
+// Without a bias the softmax scale is applied inside the exponential's pass (ScoreScale).
 #pragma once
 
 #include <Eigen/Core>
@@ -97,22 +98,67 @@ inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
   return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
 }
 
-/// Fills scores S (rows q0.., cols k0..) = scale * Q K^T + bias, with -inf where masked.
-/// `kt` is the key tile transposed (a block of transposed_key_tiles, rows g.tile_k apart).
+/// Where the softmax scale multiplies the scores: in tile_scores (`before`), when a bias is
+/// added after it or the scale is not positive, or else inside the exponent, exp(s *
+/// exponent - shift), in the pass that takes the exponential anyway (for a positive scale
+/// the row maxima of the unscaled scores are those of the scaled ones, times the scale).
+template <class T>
+struct ScoreScale {
+  T before = T(1);    ///< multiplies the scores in tile_scores (1: not at all)
+  T exponent = T(1);  ///< multiplies them inside the exponential
+  ScoreScale(double scale, bool has_bias) {
+    if (has_bias || !(scale > 0)) {
+      before = static_cast<T>(scale);
+    } else {
+      exponent = static_cast<T>(scale);
+    }
+  }
+};
+
+/// Fills scores S (rows q0.., cols k0..) = before * Q K^T + bias, with -inf where masked
+/// (`before`: ScoreScale::before). `kt` is the key tile transposed (a block of
+/// transposed_key_tiles, rows g.tile_k apart).
 // q: [rows, D] (stride D), kt: [D, cols] (stride tile_k) -> s: [rows, cols]
 template <class T, class Policy>
-void tile_scores(RowMatrix<T>& s, const T* q, const T* kt, const T* bias, const AttentionGeometry& g, const Policy& policy,
-                 int b, std::int64_t q0, std::int64_t rows, std::int64_t k0, std::int64_t cols, TileKind kind,
-                 const std::int32_t* index) {
+void tile_scores(RowMatrix<T>& s, const T* q, const T* kt, const T* bias, T before, const AttentionGeometry& g,
+                 const Policy& policy, int b, std::int64_t q0, std::int64_t rows, std::int64_t k0, std::int64_t cols,
+                 TileKind kind, const std::int32_t* index) {
   s.resize(rows, cols);
   tile_gemm<T>(rows, cols, g.dim, {q, g.dim, 1}, kt, g.tile_k, s.data(), cols, false);
-  s *= static_cast<T>(g.scale);
+  if (before != T(1)) s *= before;
   if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(g.tk));
   if (kind == TileKind::Partial) {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     for (std::int64_t i = 0; i < rows; ++i)
       for (std::int64_t j = 0; j < cols; ++j)
         if (!policy.allowed(b, static_cast<int>(q0 + i), static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
+  }
+}
+
+/// One key tile of the online softmax, row by row: the running maxima m (of the scaled
+/// scores) and sums l take in the tile's scores s (unscaled: exponent multiplies them), s
+/// becomes P = exp(s * exponent - m), and the output accumulator's rows are rescaled by
+/// exp(m_old - m). A row with no allowed key so far keeps m = -inf and gets P = 0.
+// s: [rows, cols] (contiguous), m, l: [rows], acc: [rows, D]
+template <class T>
+void online_softmax_tile(RowMatrix<T>& s, T exponent, Eigen::Array<T, Eigen::Dynamic, 1>& m,
+                         Eigen::Array<T, Eigen::Dynamic, 1>& l, RowMatrix<T>& acc) {
+  const std::int64_t cols = s.cols();
+  for (std::int64_t i = 0; i < s.rows(); ++i) {
+    T* row = s.data() + i * cols;
+    ArrayMap<T> p(row, cols);
+    // Eigen's packet reductions: a tile row is too short for the NaN-aware max_contiguous
+    // or the 32 lanes of sum_contiguous to pay off.
+    const T m_new = std::max(m(i), p.maxCoeff() * exponent);
+    if (m_new == -std::numeric_limits<T>::infinity()) {
+      std::fill(row, row + cols, T(0));
+      continue;
+    }
+    const T alpha = std::exp(m(i) - m_new);  // 0 while m(i) was -inf
+    p = vexp(p * exponent - m_new);
+    l(i) = l(i) * alpha + p.sum();
+    if (alpha != T(1)) acc.row(i) *= alpha;
+    m(i) = m_new;
   }
 }
 
@@ -162,12 +208,12 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   const std::int64_t work = g.batch * g.heads * q_tiles;
   const std::int64_t group = g.heads / g.kv_heads;
   const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
+  const ScoreScale<T> score_scale(g.scale, bias != nullptr);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
   {
-    RowMatrix<T> s, p;
-    RowMatrix<T> acc;
-    Eigen::Array<T, Eigen::Dynamic, 1> m, l, m_tile, alpha, shift;
+    RowMatrix<T> s, acc;
+    Eigen::Array<T, Eigen::Dynamic, 1> m, l;
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t w = 0; w < work; ++w) {
       const std::int64_t qt = q_tiles - 1 - w % q_tiles;  // longest (last) query tiles first
@@ -182,25 +228,15 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
       acc.setZero(rows, g.dim);
       m.setConstant(rows, -std::numeric_limits<T>::infinity());
       l.setZero(rows);
-      shift.resize(rows);
       for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
         const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
         const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
         if (kind == TileKind::Empty) { ++n_empty; continue; }
         (kind == TileKind::Full ? n_full : n_partial)++;
-        tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
-                    keys.index);
-        m_tile = s.rowwise().maxCoeff().array().max(m);
-        // Rows still fully masked keep m = -inf: use 0 as the shift so exp gives exact zeros.
-        for (std::int64_t i = 0; i < rows; ++i)
-          shift(i) = m_tile(i) == -std::numeric_limits<T>::infinity() ? T(0) : m_tile(i);
-        alpha = vexp(m - shift);
-        p.resize(rows, cols);
-        for (std::int64_t i = 0; i < rows; ++i) p.row(i).array() = vexp(s.row(i).array() - shift(i));
-        l = l * alpha + p.rowwise().sum().array();
-        acc = alpha.matrix().asDiagonal() * acc;
-        tile_gemm<T>(rows, g.dim, cols, {p.data(), cols, 1}, vp + k0 * g.dim, g.dim, acc.data(), g.dim, true);  // O += P V
-        m = m_tile;
+        tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b), q0,
+                    rows, k0, cols, kind, keys.index);
+        online_softmax_tile(s, score_scale.exponent, m, l, acc);  // s becomes P
+        tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, vp + k0 * g.dim, g.dim, acc.data(), g.dim, true);  // O += P V
       }
       MutMap<T> o(out + ((b * g.heads + h) * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
       T* lse_row = lse + (b * g.heads + h) * g.tq + q0;
@@ -233,6 +269,7 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
     delta[static_cast<std::size_t>(r)] = sum;
   }
   const T scale = static_cast<T>(g.scale);
+  const ScoreScale<T> score_scale(g.scale, bias != nullptr);
   const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
   const std::vector<T> value_tiles = transposed_key_tiles(keysets, true, g);
 #pragma omp parallel
@@ -268,9 +305,10 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
             const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
             const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
             if (kind == TileKind::Empty) continue;
-            tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, g, policy, static_cast<int>(b), q0, rows, k0, cols, kind,
-                        keys.index);
-            for (std::int64_t i = 0; i < rows; ++i) s.row(i).array() = vexp(s.row(i).array() - shift(i));  // P
+            tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b),
+                        q0, rows, k0, cols, kind, keys.index);
+            for (std::int64_t i = 0; i < rows; ++i)  // P
+              s.row(i).array() = vexp(s.row(i).array() * score_scale.exponent - shift(i));
             T* dv_tile = dv + (bk * g.tk + k0) * g.dim;
             T* dk_tile = dk + (bk * g.tk + k0) * g.dim;
             tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, dop, g.dim, dv_tile, g.dim, true);  // dV += P^T dO
