@@ -15,32 +15,11 @@
 
 #include <Eigen/Core>
 
+#include "condense/backend/cpu/matrix_ref.hpp"
 #include "condense/backend/cpu/packed_gemm.hpp"
 #include "condense/backend/cpu/parallel.hpp"
 
 namespace condense::cpu {
-
-/// A strided matrix: element (i, j) is data[i * row_stride + j * col_stride].
-template <class T>
-struct MatrixRef {
-  T* data = nullptr;
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  std::int64_t row_stride = 0;
-  std::int64_t col_stride = 0;
-
-  MatrixRef() = default;
-  MatrixRef(T* data_, std::int64_t rows_, std::int64_t cols_, std::int64_t row_stride_, std::int64_t col_stride_)
-      : data(data_), rows(rows_), cols(cols_), row_stride(row_stride_), col_stride(col_stride_) {}
-  /// A read-only view of a mutable matrix.
-  template <class U>
-    requires std::is_same_v<const U, T> && (!std::is_same_v<U, T>)
-  MatrixRef(const MatrixRef<U>& m)  // NOLINT(google-explicit-constructor): T* -> const T*
-      : data(m.data), rows(m.rows), cols(m.cols), row_stride(m.row_stride), col_stride(m.col_stride) {}
-
-  /// The transposed matrix over the same memory (no copy).
-  MatrixRef transposed() const { return {data, cols, rows, col_stride, row_stride}; }
-};
 
 /// How a matrix can be handed to Eigen.
 enum class GemmLayout { RowMajor, ColMajor, Unsupported };
@@ -159,8 +138,7 @@ void gemm(const MatrixRef<const T>& a, const MatrixRef<const T>& b, const Matrix
   } else {
 #if defined(CONDENSE_CPU_PACKED_GEMM)
     if constexpr (std::is_same_v<T, float>) {
-      packed::gemm(c.rows, c.cols, a.cols, {a.data, a.row_stride, a.col_stride}, {b.data, b.row_stride, b.col_stride},
-                   {c.data, c.row_stride, c.col_stride}, accumulate);
+      packed::gemm(a, b, c, accumulate);
       return;
     }
 #endif

@@ -3,8 +3,10 @@
 // of 16 columns and A (mc x kc) into panels of 6 rows, so the inner kernel reads both
 // contiguously whatever the operands' layouts (a transposed weight costs one strided copy
 // per block, not a slower kernel); a 6 x 16 block of C is held in twelve 8-float registers
-// across the kc inner steps (tile_gemm.hpp's register kernel, reading the packed panels). The blocks of C are shared out across the OpenMP threads (none
-// inside an enclosing parallel region, where batched products already split the work).
+// across the kc inner steps (tile_gemm.hpp's register kernel, reading the packed panels).
+// The blocks of C are shared out across the OpenMP threads (none inside an enclosing
+// parallel region, where batched products already split the work). Operands are
+// MatrixRefs (matrix_ref.hpp), as for cpu::gemm.
 // cpu::gemm calls it for float when the build has AVX2 and FMA; without them this header
 // declares nothing and Eigen's GEMM serves.
 #pragma once
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <new>
 
+#include "condense/backend/cpu/matrix_ref.hpp"
 #include "condense/backend/cpu/tile_gemm.hpp"
 
 #define CONDENSE_CPU_PACKED_GEMM 1
@@ -43,12 +46,8 @@ class PackBuffer {
   float* data_;
 };
 
-/// A strided read-only matrix: element (i, j) at data[i * row_stride + j * col_stride].
-struct Operand {
-  const float* data;
-  std::int64_t row_stride, col_stride;
-  float at(std::int64_t i, std::int64_t j) const { return data[i * row_stride + j * col_stride]; }
-};
+/// A read-only operand (A or B).
+using Operand = MatrixRef<const float>;
 
 /// Packs rows [i0, i0 + rows) x inner steps [p0, p0 + depth) of A into panels of mr rows:
 /// panel q holds, for each step k, its mr elements (rows past `rows` are zero).
@@ -68,7 +67,7 @@ inline void pack_a(Operand a, std::int64_t i0, std::int64_t rows, std::int64_t p
       }
     } else {
       for (std::int64_t k = 0; k < depth; ++k)
-        for (std::int64_t r = 0; r < mr; ++r) panel[k * mr + r] = r < live ? a.at(i0 + q + r, p0 + k) : 0.f;
+        for (std::int64_t r = 0; r < mr; ++r) panel[k * mr + r] = r < live ? a(i0 + q + r, p0 + k) : 0.f;
     }
   }
 }
@@ -96,19 +95,13 @@ inline void pack_b_panel(Operand b, std::int64_t p0, std::int64_t depth, std::in
     }
   } else {
     for (std::int64_t k = 0; k < depth; ++k)
-      for (std::int64_t j = 0; j < nr; ++j) out[k * nr + j] = j < live ? b.at(p0 + k, j0 + j) : 0.f;
+      for (std::int64_t j = 0; j < nr; ++j) out[k * nr + j] = j < live ? b(p0 + k, j0 + j) : 0.f;
   }
 }
 
-/// A mutable strided matrix (C).
-struct Output {
-  float* data;
-  std::int64_t row_stride, col_stride;
-};
-
 /// The rows x cols (at most 6 x 16) block of C at (i, j) = (or +=) the product of two packed
 /// panels: in place when whole and C's columns are contiguous, through a buffer otherwise.
-inline void block(std::int64_t depth, const float* a, const float* b, Output c, std::int64_t i, std::int64_t j,
+inline void block(std::int64_t depth, const float* a, const float* b, const MatrixRef<float>& c, std::int64_t i, std::int64_t j,
                   std::int64_t rows, std::int64_t cols, bool accumulate) {
   // The packed panels as operands of tile_gemm's register kernel: A's step k is mr floats
   // on (row stride 1, inner stride mr), B's step k one row of nr floats.
@@ -127,21 +120,21 @@ inline void block(std::int64_t depth, const float* a, const float* b, Output c, 
     }
 }
 
-/// C = A B (accumulate false) or C += A B; a: [m, k], b: [k, n], c: [m, n], any strides, C
-/// not overlapping A or B. Runs on the OpenMP threads unless called inside a parallel region
-/// or the product is small.
-inline void gemm(std::int64_t m, std::int64_t n, std::int64_t k, Operand a, Operand b, Output c, bool accumulate) {
+/// C = A B (accumulate false) or C += A B, any strides, C not overlapping A or B. Runs on
+/// the OpenMP threads unless called inside a parallel region or the product is small.
+// a: [m, k], b: [k, n], c: [m, n]
+inline void gemm(const Operand& a, const Operand& b, const MatrixRef<float>& c, bool accumulate) {
+  const std::int64_t m = c.rows, n = c.cols, k = a.cols;
   if (m <= 0 || n <= 0) return;
   if (c.col_stride != 1 && c.row_stride == 1) {
     // A column-major C: C^T = B^T A^T is row-major, so its blocks are written in place.
-    gemm(n, m, k, {b.data, b.col_stride, b.row_stride}, {a.data, a.col_stride, a.row_stride},
-         {c.data, c.col_stride, c.row_stride}, accumulate);
+    gemm(b.transposed(), a.transposed(), c.transposed(), accumulate);
     return;
   }
   if (k <= 0) {
     if (!accumulate)
       for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t j = 0; j < n; ++j) c.data[i * c.row_stride + j * c.col_stride] = 0.f;
+        for (std::int64_t j = 0; j < n; ++j) c(i, j) = 0.f;
     return;
   }
   const std::int64_t m_blocks = (m + mc - 1) / mc;
