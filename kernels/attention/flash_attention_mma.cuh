@@ -163,10 +163,23 @@ __device__ __forceinline__ unsigned at(SharedTile tile, mma::Coord c) {
   return tile.address + 2u * static_cast<unsigned>(c.row * stride<D> + c.col);
 }
 
+/// The byte offset of element (row, col) in a row-major tile of stride<D>.
+template <int D>
+__device__ __forceinline__ unsigned offset(int row, int col) {
+  return 2u * static_cast<unsigned>(row * stride<D> + col);
+}
+
+// The fragment loads below form the address a lane hands to ldmatrix as the lane's row for
+// the fragment at (0, 0) plus the offset of the fragment's origin (the layouts are linear in
+// the origin: tests/core/test_mma_layout.cpp). The lane's part is then formed once per tile
+// and each fragment's offset, a constant in the unrolled loops, folds into the ldmatrix
+// instruction. Written as layout(lane, row0, col0), the compiler turned row0 + lane's row
+// into an OR of disjoint bits and multiplied it by the stride anew for every fragment.
+
 /// The A fragment of the 16 x 16 block at (row0, col0) of a row-major shared tile.
 template <int D>
 __device__ __forceinline__ void load_a(std::uint32_t (&a)[4], SharedTile tile, int row0, int col0, int lane) {
-  ldmatrix_x4(a, at<D>(tile, mma::ldmatrix_a_row(lane, row0, col0)));
+  ldmatrix_x4(a, at<D>(tile, mma::ldmatrix_a_row(lane, 0, 0)) + offset<D>(row0, col0));
 }
 
 /// The B fragments of n-tiles n0 and n0 + 8 whose column n is row (n0 + n) of a row-major
@@ -174,14 +187,14 @@ __device__ __forceinline__ void load_a(std::uint32_t (&a)[4], SharedTile tile, i
 /// b[0], b[1]: n-tile n0; b[2], b[3]: n-tile n0 + 8.
 template <int D>
 __device__ __forceinline__ void load_b_transposed(std::uint32_t (&b)[4], SharedTile tile, int n0, int col0, int lane) {
-  ldmatrix_x4(b, at<D>(tile, mma::ldmatrix_b_transposed_row(lane, n0, col0)));
+  ldmatrix_x4(b, at<D>(tile, mma::ldmatrix_b_transposed_row(lane, 0, 0)) + offset<D>(n0, col0));
 }
 
 /// The B fragments of n-tiles n0 and n0 + 8 whose k is row (k0 + k) and whose column n is
 /// column (n0 + n) of a row-major shared tile: B = tile (V in O = P V).
 template <int D>
 __device__ __forceinline__ void load_b(std::uint32_t (&b)[4], SharedTile tile, int k0, int n0, int lane) {
-  ldmatrix_x4_trans(b, at<D>(tile, mma::ldmatrix_b_row(lane, k0, n0)));
+  ldmatrix_x4_trans(b, at<D>(tile, mma::ldmatrix_b_row(lane, 0, 0)) + offset<D>(k0, n0));
 }
 
 /// acc[t] += a * B and acc[t + 1] += a * B' for the two n-tiles of b (from load_b*).
@@ -800,8 +813,9 @@ __device__ __forceinline__ void accumulate_dq(float* rows, SharedTile ds, Shared
 #pragma unroll
   for (int step = 0; step < dkdv_keys / mma::tile_k; ++step) {
     std::uint32_t a[4];
-    const mma::Coord c = mma::ldmatrix_a_transposed_row(lane, row0, step * mma::tile_k);
-    ldmatrix_x4_trans(a, ds.address + 2u * static_cast<unsigned>(c.row * ds_stride + c.col));
+    // The lane's row plus the block's origin (A = ds^T: the origin's column is a row of ds).
+    const mma::Coord c = mma::ldmatrix_a_transposed_row(lane, row0, 0);
+    ldmatrix_x4_trans(a, ds.address + 2u * static_cast<unsigned>(c.row * ds_stride + c.col + step * mma::tile_k * ds_stride));
 #pragma unroll
     for (int t = 0; t < n_tiles; t += 2) {
       std::uint32_t b[4];

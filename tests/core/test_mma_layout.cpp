@@ -3,7 +3,8 @@
 // once, register halves are the consecutive elements one 32-bit load reads, a few lanes
 // against the PTX ISA tables, and one warp's steps of the flash forward (S = Q K^T from a
 // Q tile and a K tile, then O = P V with P reused from the S accumulators) emulated lane by
-// lane through the kernels' offset functions, against the plain products.
+// lane through the kernels' offset functions, against the plain products; and that the row
+// a lane hands to ldmatrix is its row for the origin (0, 0) plus the fragment's origin.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -211,6 +212,23 @@ TEST_CASE("mma layout: ldmatrix row addresses give the same fragments as the ele
         }
     }
   }
+}
+
+TEST_CASE("mma layout: a lane's ldmatrix row moves with the fragment's origin and nothing else") {
+  // The attention kernels form a fragment's address as the lane's row for the origin (0, 0)
+  // plus the origin's offset (flash_attention_mma.cuh, load_a and the others), which holds
+  // only while every layout is the lane's part plus the origin.
+  for (int lane = 0; lane < mma::warp_lanes; ++lane)
+    for (int r0 = 0; r0 <= 112; r0 += 16)
+      for (int c0 = 0; c0 <= 112; c0 += 8) {
+        const auto shifted = [&](mma::Coord c, int rows, int cols) { return mma::Coord{c.row + rows, c.col + cols}; };
+        const auto same = [](mma::Coord x, mma::Coord y) { return x.row == y.row && x.col == y.col; };
+        CHECK(same(mma::ldmatrix_a_row(lane, r0, c0), shifted(mma::ldmatrix_a_row(lane, 0, 0), r0, c0)));
+        CHECK(same(mma::ldmatrix_b_transposed_row(lane, r0, c0), shifted(mma::ldmatrix_b_transposed_row(lane, 0, 0), r0, c0)));
+        CHECK(same(mma::ldmatrix_b_row(lane, r0, c0), shifted(mma::ldmatrix_b_row(lane, 0, 0), r0, c0)));
+        // A = tile^T: A's row origin is a tile column, its k origin a tile row.
+        CHECK(same(mma::ldmatrix_a_transposed_row(lane, r0, c0), shifted(mma::ldmatrix_a_transposed_row(lane, r0, 0), c0, 0)));
+      }
 }
 
 }  // namespace test_mma_layout
