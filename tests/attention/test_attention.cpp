@@ -1,7 +1,7 @@
 // Fused CPU attention against the oracle (matmul + masked_fill + softmax + matmul) for
 // every mask policy: forward, the gradients of q, k, v and the additive bias, GQA, Tq != Tk,
-// lengths that are not multiples of the tile size; identical results with tile skipping
-// on and off; gradcheck; fully masked rows; errors.
+// lengths that are not multiples of the tile size, softmax scales of either sign; identical
+// results with tile skipping on and off; gradcheck; fully masked rows; errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -137,6 +137,22 @@ TEST_CASE("attention: head dims and key counts off the 16- and 8-column blocks o
     CAPTURE(dim);
     check_all_tilings("Causal", mask::Causal{}, Case{1, 2, 1, 70, 70, dim}, 31);
     check_all_tilings("Pruned", mask::Pruned(keep.data(), 1, 70), Case{1, 2, 2, 70, 70, dim}, 32);
+  }
+}
+
+TEST_CASE("attention: softmax scales other than 1 / sqrt(D), negative ones included") {
+  // Without a bias a positive scale multiplies inside the exponential (the row maxima taken
+  // over unscaled scores); a bias or a scale that is not positive scales the scores first.
+  const Case c{1, 2, 1, 37, 37, 16};
+  for (const double scale : {0.7, -0.4}) {
+    CAPTURE(scale);
+    AttentionOptions o;
+    o.scale = scale;
+    o.tile_q = o.tile_k = 16;
+    for (const bool with_bias : {false, true}) {
+      check_against_reference("Causal", mask::Causal{}, c, with_bias, o, 41);
+      check_against_reference("Gist", mask::Gist(5, 9), c, with_bias, o, 42);
+    }
   }
 }
 
