@@ -157,16 +157,16 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], unsigne
 #endif
 }
 
-/// The shared address of the element at a fragment position of a row-major tile.
-template <int D>
-__device__ __forceinline__ unsigned at(SharedTile tile, mma::Coord c) {
-  return tile.address + 2u * static_cast<unsigned>(c.row * stride<D> + c.col);
-}
-
 /// The byte offset of element (row, col) in a row-major tile of stride<D>.
 template <int D>
 __device__ __forceinline__ unsigned offset(int row, int col) {
   return 2u * static_cast<unsigned>(row * stride<D> + col);
+}
+
+/// The shared address of the element at a fragment position of a row-major tile.
+template <int D>
+__device__ __forceinline__ unsigned at(SharedTile tile, mma::Coord c) {
+  return tile.address + offset<D>(c.row, c.col);
 }
 
 // The fragment loads below form the address a lane hands to ldmatrix as the lane's row for

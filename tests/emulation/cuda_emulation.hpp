@@ -395,7 +395,7 @@ inline void ldmatrix_x4(std::uint32_t (&r)[4], unsigned address, bool trans) {
 }
 
 /// ex2.approx.ftz.f32: 2^x with results below the smallest normal float flushed to +0
-/// (the hardware's approximation error, 2 ulp at most, is not modelled).
+/// (the hardware's approximation error is not modelled).
 inline float ex2_approx_ftz(float x) {
   const float y = std::exp2(x);
   return y < std::numeric_limits<float>::min() ? 0.f : y;
