@@ -41,6 +41,7 @@
 
 #include "condense/backend/cuda/attention.hpp"
 #include "condense/backend/cuda/mma_layout.hpp"
+#include "condense/backend/score_scale.hpp"
 #include "condense/core/dtype.hpp"
 #include "condense/mask/policy.hpp"
 #include "detail/common.cuh"
@@ -385,21 +386,6 @@ struct BlockMask<mask::Intersect<mask::QueryOffset<P>, mask::KeyPadding>> {
   __device__ __forceinline__ bool allowed(int b, int q, int k) const { return policy.allowed(b, q, k); }
 };
 
-/// How the scores reach base 2 (softmax in exp2): multiplied by scale * log2(e) in
-/// prepare_scores (`before`) when a bias is added (in base-2 units, after the scale) or the
-/// scale is not positive; otherwise left as they are and scaled inside the exponent
-/// (`exponent`), exp2(s * exponent - shift) being one FFMA, and maxima taken over the
-/// unscaled scores (the scale is positive, so they are the same keys').
-struct ScoreScale {
-  float before;    ///< multiplies the scores in prepare_scores (1: not at all)
-  float exponent;  ///< multiplies them inside exp2
-  __device__ ScoreScale(float scale_log2, bool has_bias) {
-    const bool first = has_bias || !(scale_log2 > 0.f);
-    before = first ? scale_log2 : 1.f;
-    exponent = first ? 1.f : scale_log2;
-  }
-};
-
 /// The log-sum-exp of a row in base 2 for P = exp2(s * exponent - lse): +inf for a row with
 /// no allowed key (lse -inf) or past the sequence, so that every P of it is exp2(-inf) = 0
 /// without a test per element.
@@ -418,7 +404,7 @@ __device__ __forceinline__ float lse_base2(float lse, bool in_sequence) {
 /// and on the tile are uniform over the block; the mask itself is applied with selects.
 template <bool KeysAlongRows, class T, class Policy, int Tiles>
 __device__ __forceinline__ void prepare_scores(float (&s)[Tiles][4], const BlockMask<Policy>& mask, TileKind kind, bool whole, int b,
-                                               const int (&own)[2], int col0, int query_end, int key_end, const ScoreScale& scale,
+                                               const int (&own)[2], int col0, int query_end, int key_end, const ScoreScale<float>& scale,
                                                const T* bias, int tk, int lane) {
   const auto query_of = [&](int t, int e) { return KeysAlongRows ? col0 + t * 8 + mma::c_coord(lane, e).col : own[e / 2]; };
   const auto key_of = [&](int t, int e) { return KeysAlongRows ? own[e / 2] : col0 + t * 8 + mma::c_coord(lane, e).col; };
@@ -543,7 +529,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * M * mma::tile_m;  // the warp's first row in the block
   const bool vectorized = chunks_aligned(a);
-  const ScoreScale scale(static_cast<float>(a.scale) * log2e, blk.bias != nullptr);
+  const ScoreScale<float> scale(static_cast<float>(a.scale) * log2e, blk.bias != nullptr);
 
   const auto next_tile = [&](int k0, TileKind* kind) {
     return next_key_tile(policy, a.skip_tiles, b, q0, q1, k0, tk, kind, stats);
@@ -719,7 +705,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
   const float scale = static_cast<float>(a.scale);
-  const ScoreScale score_scale(scale * log2e, blk.bias != nullptr);
+  const ScoreScale<float> score_scale(scale * log2e, blk.bias != nullptr);
   T* dbias = a.dbias ? static_cast<T*>(a.dbias) + blk.bh * a.tq * a.tk : nullptr;
 
   const auto load_stage = [&](int stage, int k0) {
@@ -864,7 +850,7 @@ __global__ void __launch_bounds__(dkdv_threads)
   const int wrow = warp * mma::tile_m;
   const bool vectorized = chunks_aligned(a, a.dout);
   const float scale = static_cast<float>(a.scale);
-  const ScoreScale score_scale(scale * log2e, a.bias != nullptr);
+  const ScoreScale<float> score_scale(scale * log2e, a.bias != nullptr);
 
   // The work items: (query head of the group, query tile), flattened; Empty ones skipped.
   const int query_blocks = (tq + dkdv_queries - 1) / dkdv_queries;

@@ -20,6 +20,7 @@
 #include <omp.h>
 
 #include "condense/backend/cpu/reduce.hpp"
+#include "condense/backend/score_scale.hpp"
 #include "condense/backend/cpu/tile_gemm.hpp"
 #include "condense/mask/policy.hpp"
 
@@ -97,23 +98,6 @@ using MutMap = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
 inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
   return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
 }
-
-/// Where the softmax scale multiplies the scores: in tile_scores (`before`), when a bias is
-/// added after it or the scale is not positive, or else inside the exponent, exp(s *
-/// exponent - shift), in the pass that takes the exponential anyway (for a positive scale
-/// the row maxima of the unscaled scores are those of the scaled ones, times the scale).
-template <class T>
-struct ScoreScale {
-  T before = T(1);    ///< multiplies the scores in tile_scores (1: not at all)
-  T exponent = T(1);  ///< multiplies them inside the exponential
-  ScoreScale(double scale, bool has_bias) {
-    if (has_bias || !(scale > 0)) {
-      before = static_cast<T>(scale);
-    } else {
-      exponent = static_cast<T>(scale);
-    }
-  }
-};
 
 /// Fills scores S (rows q0.., cols k0..) = before * Q K^T + bias, with -inf where masked
 /// (`before`: ScoreScale::before). `kt` is the key tile transposed (a block of
@@ -208,7 +192,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   const std::int64_t work = g.batch * g.heads * q_tiles;
   const std::int64_t group = g.heads / g.kv_heads;
   const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
-  const ScoreScale<T> score_scale(g.scale, bias != nullptr);
+  const ScoreScale<T> score_scale(static_cast<T>(g.scale), bias != nullptr);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
   {
@@ -269,7 +253,7 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
     delta[static_cast<std::size_t>(r)] = sum;
   }
   const T scale = static_cast<T>(g.scale);
-  const ScoreScale<T> score_scale(g.scale, bias != nullptr);
+  const ScoreScale<T> score_scale(scale, bias != nullptr);
   const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
   const std::vector<T> value_tiles = transposed_key_tiles(keysets, true, g);
 #pragma omp parallel
