@@ -628,12 +628,14 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
 #pragma unroll
         for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[m][t][e]);
       float alpha[2], shift[2];
+      bool max_moved = false;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const float m_new = fmaxf(row_max[m][i], quad_max(tile_max[i]) * scale.exponent);
         // A row with no allowed key so far keeps the maximum -inf: shift by 0 so exp2 gives zeros.
         shift[i] = m_new == -INFINITY ? 0.f : m_new;
         alpha[i] = fast_exp2(row_max[m][i] - shift[i]);
+        max_moved = max_moved || m_new != row_max[m][i];
         row_max[m][i] = m_new;
         row_sum[m][i] *= alpha[i];
       }
@@ -647,12 +649,17 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
       }
 #pragma unroll
       for (int step = 0; step < key_tiles / 2; ++step) a_from_accumulators<T>(p[m][step], s[m], step);
+      // Rescale O only when a row maximum of the warp's m-tile moved (alpha is 1 for a row
+      // whose maximum stayed): on long rows most key tiles move none, and the vote keeps
+      // the branch uniform over the warp.
+      if (__any_sync(0xffffffffu, max_moved)) {
 #pragma unroll
-      for (int t = 0; t < dim_tiles; ++t) {
-        o[m][t][0] *= alpha[0];
-        o[m][t][1] *= alpha[0];
-        o[m][t][2] *= alpha[1];
-        o[m][t][3] *= alpha[1];
+        for (int t = 0; t < dim_tiles; ++t) {
+          o[m][t][0] *= alpha[0];
+          o[m][t][1] *= alpha[0];
+          o[m][t][2] *= alpha[1];
+          o[m][t][3] *= alpha[1];
+        }
       }
     }
     // O += P V.

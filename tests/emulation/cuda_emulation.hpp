@@ -419,6 +419,16 @@ V shuffle(V v, Source source) {
   return result;
 }
 
+/// vote.sync.any: whether `predicate` holds on any lane of the warp (every lane gets the answer).
+inline bool vote_any(bool predicate) {
+  const Result out = warp_collective(Payload{predicate ? 1u : 0u}, [](const WarpPayloads& in, WarpResults& results) {
+    std::uint32_t any = 0;
+    for (int l = 0; l < 32; ++l) any |= in[static_cast<std::size_t>(l)][0];
+    for (int l = 0; l < 32; ++l) results[static_cast<std::size_t>(l)][0] = any;
+  });
+  return out[0] != 0;
+}
+
 /// __syncthreads(): waits until every thread of the block has arrived.
 inline void block_barrier() {
   Block& b = *current_block;
@@ -726,6 +736,8 @@ template <class V>
 V __shfl_sync(unsigned, V v, int source) {
   return condense_cuda_emulation::shuffle(v, [source](int) { return source % 32; });
 }
+/// vote.sync.any.pred: nonzero when `predicate` is nonzero on any lane of the warp.
+inline int __any_sync(unsigned, int predicate) { return condense_cuda_emulation::vote_any(predicate != 0) ? 1 : 0; }
 /// shfl.sync.up: the value of lane - offset, or the lane's own below `offset`.
 template <class V>
 V __shfl_up_sync(unsigned, V v, unsigned offset) {
