@@ -1,7 +1,8 @@
 // Fused CPU attention against the oracle (matmul + masked_fill + softmax + matmul) for
 // every mask policy: forward, the gradients of q, k, v and the additive bias, GQA, Tq != Tk,
 // lengths that are not multiples of the tile size, softmax scales of either sign; identical
-// results with tile skipping on and off; gradcheck; fully masked rows; errors.
+// results with tile skipping on and off; strided q, k, v read in place; gradcheck; fully
+// masked rows; errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -125,6 +126,15 @@ TEST_CASE("attention: cross-attention policies with Tq != Tk") {
   // decoding after a cache: 5 new queries at positions 30..34 over 35 keys
   check_all_tilings("Causal with offset", mask::Causal{30}, Case{1, 4, 1, 5, 35, 32}, 24);
   check_all_tilings("Gist with offset", mask::Gist(3, 6, 20), Case{1, 2, 2, 7, 27, 8}, 25);
+  // one decode step (a single query: scores as matrix-vector products over the keys, which
+  // are not transposed): every key, a causal row, a gist row with a bias, pruned keys
+  check_all_tilings("None, one query", mask::None{}, Case{2, 4, 2, 1, 70, 16}, 26);
+  check_all_tilings("Causal, one query", mask::Causal{40}, Case{1, 4, 1, 1, 70, 13}, 27);
+  check_all_tilings("Gist with offset, one query", mask::Gist(3, 6, 30), Case{1, 2, 2, 1, 31, 8}, 28);
+  std::vector<bool> keep_values(70);
+  for (std::size_t i = 0; i < keep_values.size(); ++i) keep_values[i] = i % 4 != 2;
+  const auto keep = from_vector<bool>(keep_values, {1, 70});
+  check_all_tilings("Pruned, one query", mask::Pruned(keep.data(), 1, 70), Case{1, 2, 1, 1, 70, 16}, 29);
 }
 
 TEST_CASE("attention: head dims and key counts off the 16- and 8-column blocks of the tile products") {
@@ -187,6 +197,68 @@ TEST_CASE("attention: pruned keys are gathered, so dropped keys cost nothing") {
   const auto r = attention_forward(q, k, v, pruned, o);
   CHECK(r.tiles.empty + r.tiles.partial + r.tiles.full == 2 * 4);  // 2 heads x 4 query tiles x 1 key tile
   CHECK(max_abs_diff(r.out, attention_reference(q, k, v, pruned, o)) <= 1e-5);
+}
+
+namespace {
+
+/// attention on the strided views q, k, v against the same call on contiguous copies:
+/// the same output, log-sum-exp and gradients, bit for bit (the kernels read the same
+/// rows in the same order), and the output laid out in q's stride order.
+template <class Policy>
+void check_strided_in_place(const std::string& name, const Policy& policy, const Tensor<float>& q,
+                            const Tensor<float>& k, const Tensor<float>& v, const Tensor<float>& bias,
+                            bool out_token_major) {
+  CAPTURE(name);
+  const AttentionOptions o{.tile_q = 8, .tile_k = 8};
+  Generator gen(31);
+  const auto dout = randn<float>(q.shape(), gen);
+  auto run = [&](bool contiguous) {
+    auto qq = (contiguous ? q.contiguous() : q).detach().requires_grad_();
+    auto kk = (contiguous ? k.contiguous() : k).detach().requires_grad_();
+    auto vv = (contiguous ? v.contiguous() : v).detach().requires_grad_();
+    Tensor<float> bb;
+    if (bias.defined()) bb = bias.detach().clone().requires_grad_();
+    const auto r = attention_forward(qq, kk, vv, policy, o, bb);
+    if (!contiguous) CHECK(r.out.transpose(1, 2).is_contiguous() == out_token_major);
+    r.out.backward(dout);
+    std::vector<Tensor<float>> results{r.out.detach(), r.lse, qq.grad(), kk.grad(), vv.grad()};
+    if (bias.defined()) results.push_back(bb.grad());
+    return results;
+  };
+  const auto strided = run(false);
+  const auto contiguous = run(true);
+  const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
+  for (std::size_t i = 0; i < strided.size(); ++i) {
+    CAPTURE(names[i]);
+    CHECK(strided[i].to_vector() == contiguous[i].to_vector());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("attention: strided q, k and v (heads split off a projection, a cache's prefix) are read in place") {
+  Generator gen(12);
+  constexpr std::int64_t B = 2, H = 4, Hkv = 2, T = 19, D = 16, capacity = 32;
+  // Heads split off [B, T, H * D] projections: [B, T, H, D] in memory.
+  const auto q = randn<float>({B, T, H, D}, gen).transpose(1, 2);
+  const auto k = randn<float>({B, T, Hkv, D}, gen).transpose(1, 2);
+  const auto v = randn<float>({B, T, Hkv, D}, gen).transpose(1, 2);
+  REQUIRE(!q.is_contiguous());
+  check_strided_in_place("causal, token-major", mask::Causal{}, q, k, v, Tensor<float>(), true);
+  const auto bias = randn<float>({B, 1, T, T}, gen, 0.0, 0.5);
+  check_strided_in_place("gist with a bias, token-major", mask::Gist(5, 8), q, k, v, bias, true);
+  // Pruned keys take the gathered path, which copies the kept rows out of the strided k, v.
+  std::vector<bool> keep_values(static_cast<std::size_t>(B * T));
+  for (std::size_t i = 0; i < keep_values.size(); ++i) keep_values[i] = i % 3 != 1;
+  const auto keep = from_vector<bool>(keep_values, {B, T});
+  check_strided_in_place("pruned, token-major", mask::Pruned(keep.data(), B, T), q, k, v, Tensor<float>(), true);
+  // The first T rows of a longer [B, Hkv, capacity, D] cache, queries contiguous.
+  const auto k_cache = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, T);
+  const auto v_cache = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, T);
+  check_strided_in_place("cache prefix", mask::Causal{}, q.contiguous(), k_cache, v_cache, Tensor<float>(), false);
+  // A head dim that is not contiguous is copied first; the result is the same.
+  const auto q_columns = randn<float>({B, H, D, T}, gen).transpose(2, 3);
+  check_strided_in_place("head dim strided", mask::Causal{}, q_columns, k, v, Tensor<float>(), false);
 }
 
 TEST_CASE("attention: gradcheck in double for q, k, v and bias") {

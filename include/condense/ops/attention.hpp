@@ -5,6 +5,7 @@
 // attention_reference, the plain composition of primitive ops used as the test oracle.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -22,6 +23,7 @@
 #include "condense/ops/convert.hpp"
 #include "condense/ops/matmul.hpp"
 #include "condense/ops/softmax.hpp"
+#include "condense/ops/views.hpp"
 
 namespace condense {
 
@@ -88,7 +90,44 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   g.tile_q = options.tile_q;
   g.tile_k = options.tile_k;
   g.skip_tiles = options.skip_tiles;
+  g.set_contiguous_layouts();
   return g;
+}
+
+/// q, k, v or an output gradient as the CPU attention kernels read it: the tensor itself
+/// (detached) when its head dim is contiguous, whatever its other strides (head-split
+/// views of a projection, a KV cache's prefix), else a contiguous copy.
+// t: [B, heads, T, D]
+template <DifferentiableElement T>
+Tensor<T> attention_rows(const Tensor<T>& t) {
+  const Tensor<T> d = t.detach();
+  return d.size(3) <= 1 || d.strides()[3] == 1 ? d : d.contiguous();
+}
+
+/// The RowLayout of a [B, heads, T, D] tensor whose head dim is contiguous.
+template <DifferentiableElement T>
+cpu::RowLayout row_layout(const Tensor<T>& t) {
+  return {t.strides()[0], t.strides()[1], t.strides()[2]};
+}
+
+/// A new dense [B, heads, T, D] tensor (uninitialised, head dim contiguous) whose first
+/// three dims lie in memory in the order of `like`'s strides, largest first: contiguous
+/// for a contiguous `like`, [B, T, heads, D] in memory for heads split off a projection's
+/// output, so that merging the heads back is a view.
+// like: [B, heads, T, D] -> [B, heads, T, D]
+template <DifferentiableElement T>
+Tensor<T> empty_in_stride_order(const Tensor<T>& like) {
+  std::int64_t order[3] = {0, 1, 2};
+  std::stable_sort(order, order + 3, [&](std::int64_t a, std::int64_t b) { return like.strides()[a] > like.strides()[b]; });
+  Strides strides{std::vector<std::int64_t>(4)};
+  std::int64_t step = like.size(3);
+  strides[3] = 1;
+  for (int i = 2; i >= 0; --i) {
+    strides[order[i]] = step;
+    step *= like.size(order[i]);
+  }
+  const Tensor<T> flat = Tensor<T>::empty(Shape{std::vector<std::int64_t>{step}}, like.device());
+  return restride(flat, like.shape(), std::move(strides), flat.offset());
 }
 
 /// The launcher arguments of one CUDA attention call over contiguous tensors.
@@ -256,24 +295,34 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
 template <FloatingElement T, class Policy>
 AttentionResult<T> cpu_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
                                          const Tensor<T>& bias, const cpu::AttentionGeometry& g) {
-  const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  // q, k, v read in place (attention_rows); out laid out like q (empty_in_stride_order).
+  const Tensor<T> qc = attention_rows(q), kc = attention_rows(k), vc = attention_rows(v);
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
-  r.out = Tensor<T>::empty(q.shape(), q.device());
+  r.out = empty_in_stride_order(qc);
   r.lse = Tensor<T>::empty({g.batch, g.heads, g.tq}, q.device());
+  cpu::AttentionGeometry strided = g;
+  strided.q_rows = row_layout(qc);
+  strided.k_rows = row_layout(kc);
+  strided.v_rows = row_layout(vc);
+  strided.out_rows = row_layout(r.out);
   r.tiles = cpu::attention_forward(qc.data(), kc.data(), vc.data(), bc.defined() ? bc.data() : nullptr, r.out.data(),
-                                   r.lse.data(), g, policy);
+                                   r.lse.data(), strided, policy);
   record<T>("attention", r.out, {q, k, v, bias},
-            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g, policy](const Tensor<T>& grad, GradSink& s) {
-              const Tensor<T> dout = grad.contiguous();
+            [qc, kc, vc, bc, out = r.out.detach(), lse = r.lse, g = strided, policy](const Tensor<T>& grad,
+                                                                                     GradSink& s) {
+              // The gradients are contiguous: that is how autograd passes them on.
+              const Tensor<T> dout = attention_rows(grad);
               Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
               Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
               Tensor<T> dv = Tensor<T>::empty(vc.shape(), vc.device());
               Tensor<T> dbias;
               if (s.wants(3)) dbias = Tensor<T>::empty({g.batch, g.heads, g.tq, g.tk}, qc.device());
+              cpu::AttentionGeometry layouts = g;
+              layouts.dout_rows = row_layout(dout);
               cpu::attention_backward(qc.data(), kc.data(), vc.data(), bc.defined() ? bc.data() : nullptr, out.data(),
                                       lse.data(), dout.data(), dq.data(), dk.data(), dv.data(),
-                                      dbias.defined() ? dbias.data() : nullptr, g, policy);
+                                      dbias.defined() ? dbias.data() : nullptr, layouts, policy);
               s.add(0, dq);
               s.add(1, dk);
               s.add(2, dv);

@@ -7,6 +7,8 @@
 // products go to tile_gemm (no packing per call); the keys (and, for the backward, the
 // values) are transposed once per call, tile by tile, as the B operand of Q K^T and dO V^T.
 // Without a bias the softmax scale is applied inside the exponential's pass (ScoreScale).
+// q, k, v, out and the gradients are read and written through RowLayouts (any strides
+// but a contiguous head dim), so head-split views and cache prefixes need no copy.
 #pragma once
 
 #include <Eigen/Core>
@@ -26,13 +28,38 @@
 
 namespace condense::cpu {
 
-/// Geometry and options of one attention call (all tensors contiguous, row-major).
+/// Where the rows of one [B, heads, T, D] attention operand lie: element (b, h, t, d) at
+/// b * batch + h * head + t * token + d. The head dim is contiguous; the other strides are
+/// free, so a [B, T, heads, D] buffer seen as [B, heads, T, D] (heads split off a
+/// projection's output) or the first T rows of a longer cache are read in place.
+struct RowLayout {
+  std::int64_t batch = 0, head = 0, token = 0;
+
+  /// The layout of a contiguous [B, heads, length, D] tensor.
+  static RowLayout contiguous(std::int64_t heads, std::int64_t length, std::int64_t dim) {
+    return {heads * length * dim, length * dim, dim};
+  }
+  /// Offset (in elements) of row t of head h of batch row b.
+  std::int64_t at(std::int64_t b, std::int64_t h, std::int64_t t) const { return b * batch + h * head + t * token; }
+};
+
+/// Geometry and options of one attention call. The bias, lse and dbias are contiguous; q,
+/// k, v, out and the gradients follow their RowLayouts (contiguous unless the caller sets
+/// them: set_contiguous_layouts).
 struct AttentionGeometry {
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0;
   std::int64_t bias_heads = 0;  // 0: no bias; 1 or heads
   double scale = 1.0;
   int tile_q = 64, tile_k = 64;
   bool skip_tiles = true;  // false: every tile is treated as Partial (debug / property tests)
+  RowLayout q_rows, out_rows, dout_rows, dq_rows;  ///< [B, H, Tq, D] operands
+  RowLayout k_rows, v_rows, dk_rows, dv_rows;      ///< [B, Hkv, Tk, D] operands
+
+  /// Every operand contiguous (call after the extents are set).
+  void set_contiguous_layouts() {
+    q_rows = out_rows = dout_rows = dq_rows = RowLayout::contiguous(heads, tq, dim);
+    k_rows = v_rows = dk_rows = dv_rows = RowLayout::contiguous(kv_heads, tk, dim);
+  }
 };
 
 /// Counters a kernel reports (tiles by kind).
@@ -43,13 +70,15 @@ struct AttentionTileStats {
 namespace detail {
 
 /// The keys and values one (batch, kv head) attends to: either all Tk rows, or the gathered
-/// kept rows with `index[j]` = the original position of gathered key j.
+/// kept rows with `index[j]` = the original position of gathered key j. Key j's row is at
+/// k + j * k_stride (values: v + j * v_stride).
 template <class T>
 struct KeySet {
   const T* k = nullptr;
   const T* v = nullptr;
   const std::int32_t* index = nullptr;  // null: identity
   std::int64_t count = 0;
+  std::int64_t k_stride = 0, v_stride = 0;
   std::int64_t pos(std::int64_t j) const { return index ? index[j] : j; }
 };
 
@@ -58,7 +87,7 @@ template <class T>
 struct GatheredKeys {
   std::vector<std::int32_t> index;       // [B, Tk]: per row, kept positions first
   std::vector<std::int64_t> count;       // [B]
-  std::vector<T> k, v;                   // [B, Hkv, Tk, D] (first count[b] rows used)
+  std::vector<T> k, v;                   // [B, Hkv, Tk, D] contiguous (first count[b] rows used)
 };
 
 template <class T, class Policy>
@@ -76,12 +105,14 @@ GatheredKeys<T> gather_kept_keys(const T* k, const T* v, const AttentionGeometry
   out.v.resize(out.k.size());
 #pragma omp parallel for schedule(static)
   for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
-    const std::int64_t b = bk / g.kv_heads;
+    const std::int64_t b = bk / g.kv_heads, kvh = bk % g.kv_heads;
     for (std::int64_t j = 0; j < out.count[static_cast<std::size_t>(b)]; ++j) {
-      const std::int64_t src = (bk * g.tk + out.index[static_cast<std::size_t>(b * g.tk + j)]) * g.dim;
+      const std::int64_t key = out.index[static_cast<std::size_t>(b * g.tk + j)];
+      const T* k_row = k + g.k_rows.at(b, kvh, key);
+      const T* v_row = v + g.v_rows.at(b, kvh, key);
       const std::int64_t dst = (bk * g.tk + j) * g.dim;
-      std::copy(k + src, k + src + g.dim, out.k.data() + dst);
-      std::copy(v + src, v + src + g.dim, out.v.data() + dst);
+      std::copy(k_row, k_row + g.dim, out.k.data() + dst);
+      std::copy(v_row, v_row + g.dim, out.v.data() + dst);
     }
   }
   return out;
@@ -99,16 +130,13 @@ inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
   return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
 }
 
-/// Fills scores S (rows q0.., cols k0..) = before * Q K^T + bias, with -inf where masked
-/// (`before`: ScoreScale::before). `kt` is the key tile transposed (a block of
-/// transposed_key_tiles, rows g.tile_k apart).
-// q: [rows, D] (stride D), kt: [D, cols] (stride tile_k) -> s: [rows, cols]
+/// Turns the products Q K^T of a tile (rows q0.., cols k0..) into scores: times `before`
+/// (ScoreScale::before), plus the bias, -inf where masked.
+// s: [rows, cols], bias: [rows, cols] (row stride Tk) or null
 template <class T, class Policy>
-void tile_scores(RowMatrix<T>& s, const T* q, const T* kt, const T* bias, T before, const AttentionGeometry& g,
-                 const Policy& policy, int b, std::int64_t q0, std::int64_t rows, std::int64_t k0, std::int64_t cols,
-                 TileKind kind, const std::int32_t* index) {
-  s.resize(rows, cols);
-  tile_gemm<T>(rows, cols, g.dim, {q, g.dim, 1}, kt, g.tile_k, s.data(), cols, false);
+void finish_scores(RowMatrix<T>& s, const T* bias, T before, const AttentionGeometry& g, const Policy& policy, int b,
+                   std::int64_t q0, std::int64_t k0, TileKind kind, const std::int32_t* index) {
+  const std::int64_t rows = s.rows(), cols = s.cols();
   if (before != T(1)) s *= before;
   if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(g.tk));
   if (kind == TileKind::Partial) {
@@ -117,6 +145,33 @@ void tile_scores(RowMatrix<T>& s, const T* q, const T* kt, const T* bias, T befo
       for (std::int64_t j = 0; j < cols; ++j)
         if (!policy.allowed(b, static_cast<int>(q0 + i), static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
   }
+}
+
+/// Fills scores S (rows q0.., cols k0..) = before * Q K^T + bias, with -inf where masked.
+/// `kt` is the key tile transposed (a block of transposed_key_tiles, rows g.tile_k apart);
+/// q's rows are q_stride apart.
+// q: [rows, D] (row stride q_stride), kt: [D, cols] (stride tile_k) -> s: [rows, cols]
+template <class T, class Policy>
+void tile_scores(RowMatrix<T>& s, const T* q, std::int64_t q_stride, const T* kt, const T* bias, T before,
+                 const AttentionGeometry& g, const Policy& policy, int b, std::int64_t q0, std::int64_t rows,
+                 std::int64_t k0, std::int64_t cols, TileKind kind, const std::int32_t* index) {
+  s.resize(rows, cols);
+  tile_gemm<T>(rows, cols, g.dim, {q, q_stride, 1}, kt, g.tile_k, s.data(), cols, false);
+  finish_scores(s, bias, before, g, policy, b, q0, k0, kind, index);
+}
+
+/// The scores of a single query row against keys k0.. of a key set, read as they lie:
+/// S = K q, one matrix-vector product (a decode step, where transposing every key first
+/// would cost as much as the attention itself).
+// q: [D], keys k0..k0+cols: [cols, D] (row stride keys.k_stride) -> s: [1, cols]
+template <class T, class Policy>
+void single_query_scores(RowMatrix<T>& s, const T* q, const KeySet<T>& keys, const T* bias, T before,
+                         const AttentionGeometry& g, const Policy& policy, int b, std::int64_t q0, std::int64_t k0,
+                         std::int64_t cols, TileKind kind) {
+  s.resize(1, cols);
+  const ConstMap<T> k(keys.k + k0 * keys.k_stride, cols, g.dim, Eigen::OuterStride<>(keys.k_stride));
+  s.row(0).noalias() = (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q, g.dim)).transpose();
+  finish_scores(s, bias, before, g, policy, b, q0, k0, kind, keys.index);
 }
 
 /// One key tile of the online softmax, row by row: the running maxima m (of the scaled
@@ -160,10 +215,11 @@ std::vector<T> transposed_key_tiles(const std::vector<KeySet<T>>& keysets, bool 
   for (std::int64_t i = 0; i < sets; ++i) {
     const KeySet<T>& keys = keysets[static_cast<std::size_t>(i)];
     const T* rows = values ? keys.v : keys.k;
+    const std::int64_t stride = values ? keys.v_stride : keys.k_stride;
     for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
       const std::int64_t cols = std::min<std::int64_t>(g.tile_k, keys.count - k0);
       MutMap<T>(out.data() + i * set_size + k0 * g.dim, g.dim, cols, Eigen::OuterStride<>(g.tile_k)) =
-          ConstMap<T>(rows + k0 * g.dim, cols, g.dim, Eigen::OuterStride<>(g.dim)).transpose();
+          ConstMap<T>(rows + k0 * stride, cols, g.dim, Eigen::OuterStride<>(stride)).transpose();
     }
   }
   return out;
@@ -191,7 +247,10 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
   const std::int64_t work = g.batch * g.heads * q_tiles;
   const std::int64_t group = g.heads / g.kv_heads;
-  const std::vector<T> key_tiles = transposed_key_tiles(keysets, false, g);
+  // One query per (batch, head), as in a decode step: its scores are matrix-vector
+  // products over the keys as they lie, so the keys are not transposed.
+  const bool single_query = g.tq == 1;
+  const std::vector<T> key_tiles = single_query ? std::vector<T>() : transposed_key_tiles(keysets, false, g);
   const ScoreScale<T> score_scale(static_cast<T>(g.scale), bias != nullptr);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
@@ -204,9 +263,9 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
       const std::int64_t bh = w / q_tiles;
       const std::int64_t b = bh / g.heads, h = bh % g.heads, kvh = h / group;
       const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
-      const T* qp = q + ((b * g.heads + h) * g.tq + q0) * g.dim;
+      const T* qp = q + g.q_rows.at(b, h, q0);
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
-      const T* ktp = key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
+      const T* ktp = single_query ? nullptr : key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
       const T* vp = keys.v;
       const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h)) * g.tq + q0) * g.tk : nullptr;
       acc.setZero(rows, g.dim);
@@ -217,12 +276,18 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
         if (kind == TileKind::Empty) { ++n_empty; continue; }
         (kind == TileKind::Full ? n_full : n_partial)++;
-        tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b), q0,
-                    rows, k0, cols, kind, keys.index);
+        if (single_query) {
+          single_query_scores(s, qp, keys, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b), q0,
+                              k0, cols, kind);
+        } else {
+          tile_scores(s, qp, g.q_rows.token, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
+                      static_cast<int>(b), q0, rows, k0, cols, kind, keys.index);
+        }
         online_softmax_tile(s, score_scale.exponent, m, l, acc);  // s becomes P
-        tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, vp + k0 * g.dim, g.dim, acc.data(), g.dim, true);  // O += P V
+        tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, vp + k0 * keys.v_stride, keys.v_stride, acc.data(), g.dim,
+                     true);  // O += P V
       }
-      MutMap<T> o(out + ((b * g.heads + h) * g.tq + q0) * g.dim, rows, g.dim, Eigen::OuterStride<>(g.dim));
+      MutMap<T> o(out + g.out_rows.at(b, h, q0), rows, g.dim, Eigen::OuterStride<>(g.out_rows.token));
       T* lse_row = lse + (b * g.heads + h) * g.tq + q0;
       for (std::int64_t i = 0; i < rows; ++i) {
         if (l(i) > T(0)) {
@@ -238,18 +303,23 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   return {n_empty, n_partial, n_full};
 }
 
-/// Backward over given key sets; dk/dv rows are those of the key sets (gathered or not).
+/// Backward over given key sets; dk/dv rows are those of the key sets (gathered or not),
+/// laid out as dk_rows / dv_rows say.
 template <class T, class Policy>
 void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const T* bias, const T* out, const T* lse,
-                        const T* dout, T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const Policy& policy) {
+                        const T* dout, T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const RowLayout& dk_rows,
+                        const RowLayout& dv_rows, const Policy& policy) {
   const std::int64_t group = g.heads / g.kv_heads;
   const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
   // delta[b,h,i] = rowsum(dO * O)
   std::vector<T> delta(static_cast<std::size_t>(g.batch * g.heads * g.tq));
 #pragma omp parallel for schedule(static)
   for (std::int64_t r = 0; r < g.batch * g.heads * g.tq; ++r) {
+    const std::int64_t b = r / (g.heads * g.tq), h = r / g.tq % g.heads, t = r % g.tq;
+    const T* dout_row = dout + g.dout_rows.at(b, h, t);
+    const T* out_row = out + g.out_rows.at(b, h, t);
     T sum = 0;
-    for (std::int64_t d = 0; d < g.dim; ++d) sum += dout[r * g.dim + d] * out[r * g.dim + d];
+    for (std::int64_t d = 0; d < g.dim; ++d) sum += dout_row[d] * out_row[d];
     delta[static_cast<std::size_t>(r)] = sum;
   }
   const T scale = static_cast<T>(g.scale);
@@ -266,19 +336,19 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
       const T* kp = keys.k;
       const T* ktp = key_tiles.data() + bk * transposed_set_size(g);
       const T* vtp = value_tiles.data() + bk * transposed_set_size(g);
-      MutMap<T> dk_all(dk + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
-      MutMap<T> dv_all(dv + bk * g.tk * g.dim, g.tk, g.dim, Eigen::OuterStride<>(g.dim));
+      MutMap<T> dk_all(dk + dk_rows.at(b, kvh, 0), g.tk, g.dim, Eigen::OuterStride<>(dk_rows.token));
+      MutMap<T> dv_all(dv + dv_rows.at(b, kvh, 0), g.tk, g.dim, Eigen::OuterStride<>(dv_rows.token));
       dk_all.setZero();
       dv_all.setZero();
       for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
         const std::int64_t bh = b * g.heads + h;
-        MutMap<T> dq_all(dq + bh * g.tq * g.dim, g.tq, g.dim, Eigen::OuterStride<>(g.dim));
+        MutMap<T> dq_all(dq + g.dq_rows.at(b, h, 0), g.tq, g.dim, Eigen::OuterStride<>(g.dq_rows.token));
         dq_all.setZero();
         if (dbias) std::fill(dbias + bh * g.tq * g.tk, dbias + (bh + 1) * g.tq * g.tk, T(0));
         for (std::int64_t qt = 0; qt < q_tiles; ++qt) {
           const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
-          const T* qp = q + (bh * g.tq + q0) * g.dim;
-          const T* dop = dout + (bh * g.tq + q0) * g.dim;
+          const T* qp = q + g.q_rows.at(b, h, q0);
+          const T* dop = dout + g.dout_rows.at(b, h, q0);
           const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> lse_t(lse + bh * g.tq + q0, rows);
           const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> delta_t(delta.data() + bh * g.tq + q0, rows);
           // Rows with no allowed key (lse = -inf) get zero probability everywhere.
@@ -289,21 +359,24 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
             const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
             const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
             if (kind == TileKind::Empty) continue;
-            tile_scores(s, qp, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b),
-                        q0, rows, k0, cols, kind, keys.index);
+            tile_scores(s, qp, g.q_rows.token, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
+                        static_cast<int>(b), q0, rows, k0, cols, kind, keys.index);
             for (std::int64_t i = 0; i < rows; ++i)  // P
               s.row(i).array() = vexp(s.row(i).array() * score_scale.exponent - shift(i));
-            T* dv_tile = dv + (bk * g.tk + k0) * g.dim;
-            T* dk_tile = dk + (bk * g.tk + k0) * g.dim;
-            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, dop, g.dim, dv_tile, g.dim, true);  // dV += P^T dO
+            T* dv_tile = dv_all.data() + k0 * dv_rows.token;
+            T* dk_tile = dk_all.data() + k0 * dk_rows.token;
+            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, dop, g.dout_rows.token, dv_tile, dv_rows.token,
+                         true);  // dV += P^T dO
             dp.resize(rows, cols);
-            tile_gemm<T>(rows, cols, g.dim, {dop, g.dim, 1}, vtp + k0 * g.dim, g.tile_k, dp.data(), cols, false);  // dP = dO V^T
+            tile_gemm<T>(rows, cols, g.dim, {dop, g.dout_rows.token, 1}, vtp + k0 * g.dim, g.tile_k, dp.data(), cols,
+                         false);  // dP = dO V^T
             s = (s.array() * (dp.array().colwise() - delta_t)).matrix();  // dS (before scale)
             if (dbias) MutMap<T>(dbias + (bh * g.tq + q0) * g.tk + k0, rows, cols, Eigen::OuterStride<>(g.tk)) = s;
             s *= scale;
-            tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, kp + k0 * g.dim, g.dim, dq_all.data() + q0 * g.dim, g.dim,
-                         true);  // dQ += scale dS K
-            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, qp, g.dim, dk_tile, g.dim, true);  // dK += scale dS^T Q
+            tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, kp + k0 * keys.k_stride, keys.k_stride,
+                         dq_all.data() + q0 * g.dq_rows.token, g.dq_rows.token, true);  // dQ += scale dS K
+            tile_gemm<T>(cols, g.dim, rows, {s.data(), 1, cols}, qp, g.q_rows.token, dk_tile, dk_rows.token,
+                         true);  // dK += scale dS^T Q
           }
         }
       }
@@ -315,8 +388,11 @@ void backward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const
 template <class T>
 std::vector<KeySet<T>> all_keys(const T* k, const T* v, const AttentionGeometry& g) {
   std::vector<KeySet<T>> sets(static_cast<std::size_t>(g.batch * g.kv_heads));
-  for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk)
-    sets[static_cast<std::size_t>(bk)] = {k + bk * g.tk * g.dim, v + bk * g.tk * g.dim, nullptr, g.tk};
+  for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
+    const std::int64_t b = bk / g.kv_heads, kvh = bk % g.kv_heads;
+    sets[static_cast<std::size_t>(bk)] = {k + g.k_rows.at(b, kvh, 0), v + g.v_rows.at(b, kvh, 0), nullptr, g.tk,
+                                          g.k_rows.token, g.v_rows.token};
+  }
   return sets;
 }
 
@@ -327,7 +403,8 @@ std::vector<KeySet<T>> kept_keys(const GatheredKeys<T>& gathered, const Attentio
   for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
     const std::int64_t b = bk / g.kv_heads;
     sets[static_cast<std::size_t>(bk)] = {gathered.k.data() + bk * g.tk * g.dim, gathered.v.data() + bk * g.tk * g.dim,
-                                          gathered.index.data() + b * g.tk, gathered.count[static_cast<std::size_t>(b)]};
+                                          gathered.index.data() + b * g.tk, gathered.count[static_cast<std::size_t>(b)],
+                                          g.dim, g.dim};
   }
   return sets;
 }
@@ -341,7 +418,8 @@ bool gathers_keys(const AttentionGeometry& g, bool has_bias) {
 }  // namespace detail
 
 /// Forward: out [B,H,Tq,D] and lse [B,H,Tq] (-inf for rows with no allowed key; their
-/// output is zero). bias is [B, bias_heads, Tq, Tk] or null.
+/// output is zero). bias is [B, bias_heads, Tq, Tk] or null. q, k, v and out are laid out
+/// as g's RowLayouts say; out must not overlap itself.
 template <class T, class Policy>
 AttentionTileStats attention_forward(const T* q, const T* k, const T* v, const T* bias, T* out, T* lse,
                                      const AttentionGeometry& g, const Policy& policy) {
@@ -356,7 +434,8 @@ AttentionTileStats attention_forward(const T* q, const T* k, const T* v, const T
 
 /// Backward from the saved out/lse. Writes dq [B,H,Tq,D], dk/dv [B,Hkv,Tk,D] (overwritten),
 /// and, when dbias is non-null, dbias [B,H,Tq,Tk] per head (the caller reduces over heads
-/// for a shared bias).
+/// for a shared bias). Every [B, heads, T, D] operand is laid out as g's RowLayouts say;
+/// dq, dk and dv must not overlap themselves.
 template <class T, class Policy>
 void attention_backward(const T* q, const T* k, const T* v, const T* bias, const T* out, const T* lse, const T* dout,
                         T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const Policy& policy) {
@@ -364,25 +443,27 @@ void attention_backward(const T* q, const T* k, const T* v, const T* bias, const
     if (detail::gathers_keys<Policy>(g, bias != nullptr)) {
       const auto gathered = detail::gather_kept_keys(k, v, g, policy);
       std::vector<T> dk_kept(gathered.k.size()), dv_kept(gathered.v.size());
+      const RowLayout kept_rows = RowLayout::contiguous(g.kv_heads, g.tk, g.dim);
       detail::backward_over_keys(q, detail::kept_keys(gathered, g), bias, out, lse, dout, dq, dk_kept.data(),
-                                 dv_kept.data(), dbias, g, policy.key_base());
+                                 dv_kept.data(), dbias, g, kept_rows, kept_rows, policy.key_base());
       // Scatter the kept keys' gradients back; dropped keys get zero.
-      std::fill(dk, dk + g.batch * g.kv_heads * g.tk * g.dim, T(0));
-      std::fill(dv, dv + g.batch * g.kv_heads * g.tk * g.dim, T(0));
 #pragma omp parallel for schedule(static)
       for (std::int64_t bk = 0; bk < g.batch * g.kv_heads; ++bk) {
-        const std::int64_t b = bk / g.kv_heads;
+        const std::int64_t b = bk / g.kv_heads, kvh = bk % g.kv_heads;
+        detail::MutMap<T>(dk + g.dk_rows.at(b, kvh, 0), g.tk, g.dim, Eigen::OuterStride<>(g.dk_rows.token)).setZero();
+        detail::MutMap<T>(dv + g.dv_rows.at(b, kvh, 0), g.tk, g.dim, Eigen::OuterStride<>(g.dv_rows.token)).setZero();
         for (std::int64_t j = 0; j < gathered.count[static_cast<std::size_t>(b)]; ++j) {
-          const std::int64_t dst = (bk * g.tk + gathered.index[static_cast<std::size_t>(b * g.tk + j)]) * g.dim;
+          const std::int64_t key = gathered.index[static_cast<std::size_t>(b * g.tk + j)];
           const std::int64_t src = (bk * g.tk + j) * g.dim;
-          std::copy(dk_kept.data() + src, dk_kept.data() + src + g.dim, dk + dst);
-          std::copy(dv_kept.data() + src, dv_kept.data() + src + g.dim, dv + dst);
+          std::copy(dk_kept.data() + src, dk_kept.data() + src + g.dim, dk + g.dk_rows.at(b, kvh, key));
+          std::copy(dv_kept.data() + src, dv_kept.data() + src + g.dim, dv + g.dv_rows.at(b, kvh, key));
         }
       }
       return;
     }
   }
-  detail::backward_over_keys(q, detail::all_keys(k, v, g), bias, out, lse, dout, dq, dk, dv, dbias, g, policy);
+  detail::backward_over_keys(q, detail::all_keys(k, v, g), bias, out, lse, dout, dq, dk, dv, dbias, g, g.dk_rows,
+                             g.dv_rows, policy);
 }
 
 }  // namespace condense::cpu
