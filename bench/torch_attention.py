@@ -104,7 +104,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    filt = "BM_attention_.*/(" + (args.policies.replace(",", "|") or ".*") + ")/(" + "|".join(map(str, sizes)) + ")(/|$)"
+    filt = "BM_attention_(fwd|fwdbwd)/(" + (args.policies.replace(",", "|") or ".*") + ")/(" + "|".join(map(str, sizes)) + ")(/|$)"
     benches = run_condense_bench(args.bench, args.threads, filt)
     ours = {}
     for b in benches:
