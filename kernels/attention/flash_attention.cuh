@@ -3,7 +3,9 @@
 // the tensor-core kernels (flash_attention_mma.cuh) for 16-bit types up to head dim 128 and
 // the portable kernels (flash_attention_portable.cuh) otherwise. The kernels run every
 // policy P as (QueryOffset<P> & KeyPadding) with the offset and the key lengths from
-// AttentionArgs, so the models' cached decoding and padded batches reach P's kernels.
+// AttentionArgs, so the models' cached decoding and padded batches reach P's kernels. q,
+// k, v, the output and the gradients are read and written through the RowLayouts of
+// AttentionArgs (unset ones are contiguous), so strided views need no copy.
 //
 // Include this file in a .cu file and write CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) to
 // build the launchers of backend/cuda/attention.hpp for a policy of your own.
@@ -107,16 +109,53 @@ bool dispatch_mma(const AttentionArgs& a, F&& f) {
   return false;
 }
 
-/// out[i] = in[i] converted (float <-> bfloat16), contiguous.
-template <class From, class To>
-__global__ void convert_elements(const From* in, To* out, std::int64_t n) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    out[i] = to_element<To>(load(in + i));
+/// The rows [batch, heads, length, width] of one operand and where they lie (the bias and
+/// dbias are rows of width Tk).
+struct OperandRows {
+  RowLayout layout;
+  std::int64_t batch = 0, heads = 0, length = 0, width = 0;
+  std::int64_t count() const { return batch * heads * length * width; }
+};
+
+/// The contiguous layout of `rows`' extents.
+inline RowLayout contiguous_layout(const OperandRows& rows) {
+  return RowLayout::contiguous(rows.heads, rows.length, rows.width);
 }
 
-/// Device buffers of one bf16 tensor-core call on float tensors: bfloat16 copies of the
-/// float operands and bfloat16 results converted back; freed (stream-ordered) at the end.
+/// Element (b, h, t, d) of `to` = that of `from` converted (float <-> bfloat16), over the
+/// n elements of [batch, heads, length, width] rows laid out as each layout says.
+template <class From, class To>
+__global__ void convert_rows(const From* from, RowLayout from_rows, To* to, RowLayout to_rows, std::int64_t heads,
+                             std::int64_t length, std::int64_t width, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t d = i % width, row = i / width, t = row % length, h = row / length % heads, b = row / length / heads;
+    to[to_rows.at(b, h, t) + d] = to_element<To>(load(from + from_rows.at(b, h, t) + d));
+  }
+}
+
+/// Zeroes the rows of one operand (stream-ordered): one memset when they are contiguous,
+/// else a 2-D memset per (batch, head).
+inline void zero_rows(void* data, const OperandRows& rows, std::size_t element_bytes, int device, std::string_view op) {
+  if (!data || rows.count() == 0) return;
+  const cudaStream_t stream = stream_of(device);
+  const RowLayout& l = rows.layout;
+  if (l.token == rows.width && l.head == rows.length * rows.width && l.batch == rows.heads * rows.length * rows.width) {
+    check(cudaMemsetAsync(data, 0, static_cast<std::size_t>(rows.count()) * element_bytes, stream), op, "cudaMemsetAsync");
+    return;
+  }
+  for (std::int64_t b = 0; b < rows.batch; ++b)
+    for (std::int64_t h = 0; h < rows.heads; ++h)
+      check(cudaMemset2DAsync(static_cast<char*>(data) + l.at(b, h, 0) * static_cast<std::int64_t>(element_bytes),
+                              static_cast<std::size_t>(l.token) * element_bytes, 0,
+                              static_cast<std::size_t>(rows.width) * element_bytes, static_cast<std::size_t>(rows.length),
+                              stream),
+            op, "cudaMemset2DAsync");
+}
+
+/// Device buffers of one bf16 tensor-core call on float tensors: contiguous bfloat16 copies
+/// of the float operands and bfloat16 results converted back; freed (stream-ordered) at
+/// the end.
 class Bf16Staging {
  public:
   Bf16Staging(int device, std::string_view op) : device_(device), op_(op) {}
@@ -130,20 +169,24 @@ class Bf16Staging {
     buffers_.push_back(allocate(static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(bfloat16), device_, op_));
     return static_cast<bfloat16*>(buffers_.back());
   }
-  /// A bfloat16 copy of n floats at src (nullptr stays nullptr).
-  const bfloat16* rounded(const void* src, std::int64_t n) {
+  /// A contiguous bfloat16 copy of the float rows at src (nullptr stays nullptr).
+  const bfloat16* rounded(const void* src, const OperandRows& rows) {
     if (!src) return nullptr;
+    const std::int64_t n = rows.count();
     bfloat16* dst = empty(n);
     if (n > 0)
-      detail::launch_kernel(convert_elements<float, bfloat16>, grid_for(n, threads), threads, 0, stream_of(device_),
-                            static_cast<const float*>(src), dst, n);
+      detail::launch_kernel(convert_rows<float, bfloat16>, grid_for(n, threads), threads, 0, stream_of(device_),
+                            static_cast<const float*>(src), rows.layout, dst, contiguous_layout(rows), rows.heads,
+                            rows.length, rows.width, n);
     return dst;
   }
-  /// Writes n bfloat16 values of src to the floats at dst.
-  void widen(void* dst, const bfloat16* src, std::int64_t n) const {
+  /// Writes the contiguous bfloat16 rows at src to the float rows at dst.
+  void widen(void* dst, const OperandRows& rows, const bfloat16* src) const {
+    const std::int64_t n = rows.count();
     if (dst && n > 0)
-      detail::launch_kernel(convert_elements<bfloat16, float>, grid_for(n, threads), threads, 0, stream_of(device_),
-                            src, static_cast<float*>(dst), n);
+      detail::launch_kernel(convert_rows<bfloat16, float>, grid_for(n, threads), threads, 0, stream_of(device_), src,
+                            contiguous_layout(rows), static_cast<float*>(dst), rows.layout, rows.heads, rows.length,
+                            rows.width, n);
   }
 
  private:
@@ -151,6 +194,22 @@ class Bf16Staging {
   std::string_view op_;
   std::vector<void*> buffers_;
 };
+
+/// The [B, H, Tq, D] and [B, Hkv, Tk, D] operands of `a` laid out as `layout`, and its
+/// bias (or dbias) rows.
+inline OperandRows query_rows(const AttentionArgs& a, RowLayout layout) { return {layout, a.batch, a.heads, a.tq, a.dim}; }
+inline OperandRows key_rows(const AttentionArgs& a, RowLayout layout) { return {layout, a.batch, a.kv_heads, a.tk, a.dim}; }
+inline OperandRows bias_rows(const AttentionArgs& a, std::int64_t heads) {
+  return {RowLayout::contiguous(heads, a.tq, a.tk), a.batch, heads, a.tq, a.tk};
+}
+
+/// `a` with every layout contiguous (the staged bfloat16 copies).
+inline AttentionArgs with_contiguous_layouts(AttentionArgs a) {
+  for (RowLayout* l : {&a.q_rows, &a.out_rows, &a.dout_rows, &a.dq_rows, &a.k_rows, &a.v_rows, &a.dk_rows, &a.dv_rows})
+    *l = RowLayout::unset();
+  a.resolve_layouts();
+  return a;
+}
 
 /// Whether a float call runs on the bf16 tensor cores (AttentionArgs::bf16_tensor_cores).
 inline bool staged_in_bf16(const AttentionArgs& a) {
@@ -208,7 +267,8 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
   const auto launch_delta = [&](auto tag, auto* delta) {
     using T = decltype(tag);
     detail::launch_kernel(attention_delta<T>, delta_blocks(rows), threads, 0, stream, static_cast<const T*>(a.out),
-                          static_cast<const T*>(a.dout), delta, rows, static_cast<int>(a.dim));
+                          a.out_rows, static_cast<const T*>(a.dout), a.dout_rows, delta, a.heads, a.tq, rows,
+                          static_cast<int>(a.dim));
   };
   const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
     using T = decltype(tag);
@@ -237,7 +297,8 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     }
     if (dq_in_dkdv)
       detail::launch_kernel(tc::dq_from_accumulator<T, D>, capped_blocks(rows), tc::threads, 0, stream, dq_accum,
-                            static_cast<T*>(a.dq), rows, static_cast<int>(a.dim), static_cast<float>(a.scale));
+                            static_cast<T*>(a.dq), a.dq_rows, a.heads, a.tq, rows, static_cast<int>(a.dim),
+                            static_cast<float>(a.scale));
     const cudaError_t launched = cudaGetLastError();
     deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
     if (dq_accum) deallocate(dq_accum, a.device);
@@ -270,9 +331,11 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
 namespace condense::cuda {
 
 template <class Policy>
-void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_view op) {
+void attention_forward(const AttentionArgs& args, const Policy& inner, std::string_view op) {
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
+  AttentionArgs a = args;
+  a.resolve_layouts();
   if (!check_args(a, op)) return;
   // The kernels see the policy shifted by the query offset and intersected with the key
   // padding (no-ops unless attention() took a QueryOffset or a KeyPadding out of the policy).
@@ -288,16 +351,16 @@ void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_
   if (staged_in_bf16(a)) {
     // float tensors on the bf16 tensor cores: bf16 copies in, the output widened back.
     Bf16Staging staging(a.device, op);
-    AttentionArgs c = a;
+    AttentionArgs c = with_contiguous_layouts(a);
     c.dtype = DType::BFloat16;
-    c.q = staging.rounded(a.q, a.batch * a.heads * a.tq * a.dim);
-    c.k = staging.rounded(a.k, a.batch * a.kv_heads * a.tk * a.dim);
-    c.v = staging.rounded(a.v, a.batch * a.kv_heads * a.tk * a.dim);
-    c.bias = staging.rounded(a.bias, a.batch * a.bias_heads * a.tq * a.tk);
-    bfloat16* out = staging.empty(a.batch * a.heads * a.tq * a.dim);
+    c.q = staging.rounded(a.q, query_rows(a, a.q_rows));
+    c.k = staging.rounded(a.k, key_rows(a, a.k_rows));
+    c.v = staging.rounded(a.v, key_rows(a, a.v_rows));
+    c.bias = staging.rounded(a.bias, bias_rows(a, a.bias_heads));
+    bfloat16* out = staging.empty(query_rows(a, a.out_rows).count());
     c.out = out;
     launch_forward(c, policy, stats, op);
-    staging.widen(a.out, out, a.batch * a.heads * a.tq * a.dim);
+    staging.widen(a.out, query_rows(a, a.out_rows), out);
   } else {
     launch_forward(a, policy, stats, op);
   }
@@ -313,17 +376,19 @@ void attention_forward(const AttentionArgs& a, const Policy& inner, std::string_
 }
 
 template <class Policy>
-void attention_backward(const AttentionArgs& a, const Policy& inner, std::string_view op) {
+void attention_backward(const AttentionArgs& args, const Policy& inner, std::string_view op) {
   static_assert(check_mask_policy<Policy>(), "see the message above");
   using namespace attention_detail;
   using Kernel = KernelPolicy<Policy>;
+  AttentionArgs a = args;
+  a.resolve_layouts();
   const Kernel policy = kernel_policy(inner, a);
   if (!check_args(a, op)) {
     // No queries: the key and value gradients are zero.
-    const std::size_t kv_bytes = static_cast<std::size_t>(a.batch * a.kv_heads * a.tk * a.dim) * dtype_size(a.dtype);
-    if (kv_bytes) {
-      memset_zero(a.dk, kv_bytes, a.device, op);
-      memset_zero(a.dv, kv_bytes, a.device, op);
+    if (a.batch > 0) {
+      use_device(a.device, op);
+      zero_rows(a.dk, key_rows(a, a.dk_rows), dtype_size(a.dtype), a.device, op);
+      zero_rows(a.dv, key_rows(a, a.dv_rows), dtype_size(a.dtype), a.device, op);
     }
     return;
   }
@@ -340,14 +405,14 @@ void attention_backward(const AttentionArgs& a, const Policy& inner, std::string
   // float tensors on the bf16 tensor cores: bf16 copies in, the gradients widened back.
   Bf16Staging staging(a.device, op);
   const std::int64_t q_elems = rows * a.dim, kv_elems = a.batch * a.kv_heads * a.tk * a.dim;
-  AttentionArgs c = a;
+  AttentionArgs c = with_contiguous_layouts(a);
   c.dtype = DType::BFloat16;
-  c.q = staging.rounded(a.q, q_elems);
-  c.k = staging.rounded(a.k, kv_elems);
-  c.v = staging.rounded(a.v, kv_elems);
-  c.bias = staging.rounded(a.bias, a.batch * a.bias_heads * a.tq * a.tk);
-  c.out = const_cast<bfloat16*>(staging.rounded(a.out, q_elems));
-  c.dout = staging.rounded(a.dout, q_elems);
+  c.q = staging.rounded(a.q, query_rows(a, a.q_rows));
+  c.k = staging.rounded(a.k, key_rows(a, a.k_rows));
+  c.v = staging.rounded(a.v, key_rows(a, a.v_rows));
+  c.bias = staging.rounded(a.bias, bias_rows(a, a.bias_heads));
+  c.out = const_cast<bfloat16*>(staging.rounded(a.out, query_rows(a, a.out_rows)));
+  c.dout = staging.rounded(a.dout, query_rows(a, a.dout_rows));
   bfloat16* dq = staging.empty(q_elems);
   bfloat16* dk = staging.empty(kv_elems);
   bfloat16* dv = staging.empty(kv_elems);
@@ -358,10 +423,10 @@ void attention_backward(const AttentionArgs& a, const Policy& inner, std::string
   c.dv = dv;
   c.dbias = dbias;
   launch_backward(c, policy, op);
-  staging.widen(a.dq, dq, q_elems);
-  staging.widen(a.dk, dk, kv_elems);
-  staging.widen(a.dv, dv, kv_elems);
-  if (dbias) staging.widen(a.dbias, dbias, rows * a.tk);
+  staging.widen(a.dq, query_rows(a, a.dq_rows), dq);
+  staging.widen(a.dk, key_rows(a, a.dk_rows), dk);
+  staging.widen(a.dv, key_rows(a, a.dv_rows), dv);
+  if (dbias) staging.widen(a.dbias, bias_rows(a, a.heads), dbias);
   check_launch(op);
 }
 

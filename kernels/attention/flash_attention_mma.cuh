@@ -262,18 +262,19 @@ __device__ __forceinline__ void scores_times_tile(float (&acc)[D / 8][4], const 
   }
 }
 
-/// Copies rows [r0, r0 + rows) of a [*, dim] tensor of 16-bit elements into a shared tile
-/// of `rows` rows of stride<D>, zero-filling rows past `limit` and columns past dim (so the
-/// products over the padded head dim add nothing). `vectorized`: dim is a multiple of 8 and
-/// src 16-byte aligned, so whole 16-byte chunks are copied.
+/// Copies rows [r0, r0 + rows) of a [*, dim] tensor of 16-bit elements (rows `row_stride`
+/// elements apart) into a shared tile of `rows` rows of stride<D>, zero-filling rows past
+/// `limit` and columns past dim (so the products over the padded head dim add nothing).
+/// `vectorized`: dim and row_stride are multiples of 8 and src is 16-byte aligned, so whole
+/// 16-byte chunks are copied.
 template <int D>
-__device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16_t* src, int r0, int rows, int limit,
-                                          int dim, bool vectorized) {
+__device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16_t* src, std::int64_t row_stride, int r0,
+                                          int rows, int limit, int dim, bool vectorized) {
   constexpr int chunks = D / 8;
   for (int idx = threadIdx.x; idx < rows * chunks; idx += blockDim.x) {
     const int r = idx / chunks, c = (idx % chunks) * 8, row = r0 + r;
     std::uint16_t* dst = tile + r * stride<D> + c;
-    const std::uint16_t* from = src + static_cast<std::int64_t>(row) * dim + c;
+    const std::uint16_t* from = src + row * row_stride + c;
     if (vectorized && row < limit && c < dim) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(from);
     } else {
@@ -310,17 +311,17 @@ __device__ __forceinline__ void wait_async() {
 /// load_tile, asynchronously when `vectorized` (cp.async, completed by wait_async and made
 /// visible by a barrier); element by element otherwise.
 template <int D>
-__device__ __forceinline__ void load_tile_async(std::uint16_t* tile, const std::uint16_t* src, int r0, int rows, int limit,
-                                                int dim, bool vectorized) {
+__device__ __forceinline__ void load_tile_async(std::uint16_t* tile, const std::uint16_t* src, std::int64_t row_stride,
+                                                int r0, int rows, int limit, int dim, bool vectorized) {
   if (!vectorized) {
-    load_tile<D>(tile, src, r0, rows, limit, dim, false);
+    load_tile<D>(tile, src, row_stride, r0, rows, limit, dim, false);
     return;
   }
   constexpr int chunks = D / 8;
   for (int idx = threadIdx.x; idx < rows * chunks; idx += blockDim.x) {
     const int r = idx / chunks, c = (idx % chunks) * 8, row = r0 + r;
     const bool valid = row < limit && c < dim;
-    copy_async_16(tile + r * stride<D> + c, valid ? src + static_cast<std::int64_t>(row) * dim + c : src, valid);
+    copy_async_16(tile + r * stride<D> + c, valid ? src + row * row_stride + c : src, valid);
   }
 }
 
@@ -450,12 +451,18 @@ __device__ __forceinline__ int next_key_tile(const Policy& policy, bool skip, in
   return tk;
 }
 
-/// True when every operand that load_tile copies in 16-byte chunks allows it.
-__device__ __forceinline__ bool chunks_aligned(const AttentionArgs& a, const void* extra0 = nullptr, const void* extra1 = nullptr) {
+/// The bits of a layout's strides that keep 16-byte chunks of 16-bit elements aligned (0
+/// when every stride is a multiple of 8 elements).
+__device__ __forceinline__ std::int64_t misaligned_strides(const RowLayout& l) { return (l.batch | l.head | l.token) % 8; }
+
+/// True when every operand that load_tile copies in 16-byte chunks allows it: q, k, v (and
+/// dout when `with_dout`), their pointers 16-byte aligned and their strides multiples of 8.
+__device__ __forceinline__ bool chunks_aligned(const AttentionArgs& a, bool with_dout) {
   const auto bits = reinterpret_cast<std::uintptr_t>(a.q) | reinterpret_cast<std::uintptr_t>(a.k) |
-                    reinterpret_cast<std::uintptr_t>(a.v) | reinterpret_cast<std::uintptr_t>(extra0) |
-                    reinterpret_cast<std::uintptr_t>(extra1);
-  return a.dim % 8 == 0 && bits % 16 == 0;
+                    reinterpret_cast<std::uintptr_t>(a.v) | reinterpret_cast<std::uintptr_t>(with_dout ? a.dout : nullptr);
+  const std::int64_t strides = misaligned_strides(a.q_rows) | misaligned_strides(a.k_rows) | misaligned_strides(a.v_rows) |
+                               (with_dout ? misaligned_strides(a.dout_rows) : 0);
+  return a.dim % 8 == 0 && bits % 16 == 0 && strides == 0;
 }
 
 /// The bits of a 16-bit element tensor.
@@ -471,7 +478,7 @@ __device__ __forceinline__ const std::uint16_t* bits_of(const void* p) {
 template <class T>
 struct QueryBlock {
   int dim, tq, tk, b, q0, q1;
-  std::int64_t bh;
+  std::int64_t bh, h;
   const std::uint16_t *q, *k, *v;
   const T* bias;
 
@@ -479,12 +486,13 @@ struct QueryBlock {
       : dim(static_cast<int>(a.dim)), tq(static_cast<int>(a.tq)), tk(static_cast<int>(a.tk)) {
     bh = blockIdx.x;
     b = static_cast<int>(bh / a.heads);
-    const std::int64_t h = bh % a.heads, kvh = h / (a.heads / a.kv_heads);
+    h = bh % a.heads;
+    const std::int64_t kvh = h / (a.heads / a.kv_heads);
     q0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * rows;
     q1 = min(tq, q0 + rows);
-    q = bits_of<T>(a.q) + bh * a.tq * a.dim;
-    k = bits_of<T>(a.k) + (b * a.kv_heads + kvh) * a.tk * a.dim;
-    v = bits_of<T>(a.v) + (b * a.kv_heads + kvh) * a.tk * a.dim;
+    q = bits_of<T>(a.q) + a.q_rows.at(b, h, 0);
+    k = bits_of<T>(a.k) + a.k_rows.at(b, kvh, 0);
+    v = bits_of<T>(a.v) + a.v_rows.at(b, kvh, 0);
     bias = a.bias ? static_cast<const T*>(a.bias) + (b * a.bias_heads + (a.bias_heads == 1 ? 0 : h)) * a.tq * a.tk : nullptr;
   }
 };
@@ -528,7 +536,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * M * mma::tile_m;  // the warp's first row in the block
-  const bool vectorized = chunks_aligned(a);
+  const bool vectorized = chunks_aligned(a, false);
   const ScoreScale<float> scale(static_cast<float>(a.scale) * log2e, blk.bias != nullptr);
 
   const auto next_tile = [&](int k0, TileKind* kind) {
@@ -536,15 +544,15 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   };
   const auto load_stage = [&](int stage, int k0) {
     std::uint16_t* sk = stage_base + stage * stage_elements;
-    load_tile_async<D>(sk, blk.k, k0, block_n, tk, blk.dim, vectorized);
-    load_tile_async<D>(sk + block_n * stride<D>, blk.v, k0, block_n, tk, blk.dim, vectorized);
+    load_tile_async<D>(sk, blk.k, a.k_rows.token, k0, block_n, tk, blk.dim, vectorized);
+    load_tile_async<D>(sk + block_n * stride<D>, blk.v, a.v_rows.token, k0, block_n, tk, blk.dim, vectorized);
   };
   TileKind kind = TileKind::Empty;
   int k0 = next_tile(0, &kind);
   if (k0 < tk) load_stage(0, k0);
   commit_async();
 
-  load_tile<D>(sq, blk.q, q0, forward_block_m, tq, blk.dim, vectorized);
+  load_tile<D>(sq, blk.q, a.q_rows.token, q0, forward_block_m, tq, blk.dim, vectorized);
   __syncthreads();
   // The warp's Q fragments stay in registers where they fit; otherwise (head dim 128: they
   // would take 64 registers next to the 128 of O) they are read from shared memory per
@@ -669,7 +677,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
     kind = next_kind;
   }
 
-  T* out = static_cast<T*>(a.out) + blk.bh * a.tq * a.dim;
+  T* out = static_cast<T*>(a.out) + a.out_rows.at(b, blk.h, 0);
   float* lse = static_cast<float*>(a.lse) + blk.bh * a.tq;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
@@ -685,7 +693,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = rows[m][e / 2], col = t * 8 + mma::c_coord(lane, e).col;
-        if (row < tq && col < blk.dim) out[static_cast<std::int64_t>(row) * blk.dim + col] = to_element<T>(o[m][t][e] * inv[e / 2]);
+        if (row < tq && col < blk.dim) out[row * a.out_rows.token + col] = to_element<T>(o[m][t][e] * inv[e / 2]);
       }
     }
   }
@@ -710,23 +718,24 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
   const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
-  const bool vectorized = chunks_aligned(a, a.dout);
+  const bool vectorized = chunks_aligned(a, true);
   const float scale = static_cast<float>(a.scale);
   const ScoreScale<float> score_scale(scale * log2e, blk.bias != nullptr);
   T* dbias = a.dbias ? static_cast<T*>(a.dbias) + blk.bh * a.tq * a.tk : nullptr;
 
   const auto load_stage = [&](int stage, int k0) {
     std::uint16_t* sk = stage_base + stage * stage_elements;
-    load_tile_async<D>(sk, blk.k, k0, block_n, tk, blk.dim, vectorized);
-    load_tile_async<D>(sk + block_n * stride<D>, blk.v, k0, block_n, tk, blk.dim, vectorized);
+    load_tile_async<D>(sk, blk.k, a.k_rows.token, k0, block_n, tk, blk.dim, vectorized);
+    load_tile_async<D>(sk + block_n * stride<D>, blk.v, a.v_rows.token, k0, block_n, tk, blk.dim, vectorized);
   };
   TileKind kind = TileKind::Empty;  // dbias stays zero on Empty tiles
   int k0 = next_key_tile(policy, a.skip_tiles, b, q0, q1, 0, tk, &kind, nullptr);
   if (k0 < tk) load_stage(0, k0);
   commit_async();
 
-  load_tile<D>(sq, blk.q, q0, block_m, tq, blk.dim, vectorized);
-  load_tile<D>(sdo, bits_of<T>(a.dout) + blk.bh * a.tq * a.dim, q0, block_m, tq, blk.dim, vectorized);
+  load_tile<D>(sq, blk.q, a.q_rows.token, q0, block_m, tq, blk.dim, vectorized);
+  load_tile<D>(sdo, bits_of<T>(a.dout) + a.dout_rows.at(b, blk.h, 0), a.dout_rows.token, q0, block_m, tq, blk.dim,
+               vectorized);
   const int rows[2] = {q0 + wrow + mma::c_coord(lane, 0).row, q0 + wrow + mma::c_coord(lane, 2).row};
   float lse_log2[2], row_delta[2];
 #pragma unroll
@@ -777,13 +786,13 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
     kind = next_kind;
   }
 
-  T* dq_out = static_cast<T*>(a.dq) + blk.bh * a.tq * a.dim;
+  T* dq_out = static_cast<T*>(a.dq) + a.dq_rows.at(b, blk.h, 0);
 #pragma unroll
   for (int t = 0; t < dim_tiles; ++t) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = rows[e / 2], col = t * 8 + mma::c_coord(lane, e).col;
-      if (row < tq && col < blk.dim) dq_out[static_cast<std::int64_t>(row) * blk.dim + col] = to_element<T>(dq[t][e] * scale);
+      if (row < tq && col < blk.dim) dq_out[row * a.dq_rows.token + col] = to_element<T>(dq[t][e] * scale);
     }
   }
 }
@@ -855,7 +864,7 @@ __global__ void __launch_bounds__(dkdv_threads)
   const BlockMask<Policy> mask(policy, b, tk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp * mma::tile_m;
-  const bool vectorized = chunks_aligned(a, a.dout);
+  const bool vectorized = chunks_aligned(a, true);
   const float scale = static_cast<float>(a.scale);
   const ScoreScale<float> score_scale(scale * log2e, a.bias != nullptr);
 
@@ -872,12 +881,12 @@ __global__ void __launch_bounds__(dkdv_threads)
   };
   const auto head_of = [&](int i) { return b * a.heads + kvh * group + i / query_blocks; };
   const auto load_stage = [&](int stage, int i) {
-    const std::int64_t bh = head_of(i);
+    const std::int64_t bh = head_of(i), h = bh - static_cast<std::int64_t>(b) * a.heads;
     const int q0 = (i % query_blocks) * dkdv_queries;
     std::uint16_t* sq = stage_base + stage * stage_elements;
-    load_tile_async<D>(sq, bits_of<T>(a.q) + bh * a.tq * a.dim, q0, dkdv_queries, tq, dim, vectorized);
-    load_tile_async<D>(sq + dkdv_queries * stride<D>, bits_of<T>(a.dout) + bh * a.tq * a.dim, q0, dkdv_queries, tq, dim,
-                       vectorized);
+    load_tile_async<D>(sq, bits_of<T>(a.q) + a.q_rows.at(b, h, 0), a.q_rows.token, q0, dkdv_queries, tq, dim, vectorized);
+    load_tile_async<D>(sq + dkdv_queries * stride<D>, bits_of<T>(a.dout) + a.dout_rows.at(b, h, 0), a.dout_rows.token, q0,
+                       dkdv_queries, tq, dim, vectorized);
     if (threadIdx.x < dkdv_queries) {
       const int row = q0 + threadIdx.x;
       const std::int64_t at = bh * a.tq + row;
@@ -891,8 +900,8 @@ __global__ void __launch_bounds__(dkdv_threads)
   if (item < items) load_stage(0, item);
   commit_async();
 
-  load_tile<D>(sk, bits_of<T>(a.k) + bkv * a.tk * a.dim, key0, dkdv_keys, tk, dim, vectorized);
-  load_tile<D>(sv, bits_of<T>(a.v) + bkv * a.tk * a.dim, key0, dkdv_keys, tk, dim, vectorized);
+  load_tile<D>(sk, bits_of<T>(a.k) + a.k_rows.at(b, kvh, 0), a.k_rows.token, key0, dkdv_keys, tk, dim, vectorized);
+  load_tile<D>(sv, bits_of<T>(a.v) + a.v_rows.at(b, kvh, 0), a.v_rows.token, key0, dkdv_keys, tk, dim, vectorized);
   const int keys[2] = {key0 + wrow + mma::c_coord(lane, 0).row, key0 + wrow + mma::c_coord(lane, 2).row};
   float dk[dim_tiles][4], dv[dim_tiles][4];
 #pragma unroll
@@ -963,28 +972,31 @@ __global__ void __launch_bounds__(dkdv_threads)
     kind = next_kind;
   }
 
-  T* dk_out = static_cast<T*>(a.dk) + bkv * a.tk * a.dim;
-  T* dv_out = static_cast<T*>(a.dv) + bkv * a.tk * a.dim;
+  T* dk_out = static_cast<T*>(a.dk) + a.dk_rows.at(b, kvh, 0);
+  T* dv_out = static_cast<T*>(a.dv) + a.dv_rows.at(b, kvh, 0);
 #pragma unroll
   for (int t = 0; t < dim_tiles; ++t) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int key = keys[e / 2], col = t * 8 + mma::c_coord(lane, e).col;
       if (key < tk && col < dim) {
-        const std::int64_t at = static_cast<std::int64_t>(key) * dim + col;
-        dk_out[at] = to_element<T>(dk[t][e] * scale);
-        dv_out[at] = to_element<T>(dv[t][e]);
+        dk_out[key * a.dk_rows.token + col] = to_element<T>(dk[t][e] * scale);
+        dv_out[key * a.dv_rows.token + col] = to_element<T>(dv[t][e]);
       }
     }
   }
 }
 
-/// dq = scale * accum rounded to T, for the rows of the dk/dv kernel's accumulator.
-// accum: [rows, D] floats; dq: [rows, dim]
+/// dq = scale * accum rounded to T, for the rows of the dk/dv kernel's accumulator; row
+/// r = (b * heads + h) * tq + t of it is dq's row (b, h, t).
+// accum: [rows, D] floats; dq: [B, heads, tq, dim] laid out as dq_rows
 template <class T, int D>
-__global__ void dq_from_accumulator(const float* accum, T* dq, std::int64_t rows, int dim, float scale) {
-  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x)
-    for (int col = threadIdx.x; col < dim; col += blockDim.x) dq[row * dim + col] = to_element<T>(accum[row * D + col] * scale);
+__global__ void dq_from_accumulator(const float* accum, T* dq, RowLayout dq_rows, std::int64_t heads, std::int64_t tq,
+                                    std::int64_t rows, int dim, float scale) {
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    T* dq_row = dq + dq_rows.at(row / tq / heads, row / tq % heads, row % tq);
+    for (int col = threadIdx.x; col < dim; col += blockDim.x) dq_row[col] = to_element<T>(accum[row * D + col] * scale);
+  }
 }
 
 // ---- launch sizes -----------------------------------------------------------------------

@@ -59,13 +59,14 @@ __device__ __forceinline__ A warp_max(A v) {
 template <int DMax>
 constexpr int padded = DMax + 1;
 
-/// Copies rows [r0, r0 + count) of a [rows, dim] tensor into a shared tile of `tile_rows`
-/// padded rows, zero-filling rows past `limit`.
+/// Copies rows [r0, r0 + count) of a [rows, dim] tensor (rows `row_stride` elements apart)
+/// into a shared tile of `tile_rows` padded rows, zero-filling rows past `limit`.
 template <class T, class A, int DMax>
-__device__ __forceinline__ void load_tile(A* tile, const T* src, int r0, int tile_rows, int limit, int dim) {
+__device__ __forceinline__ void load_tile(A* tile, const T* src, std::int64_t row_stride, int r0, int tile_rows, int limit,
+                                          int dim) {
   for (int idx = threadIdx.x; idx < tile_rows * dim; idx += blockDim.x) {
     const int r = idx / dim, d = idx % dim;
-    tile[r * padded<DMax> + d] = r0 + r < limit ? static_cast<A>(load(src + static_cast<std::int64_t>(r0 + r) * dim + d)) : A(0);
+    tile[r * padded<DMax> + d] = r0 + r < limit ? static_cast<A>(load(src + (r0 + r) * row_stride + d)) : A(0);
   }
 }
 
@@ -89,23 +90,25 @@ __device__ __forceinline__ const T* bias_rows(const AttentionArgs& a, std::int64
 }
 
 /// What a forward or dq block works on: (batch, head) = blockIdx.x, the query tile
-/// [q0, q1) from blockIdx.y, and the rows of q, k, v and the bias of that head.
+/// [q0, q1) from blockIdx.y, and the rows of q, k, v and the bias of that head (q, k, v
+/// rows a.q_rows.token, a.k_rows.token, a.v_rows.token elements apart).
 template <class T>
 struct QueryTile {
   int dim, tq, tk, b, q0, q1;
-  std::int64_t bh;
+  std::int64_t bh, h;
   const T *q, *k, *v, *bias;
 
   __device__ explicit QueryTile(const AttentionArgs& a)
       : dim(static_cast<int>(a.dim)), tq(static_cast<int>(a.tq)), tk(static_cast<int>(a.tk)) {
     bh = blockIdx.x;
     b = static_cast<int>(bh / a.heads);
-    const std::int64_t h = bh % a.heads, kvh = h / (a.heads / a.kv_heads);
+    h = bh % a.heads;
+    const std::int64_t kvh = h / (a.heads / a.kv_heads);
     q0 = static_cast<int>(blockIdx.y) * block_q;
     q1 = min(tq, q0 + block_q);
-    q = static_cast<const T*>(a.q) + bh * a.tq * a.dim;
-    k = static_cast<const T*>(a.k) + (b * a.kv_heads + kvh) * a.tk * a.dim;
-    v = static_cast<const T*>(a.v) + (b * a.kv_heads + kvh) * a.tk * a.dim;
+    q = static_cast<const T*>(a.q) + a.q_rows.at(b, h, 0);
+    k = static_cast<const T*>(a.k) + a.k_rows.at(b, kvh, 0);
+    v = static_cast<const T*>(a.v) + a.v_rows.at(b, kvh, 0);
     bias = bias_rows<T>(a, b, h);
   }
 };
@@ -129,7 +132,7 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const A scale = static_cast<A>(a.scale);
 
-  load_tile<T, A, DMax>(sq, q, q0, block_q, tq, dim);
+  load_tile<T, A, DMax>(sq, q, a.q_rows.token, q0, block_q, tq, dim);
   A acc[rows_per_warp][slices];
   A m[rows_per_warp], l[rows_per_warp];
 #pragma unroll
@@ -146,8 +149,8 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
     if (stats && threadIdx.x == 0) atomicAdd(stats + static_cast<int>(kind), 1ull);
     if (kind == TileKind::Empty) continue;  // the same for the whole block
     __syncthreads();                        // the previous tile is no longer read
-    load_tile<T, A, DMax>(sk, k, k0, block_k, tk, dim);
-    load_tile<T, A, DMax>(sv, v, k0, block_k, tk, dim);
+    load_tile<T, A, DMax>(sk, k, a.k_rows.token, k0, block_k, tk, dim);
+    load_tile<T, A, DMax>(sv, v, a.v_rows.token, k0, block_k, tk, dim);
     __syncthreads();
     const int key = k0 + lane;
 #pragma unroll
@@ -182,7 +185,7 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
     }
   }
 
-  T* out = static_cast<T*>(a.out) + bh * a.tq * a.dim;
+  T* out = static_cast<T*>(a.out) + a.out_rows.at(b, tile.h, 0);
   A* lse = static_cast<A*>(a.lse) + bh * a.tq;
 #pragma unroll
   for (int i = 0; i < rows_per_warp; ++i) {
@@ -192,7 +195,7 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
 #pragma unroll
     for (int t = 0; t < slices; ++t) {
       const int d = lane + 32 * t;
-      if (d < dim) out[static_cast<std::int64_t>(row) * dim + d] = to_element<T>(acc[i][t] * inv);
+      if (d < dim) out[row * a.out_rows.token + d] = to_element<T>(acc[i][t] * inv);
     }
     if (lane == 0) lse[row] = l[i] > A(0) ? m[i] + d_log(l[i]) : neg_inf;
   }
@@ -200,15 +203,20 @@ __global__ void __launch_bounds__(threads) flash_forward(AttentionArgs a, Policy
 
 // ---- backward ---------------------------------------------------------------------------
 
-/// delta[r] = sum_d dout[r, d] * out[r, d], one warp per row.
+/// delta[r] = sum_d dout[r, d] * out[r, d], one warp per row r = (b * heads + h) * tq + t
+/// (delta contiguous; out and dout laid out as their layouts say).
 template <class T>
-__global__ void attention_delta(const T* out, const T* dout, compute_t<T>* delta, std::int64_t rows, int dim) {
+__global__ void attention_delta(const T* out, RowLayout out_rows, const T* dout, RowLayout dout_rows, compute_t<T>* delta,
+                                std::int64_t heads, std::int64_t tq, std::int64_t rows, int dim) {
   using A = compute_t<T>;
   const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= rows) return;
+  const std::int64_t t = warp % tq, h = warp / tq % heads, b = warp / tq / heads;
+  const T* out_row = out + out_rows.at(b, h, t);
+  const T* dout_row = dout + dout_rows.at(b, h, t);
   A s = 0;
-  for (int d = lane; d < dim; d += 32) s += static_cast<A>(load(out + warp * dim + d)) * static_cast<A>(load(dout + warp * dim + d));
+  for (int d = lane; d < dim; d += 32) s += static_cast<A>(load(out_row + d)) * static_cast<A>(load(dout_row + d));
   s = warp_sum(s);
   if (lane == 0) delta[warp] = s;
 }
@@ -229,15 +237,15 @@ __global__ void __launch_bounds__(threads) flash_backward_dq(AttentionArgs a, Po
   const int dim = tile.dim, tq = tile.tq, tk = tile.tk, b = tile.b, q0 = tile.q0, q1 = tile.q1;
   const std::int64_t bh = tile.bh;
   const T *q = tile.q, *k = tile.k, *v = tile.v, *bias = tile.bias;
-  const T* dout = static_cast<const T*>(a.dout) + bh * a.tq * a.dim;
+  const T* dout = static_cast<const T*>(a.dout) + a.dout_rows.at(b, tile.h, 0);
   T* dbias = a.dbias ? static_cast<T*>(a.dbias) + bh * a.tq * a.tk : nullptr;
   const A* lse = static_cast<const A*>(a.lse) + bh * a.tq;
   const A* row_delta = delta + bh * a.tq;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const A scale = static_cast<A>(a.scale);
 
-  load_tile<T, A, DMax>(sq, q, q0, block_q, tq, dim);
-  load_tile<T, A, DMax>(sdo, dout, q0, block_q, tq, dim);
+  load_tile<T, A, DMax>(sq, q, a.q_rows.token, q0, block_q, tq, dim);
+  load_tile<T, A, DMax>(sdo, dout, a.dout_rows.token, q0, block_q, tq, dim);
   A dq[rows_per_warp][slices];
   A row_lse[rows_per_warp], row_dl[rows_per_warp];
 #pragma unroll
@@ -254,8 +262,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dq(AttentionArgs a, Po
     const TileKind kind = tile_kind(policy, a.skip_tiles, b, q0, q1, k0, k1);
     if (kind == TileKind::Empty) continue;  // dbias stays zero there
     __syncthreads();
-    load_tile<T, A, DMax>(sk, k, k0, block_k, tk, dim);
-    load_tile<T, A, DMax>(sv, v, k0, block_k, tk, dim);
+    load_tile<T, A, DMax>(sk, k, a.k_rows.token, k0, block_k, tk, dim);
+    load_tile<T, A, DMax>(sv, v, a.v_rows.token, k0, block_k, tk, dim);
     __syncthreads();
     const int key = k0 + lane;
 #pragma unroll
@@ -283,7 +291,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq(AttentionArgs a, Po
     }
   }
 
-  T* dq_out = static_cast<T*>(a.dq) + bh * a.tq * a.dim;
+  T* dq_out = static_cast<T*>(a.dq) + a.dq_rows.at(b, tile.h, 0);
 #pragma unroll
   for (int i = 0; i < rows_per_warp; ++i) {
     const int row = q0 + warp * rows_per_warp + i;
@@ -291,7 +299,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq(AttentionArgs a, Po
 #pragma unroll
     for (int t = 0; t < slices; ++t) {
       const int d = lane + 32 * t;
-      if (d < dim) dq_out[static_cast<std::int64_t>(row) * dim + d] = to_element<T>(dq[i][t] * scale);
+      if (d < dim) dq_out[row * a.dq_rows.token + d] = to_element<T>(dq[i][t] * scale);
     }
   }
 }
@@ -317,13 +325,13 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
   const std::int64_t kvh = bkv % a.kv_heads, group = a.heads / a.kv_heads;
   const int key0 = static_cast<int>(blockIdx.y) * dkdv_keys;
   const int key1 = min(tk, key0 + dkdv_keys);
-  const T* k = static_cast<const T*>(a.k) + bkv * a.tk * a.dim;
-  const T* v = static_cast<const T*>(a.v) + bkv * a.tk * a.dim;
+  const T* k = static_cast<const T*>(a.k) + a.k_rows.at(b, kvh, 0);
+  const T* v = static_cast<const T*>(a.v) + a.v_rows.at(b, kvh, 0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const A scale = static_cast<A>(a.scale);
 
-  load_tile<T, A, DMax>(sk, k, key0, dkdv_keys, tk, dim);
-  load_tile<T, A, DMax>(sv, v, key0, dkdv_keys, tk, dim);
+  load_tile<T, A, DMax>(sk, k, a.k_rows.token, key0, dkdv_keys, tk, dim);
+  load_tile<T, A, DMax>(sv, v, a.v_rows.token, key0, dkdv_keys, tk, dim);
   A dk[rows_per_warp][slices], dv[rows_per_warp][slices];
 #pragma unroll
   for (int i = 0; i < rows_per_warp; ++i)
@@ -332,8 +340,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
 
   for (std::int64_t hg = 0; hg < group; ++hg) {
     const std::int64_t h = kvh * group + hg, bh = b * a.heads + h;
-    const T* q = static_cast<const T*>(a.q) + bh * a.tq * a.dim;
-    const T* dout = static_cast<const T*>(a.dout) + bh * a.tq * a.dim;
+    const T* q = static_cast<const T*>(a.q) + a.q_rows.at(b, h, 0);
+    const T* dout = static_cast<const T*>(a.dout) + a.dout_rows.at(b, h, 0);
     const T* bias = bias_rows<T>(a, b, h);
     const A* lse = static_cast<const A*>(a.lse) + bh * a.tq;
     const A* row_delta = delta + bh * a.tq;
@@ -342,8 +350,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
       const TileKind kind = tile_kind(policy, a.skip_tiles, b, q0, q1, key0, key1);
       if (kind == TileKind::Empty) continue;
       __syncthreads();
-      load_tile<T, A, DMax>(sq, q, q0, block_k, tq, dim);
-      load_tile<T, A, DMax>(sdo, dout, q0, block_k, tq, dim);
+      load_tile<T, A, DMax>(sq, q, a.q_rows.token, q0, block_k, tq, dim);
+      load_tile<T, A, DMax>(sdo, dout, a.dout_rows.token, q0, block_k, tq, dim);
       if (threadIdx.x < block_k) {
         const int row = q0 + threadIdx.x;
         slse[threadIdx.x] = row < tq ? lse[row] : neg_inf;
@@ -380,8 +388,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
     }
   }
 
-  T* dk_out = static_cast<T*>(a.dk) + bkv * a.tk * a.dim;
-  T* dv_out = static_cast<T*>(a.dv) + bkv * a.tk * a.dim;
+  T* dk_out = static_cast<T*>(a.dk) + a.dk_rows.at(b, kvh, 0);
+  T* dv_out = static_cast<T*>(a.dv) + a.dv_rows.at(b, kvh, 0);
 #pragma unroll
   for (int i = 0; i < rows_per_warp; ++i) {
     const int key = key0 + warp * rows_per_warp + i;
@@ -390,8 +398,8 @@ __global__ void __launch_bounds__(threads) flash_backward_dkdv(AttentionArgs a, 
     for (int t = 0; t < slices; ++t) {
       const int d = lane + 32 * t;
       if (d < dim) {
-        dk_out[static_cast<std::int64_t>(key) * dim + d] = to_element<T>(dk[i][t] * scale);
-        dv_out[static_cast<std::int64_t>(key) * dim + d] = to_element<T>(dv[i][t]);
+        dk_out[key * a.dk_rows.token + d] = to_element<T>(dk[i][t] * scale);
+        dv_out[key * a.dv_rows.token + d] = to_element<T>(dv[i][t]);
       }
     }
   }

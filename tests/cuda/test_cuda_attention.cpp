@@ -1,8 +1,9 @@
 // CUDA flash attention against the CPU kernel (itself checked against the composition of
 // primitive ops in tests/attention): outputs, log-sum-exp and the gradients of q, k, v and
 // the bias, for every built-in policy (per-row arrays copied to the device), grouped-query
-// heads, head dims 64 and 128 and a ragged one, Tq != Tk, and tile skipping on and off; the
-// tile counters against the policy's own classification on the host; the tensor-core
+// heads, head dims 64 and 128 and a ragged one, Tq != Tk, strided q, k, v read in place,
+// and tile skipping on and off; the tile counters against the policy's own
+// classification on the host; the tensor-core
 // kernels (bf16: float tensors through cuda::set_allow_bf16_attention, and bfloat16 tensors
 // through the launcher) against the CPU kernel on the same bf16-rounded inputs; the
 // backward's dq by atomics against its deterministic dq kernel. Every test skips with a
@@ -34,6 +35,9 @@ struct Case {
   bool skip_tiles = true;
   /// Inputs rounded to bfloat16 on both sides; the GPU runs the bf16 tensor-core kernels.
   bool bf16 = false;
+  /// q a [B, T, H, D] buffer seen as [B, H, T, D] (heads split off a projection), k and v the
+  /// first Tk rows of [B, Hkv, 2 Tk, D] buffers (a cache's prefix): read in place.
+  bool strided = false;
 };
 
 /// t with every element rounded to bfloat16 (and back to float).
@@ -64,6 +68,7 @@ void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const Gp
   CAPTURE(c.dim);
   CAPTURE(c.bias);
   CAPTURE(c.bf16);
+  CAPTURE(c.strided);
   Generator gen(seed);
   const auto input = [&](Shape shape) {
     const auto t = randn<float>(shape, gen);
@@ -80,8 +85,15 @@ void check_attention_parity(const Case& c, const CpuPolicy& cpu_policy, const Gp
   const auto run = [&](Device device, const auto& policy) {
     std::vector<Tensor<float>> in = {q, k, v};
     if (c.bias) in.push_back(bias);
-    for (auto& t : in) t = t.to(device).clone().detach().requires_grad_();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      Tensor<float> t = in[i].to(device).clone();
+      if (c.strided && i == 0) t = t.transpose(1, 2).contiguous().transpose(1, 2);
+      if (c.strided && (i == 1 || i == 2)) t = cat({t, t}, 2).narrow(2, 0, t.size(2));
+      in[i] = t.detach().requires_grad_();
+    }
     const auto r = attention_forward(in[0], in[1], in[2], policy, options, c.bias ? in[3] : Tensor<float>());
+    // The output is laid out like q: merging a token-major q's heads back is a view.
+    if (c.strided) CHECK(r.out.transpose(1, 2).is_contiguous());
     r.out.backward(dout.to(device));
     std::vector<Tensor<float>> results = {r.out.cpu(), r.lse.cpu()};
     for (const auto& t : in) results.push_back(t.grad().cpu());
@@ -185,6 +197,46 @@ TEST_CASE("cuda attention: head dims, grouped heads, bias, ragged sizes and no t
   Case no_skip;
   no_skip.skip_tiles = false;
   check_attention_parity(no_skip, mask::Gist(10, 13), mask::Gist(10, 13));
+}
+
+TEST_CASE("cuda attention: strided q, k and v (heads split off a projection, a cache's prefix) are read in place") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  Case c;
+  c.strided = true;
+  check_attention_parity(c, mask::Causal{}, mask::Causal{});
+  c.bias = true;
+  check_attention_parity(c, mask::Gist(10, 13), mask::Gist(10, 13));
+  Case bf16 = c;  // float tensors staged through bfloat16 for the tensor cores
+  bf16.bf16 = true;
+  check_attention_parity(bf16, mask::Causal{}, mask::Causal{});
+  Case ragged = c;  // a head dim off the 16-byte chunks: element-by-element loads
+  ragged.dim = 36;
+  ragged.bf16 = true;
+  check_attention_parity(ragged, mask::Causal{}, mask::Causal{});
+}
+
+TEST_CASE("cuda attention: a backward without queries zeroes strided key and value gradients, and nothing else") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const std::int64_t B = 2, Hkv = 2, Tk = 5, D = 8, capacity = 7;
+  // dk and dv: the first Tk rows of [B, Hkv, capacity, D] buffers filled with 3s.
+  auto dk = full<float>({B, Hkv, capacity, D}, 3.0f).to(Device::cuda());
+  auto dv = full<float>({B, Hkv, capacity, D}, 3.0f).to(Device::cuda());
+  cuda::AttentionArgs a;
+  a.dtype = DType::Float32;
+  a.batch = B;
+  a.heads = a.kv_heads = Hkv;
+  a.tq = 0;
+  a.tk = Tk;
+  a.dim = D;
+  a.dk = dk.data();
+  a.dv = dv.data();
+  a.dk_rows = a.dv_rows = RowLayout::contiguous(Hkv, capacity, D);
+  cuda::attention_backward(a, mask::None{}, "attention backward (test)");
+  for (const auto& g : {dk.cpu(), dv.cpu()}) {
+    CHECK(g.narrow(2, 0, Tk).contiguous().to_vector() == std::vector<float>(static_cast<std::size_t>(B * Hkv * Tk * D), 0.0f));
+    CHECK(g.narrow(2, Tk, capacity - Tk).contiguous().to_vector() ==
+          std::vector<float>(static_cast<std::size_t>(B * Hkv * (capacity - Tk) * D), 3.0f));
+  }
 }
 
 TEST_CASE("cuda attention: QueryOffset runs the inner policy's kernels with shifted queries") {

@@ -8,9 +8,9 @@
 // ragged ones (the zero-padded and element-by-element load paths), Tq != Tk with partial
 // tiles at both ends, softmax scales other than 1 / sqrt(dim) (a negative one too), a
 // query offset and key padding through the kernel arguments, tile skipping on and off,
-// and the tile counters. This runs the kernels' own code (every index, fragment address,
-// mask and softmax step) in every build, GPU or not; timing and the asynchronous copies
-// are what only a GPU run checks.
+// strided operands through their RowLayouts, and the tile counters. This runs the
+// kernels' own code (every index, fragment address, mask and softmax step) in every
+// build, GPU or not; timing and the asynchronous copies are what only a GPU run checks.
 #define CONDENSE_CUDA_EMULATION 1
 #include "emulation/cuda_emulation.hpp"
 // The emulation header must come first: the kernels see its threadIdx, __syncthreads, ...
@@ -46,6 +46,10 @@ struct Case {
   std::vector<std::int32_t> lengths;  ///< per-row key padding through AttentionArgs; empty: none
   DType dtype = DType::BFloat16;      ///< 16-bit: the tensor-core kernels; float, double: the portable ones
   std::optional<double> scale;        ///< the softmax scale; default 1 / sqrt(dim)
+  /// q, out, dout, dq as [B, Tq, H, D] in memory (heads split off a projection) and k, v,
+  /// dk, dv as the first Tk rows of [B, Hkv, 2 Tk, D] buffers (a cache's prefix), through
+  /// the RowLayouts of AttentionArgs; false: every operand contiguous.
+  bool strided = false;
 };
 
 /// The softmax scale of a case.
@@ -72,17 +76,60 @@ Tensor<float> widened(const std::vector<E>& values, Shape shape) {
   return from_vector<E>(values, shape).template cast<float>();
 }
 
+/// Where a case puts the rows of one [B, heads, T, D] operand, and the buffer that holds them.
+struct Placement {
+  RowLayout layout;
+  std::int64_t buffer_size = 0;
+};
+
+/// Contiguous, or (Case::strided) [B, T, heads, D] in memory for the query-side operands
+/// and the first T rows of a [B, heads, 2 T, D] buffer for the key-side ones.
+Placement placement(const Case& c, bool queries) {
+  const std::int64_t heads = queries ? c.heads : c.kv_heads, length = queries ? c.tq : c.tk;
+  if (!c.strided) return {RowLayout::contiguous(heads, length, c.dim), c.batch * heads * length * c.dim};
+  if (queries) return {{length * heads * c.dim, c.dim, heads * c.dim}, c.batch * heads * length * c.dim};
+  return {RowLayout::contiguous(heads, 2 * length, c.dim), c.batch * heads * 2 * length * c.dim};
+}
+
+/// The [B, heads, T, D] tensor t as E values at `p` in a buffer of p.buffer_size elements
+/// (the others zero).
+template <class E>
+std::vector<E> placed(const Tensor<float>& t, const Placement& p) {
+  const auto values = values_of<E>(t);
+  std::vector<E> buffer(static_cast<std::size_t>(p.buffer_size), E(0.0f));
+  const std::int64_t heads = t.size(1), length = t.size(2), dim = t.size(3);
+  for (std::int64_t row = 0; row < t.size(0) * heads * length; ++row)
+    for (std::int64_t d = 0; d < dim; ++d)
+      buffer[static_cast<std::size_t>(p.layout.at(row / length / heads, row / length % heads, row % length) + d)] =
+          values[static_cast<std::size_t>(row * dim + d)];
+  return buffer;
+}
+
+/// The [B, heads, T, D] rows at `p` of a buffer, widened to a contiguous float tensor.
+template <class E>
+Tensor<float> unplaced(const std::vector<E>& buffer, const Placement& p, Shape shape) {
+  const std::int64_t heads = shape[1], length = shape[2], dim = shape[3];
+  std::vector<E> values(static_cast<std::size_t>(numel_of(shape)));
+  for (std::int64_t row = 0; row < shape[0] * heads * length; ++row)
+    for (std::int64_t d = 0; d < dim; ++d)
+      values[static_cast<std::size_t>(row * dim + d)] =
+          buffer[static_cast<std::size_t>(p.layout.at(row / length / heads, row / length % heads, row % length) + d)];
+  return widened(values, shape);
+}
+
 /// Runs the delta kernel and the three attention kernels (element type E, head-dim bound D:
 /// the tensor-core kernels for 16-bit E, the portable ones otherwise) in emulation for
 /// `policy`.
 template <class E, int D, class Policy>
 KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<float>& q, const Tensor<float>& k,
                           const Tensor<float>& v, const Tensor<float>& bias, const Tensor<float>& dout) {
-  const auto hq = values_of<E>(q), hk = values_of<E>(k), hv = values_of<E>(v), hdout = values_of<E>(dout);
+  const Placement query_side = placement(c, true), key_side = placement(c, false);
+  const auto hq = placed<E>(q, query_side), hk = placed<E>(k, key_side), hv = placed<E>(v, key_side);
+  const auto hdout = placed<E>(dout, query_side);
   const auto hbias = c.bias ? values_of<E>(bias) : std::vector<E>();
   const std::int64_t rows = c.batch * c.heads * c.tq;
-  std::vector<E> out(static_cast<std::size_t>(rows * c.dim)), dq(out.size());
-  std::vector<E> dk(static_cast<std::size_t>(c.batch * c.kv_heads * c.tk * c.dim)), dv(dk.size());
+  std::vector<E> out(static_cast<std::size_t>(query_side.buffer_size)), dq(out.size());
+  std::vector<E> dk(static_cast<std::size_t>(key_side.buffer_size)), dv(dk.size());
   std::vector<E> dbias(c.bias ? static_cast<std::size_t>(rows * c.tk) : 0);
   using A = cuda::detail::compute_t<E>;
   // The log-sum-exp: float from the tensor-core kernels, the compute type from the others.
@@ -114,15 +161,17 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
   a.dk = dk.data();
   a.dv = dv.data();
   a.dbias = c.bias ? dbias.data() : nullptr;
+  a.q_rows = a.out_rows = a.dout_rows = a.dq_rows = query_side.layout;
+  a.k_rows = a.v_rows = a.dk_rows = a.dv_rows = key_side.layout;
 
   // The policy exactly as the launchers hand it to the kernels.
   using KernelPolicy = mask::Intersect<mask::QueryOffset<Policy>, mask::KeyPadding>;
   const KernelPolicy kernel_policy(mask::QueryOffset<Policy>(policy, a.query_offset), a.key_padding);
   KernelResults results;
   const auto delta_kernel = [&] {
-    emu::launch(dim3(portable::delta_blocks(rows)), dim3(portable::threads), 0,
-                portable::attention_delta<E>, static_cast<const E*>(out.data()), static_cast<const E*>(hdout.data()), delta.data(),
-                rows, static_cast<int>(c.dim));
+    emu::launch(dim3(portable::delta_blocks(rows)), dim3(portable::threads), 0, portable::attention_delta<E>,
+                static_cast<const E*>(out.data()), a.out_rows, static_cast<const E*>(hdout.data()), a.dout_rows,
+                delta.data(), a.heads, a.tq, rows, static_cast<int>(c.dim));
   };
   const auto* delta_in = static_cast<const A*>(delta.data());
   if constexpr (tc::is_16bit<E>) {
@@ -145,11 +194,11 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
       emu::launch(tc::dkdv_grid(f), dim3(tc::dkdv_threads), tc::dkdv_smem<D>, tc::flash_backward_dkdv_mma<E, KernelPolicy, D>,
                   f, kernel_policy, delta_in, accum.data());
       emu::launch(dim3(cuda::detail::capped_blocks(rows)), dim3(tc::threads), 0, tc::dq_from_accumulator<E, D>,
-                  static_cast<const float*>(accum.data()), fused_dq.data(), rows, static_cast<int>(c.dim),
-                  static_cast<float>(a.scale));
-      results.dq_in_dkdv = {widened(fused_dq, {c.batch, c.heads, c.tq, c.dim}),
-                            widened(fused_dk, {c.batch, c.kv_heads, c.tk, c.dim}),
-                            widened(fused_dv, {c.batch, c.kv_heads, c.tk, c.dim})};
+                  static_cast<const float*>(accum.data()), fused_dq.data(), a.dq_rows, a.heads, a.tq, rows,
+                  static_cast<int>(c.dim), static_cast<float>(a.scale));
+      results.dq_in_dkdv = {unplaced(fused_dq, query_side, {c.batch, c.heads, c.tq, c.dim}),
+                            unplaced(fused_dk, key_side, {c.batch, c.kv_heads, c.tk, c.dim}),
+                            unplaced(fused_dv, key_side, {c.batch, c.kv_heads, c.tk, c.dim})};
       if (c.bias) results.dq_in_dkdv.push_back(sum(widened(fused_dbias, {c.batch, c.heads, c.tq, c.tk}), {1}, true));
     }
   } else {
@@ -162,9 +211,11 @@ KernelResults run_kernels(const Case& c, const Policy& policy, const Tensor<floa
                 portable::flash_backward_dkdv<E, KernelPolicy, D>, a, kernel_policy, delta_in);
   }
 
-  results.tensors = {widened(out, {c.batch, c.heads, c.tq, c.dim}), from_vector<Lse>(lse, {c.batch, c.heads, c.tq}).template cast<float>(),
-                     widened(dq, {c.batch, c.heads, c.tq, c.dim}), widened(dk, {c.batch, c.kv_heads, c.tk, c.dim}),
-                     widened(dv, {c.batch, c.kv_heads, c.tk, c.dim})};
+  results.tensors = {unplaced(out, query_side, {c.batch, c.heads, c.tq, c.dim}),
+                     from_vector<Lse>(lse, {c.batch, c.heads, c.tq}).template cast<float>(),
+                     unplaced(dq, query_side, {c.batch, c.heads, c.tq, c.dim}),
+                     unplaced(dk, key_side, {c.batch, c.kv_heads, c.tk, c.dim}),
+                     unplaced(dv, key_side, {c.batch, c.kv_heads, c.tk, c.dim})};
   if (c.bias) results.tensors.push_back(sum(widened(dbias, {c.batch, c.heads, c.tq, c.tk}), {1}, true));
   return results;
 }
@@ -202,6 +253,7 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   CAPTURE(c.query_offset);
   CAPTURE(scale_of(c));
   CAPTURE(dtype_name(c.dtype));
+  CAPTURE(c.strided);
   Generator gen(seed);
   // Inputs rounded to the kernels' element type, so both sides start from the same values.
   const auto input = [&](Shape shape) {
@@ -338,6 +390,15 @@ TEST_CASE("emulated tensor-core attention: head dims, grouped heads, bias, scale
   no_skip.skip_tiles = false;
   check_kernels(no_skip, mask::Gist(10, 13));
   check_kernels(no_skip, mask::Causal{});
+  // Strided operands (heads split off a projection, a cache's prefix) through RowLayouts:
+  // 16-byte chunks at head dim 64, element by element at 36.
+  for (std::int64_t dim : {64, 36}) {
+    Case strided;
+    strided.strided = true;
+    strided.dim = dim;
+    strided.bias = dim == 64;
+    check_kernels(strided, mask::Causal{});
+  }
 }
 
 TEST_CASE("emulated portable attention (CUDA cores): float and double against the CPU kernel") {
@@ -365,6 +426,9 @@ TEST_CASE("emulated portable attention (CUDA cores): float and double against th
     Case no_skip = c;
     no_skip.skip_tiles = false;
     check_kernels(no_skip, mask::SlidingWindow(9, 0));
+    Case strided = c;
+    strided.strided = true;
+    check_kernels(strided, mask::Causal{});
   }
 }
 
@@ -415,6 +479,7 @@ TEST_CASE("emulated tensor-core attention: the emulation itself catches a shared
   a.q = a.k = a.v = x.data();
   a.out = out.data();
   a.lse = lse.data();
+  a.resolve_layouts();
   using KernelPolicy = mask::Intersect<mask::QueryOffset<mask::None>, mask::KeyPadding>;
   const KernelPolicy policy(mask::QueryOffset<mask::None>(mask::None{}, 0), a.key_padding);
   CHECK_THROWS_WITH_AS(emu::launch(tc::forward_grid(a), dim3(tc::threads), tc::forward_smem<64> / 2,

@@ -106,7 +106,7 @@ Tensor<T> attention_rows(const Tensor<T>& t) {
 
 /// The RowLayout of a [B, heads, T, D] tensor whose head dim is contiguous.
 template <DifferentiableElement T>
-cpu::RowLayout row_layout(const Tensor<T>& t) {
+RowLayout row_layout(const Tensor<T>& t) {
   return {t.strides()[0], t.strides()[1], t.strides()[2]};
 }
 
@@ -130,7 +130,6 @@ Tensor<T> empty_in_stride_order(const Tensor<T>& like) {
   return restride(flat, like.shape(), std::move(strides), flat.offset());
 }
 
-/// The launcher arguments of one CUDA attention call over contiguous tensors.
 /// True on a thread while attention_forward runs float16 inputs on the float kernels: their
 /// widened values must not be staged through bfloat16 (cuda::allow_bf16_attention() is a
 /// float model's opt-in, and bfloat16 would drop 3 of float16's significant bits).
@@ -148,6 +147,8 @@ class Float16OnFloatAttentionScope {
   bool previous_;
 };
 
+/// The launcher arguments of one CUDA attention call: q, k, v as attention_rows hands them
+/// over (their RowLayouts set), the bias contiguous.
 template <DifferentiableElement T>
 cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const Tensor<T>& q, const Tensor<T>& k,
                                         const Tensor<T>& v, const Tensor<T>& bias) {
@@ -169,6 +170,9 @@ cuda::AttentionArgs cuda_attention_args(const cpu::AttentionGeometry& g, const T
   a.k = k.data();
   a.v = v.data();
   a.bias = bias.defined() ? bias.data() : nullptr;
+  a.q_rows = row_layout(q);
+  a.k_rows = row_layout(k);
+  a.v_rows = row_layout(v);
   return a;
 }
 
@@ -248,15 +252,17 @@ template <DifferentiableElement T, class Policy>
 AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const Policy& policy,
                                           int query_offset, const mask::KeyPadding& padding, const Tensor<T>& bias,
                                           const cpu::AttentionGeometry& g, bool count_tiles) {
-  const Tensor<T> qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  // q, k, v read in place (attention_rows); out laid out like q (empty_in_stride_order).
+  const Tensor<T> qc = attention_rows(q), kc = attention_rows(k), vc = attention_rows(v);
   const Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
   AttentionResult<T> r;
-  r.out = Tensor<T>::empty(q.shape(), q.device());
+  r.out = empty_in_stride_order(qc);
   r.lse = Tensor<compute_type_t<T>>::empty({g.batch, g.heads, g.tq}, q.device());
   cuda::AttentionArgs a = cuda_attention_args(g, qc, kc, vc, bc);
   a.query_offset = query_offset;
   a.key_padding = padding;
   a.out = r.out.data();
+  a.out_rows = row_layout(r.out);
   a.lse = r.lse.data();
   std::int64_t counts[3] = {0, 0, 0};
   if (count_tiles) a.tile_stats = counts;
@@ -269,15 +275,18 @@ AttentionResult<T> cuda_attention_forward(const Tensor<T>& q, const Tensor<T>& k
               b.bf16_tensor_cores = bf16;
               b.query_offset = query_offset;
               b.key_padding = padding;
-              const Tensor<T> dout = grad.contiguous();
+              // The gradients are contiguous: that is how autograd passes them on.
+              const Tensor<T> dout = attention_rows(grad);
               const Tensor<T> dq = Tensor<T>::empty(qc.shape(), qc.device());
               const Tensor<T> dk = Tensor<T>::empty(kc.shape(), kc.device());
               const Tensor<T> dv = Tensor<T>::empty(vc.shape(), vc.device());
               Tensor<T> dbias;
               if (s.wants(3)) dbias = Tensor<T>::empty({g.batch, g.heads, g.tq, g.tk}, qc.device());
               b.out = out.data();
+              b.out_rows = row_layout(out);
               b.lse = lse.data();
               b.dout = dout.data();
+              b.dout_rows = row_layout(dout);
               b.dq = dq.data();
               b.dk = dk.data();
               b.dv = dv.data();

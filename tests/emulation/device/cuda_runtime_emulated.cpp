@@ -132,6 +132,19 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_
   return cudaSuccess;
 }
 
+/// `height` rows of `width` bytes, `pitch` bytes apart; every row must lie in device memory
+/// and the pitch must cover the width.
+cudaError_t cudaMemset2DAsync(void* ptr, std::size_t pitch, int value, std::size_t width, std::size_t height,
+                              cudaStream_t) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (!ptr || pitch < width) return fail_with(cudaErrorInvalidValue);
+  auto* rows = static_cast<unsigned char*>(ptr);
+  for (std::size_t r = 0; r < height; ++r)
+    if (!emu::is_device_range(rows + r * pitch, width)) return fail_with(cudaErrorInvalidValue);
+  for (std::size_t r = 0; r < height; ++r) std::memset(rows + r * pitch, value, width);
+  return cudaSuccess;
+}
+
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }

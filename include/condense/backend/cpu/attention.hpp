@@ -24,24 +24,10 @@
 #include "condense/backend/cpu/reduce.hpp"
 #include "condense/backend/score_scale.hpp"
 #include "condense/backend/cpu/tile_gemm.hpp"
+#include "condense/backend/row_layout.hpp"
 #include "condense/mask/policy.hpp"
 
 namespace condense::cpu {
-
-/// Where the rows of one [B, heads, T, D] attention operand lie: element (b, h, t, d) at
-/// b * batch + h * head + t * token + d. The head dim is contiguous; the other strides are
-/// free, so a [B, T, heads, D] buffer seen as [B, heads, T, D] (heads split off a
-/// projection's output) or the first T rows of a longer cache are read in place.
-struct RowLayout {
-  std::int64_t batch = 0, head = 0, token = 0;
-
-  /// The layout of a contiguous [B, heads, length, D] tensor.
-  static RowLayout contiguous(std::int64_t heads, std::int64_t length, std::int64_t dim) {
-    return {heads * length * dim, length * dim, dim};
-  }
-  /// Offset (in elements) of row t of head h of batch row b.
-  std::int64_t at(std::int64_t b, std::int64_t h, std::int64_t t) const { return b * batch + h * head + t * token; }
-};
 
 /// Geometry and options of one attention call. The bias, lse and dbias are contiguous; q,
 /// k, v, out and the gradients follow their RowLayouts (contiguous unless the caller sets

@@ -13,15 +13,18 @@
 #include <type_traits>
 
 #include "condense/backend/cuda/runtime.hpp"
+#include "condense/backend/row_layout.hpp"
 #include "condense/core/dtype.hpp"
 #include "condense/mask/policies.hpp"
 
 namespace condense::cuda {
 
-/// One attention call on contiguous row-major device tensors. q, out, dout, dq:
-/// [B, H, Tq, D]; k, v, dk, dv: [B, Hkv, Tk, D]; bias, dbias: [B, bias_heads, Tq, Tk]
-/// (bias_heads 0: none; dbias always [B, H, Tq, Tk]); lse: [B, H, Tq] in the compute type
-/// (float, or double for double tensors), natural log.
+/// One attention call on device tensors. q, out, dout, dq: [B, H, Tq, D]; k, v, dk, dv:
+/// [B, Hkv, Tk, D], each laid out as its RowLayout says (any strides but a contiguous head
+/// dim; an unset layout means contiguous; the written ones must not overlap themselves);
+/// bias, dbias: contiguous [B, bias_heads, Tq, Tk] (bias_heads 0: none; dbias always
+/// [B, H, Tq, Tk]); lse: contiguous [B, H, Tq] in the compute type (float, or double for
+/// double tensors), natural log.
 struct AttentionArgs {
   DType dtype = DType::Float32;  ///< of q, k, v, bias, out and the gradients
   int device = 0;
@@ -58,6 +61,19 @@ struct AttentionArgs {
   /// Forward only, optional: host array of 3 counters (Empty, Partial, Full tiles over all
   /// (batch, head, query tile)); filling it waits for the kernel.
   std::int64_t* tile_stats = nullptr;
+  RowLayout q_rows = RowLayout::unset(), out_rows = RowLayout::unset();    ///< [B, H, Tq, D]
+  RowLayout dout_rows = RowLayout::unset(), dq_rows = RowLayout::unset();  ///< [B, H, Tq, D]
+  RowLayout k_rows = RowLayout::unset(), v_rows = RowLayout::unset();      ///< [B, Hkv, Tk, D]
+  RowLayout dk_rows = RowLayout::unset(), dv_rows = RowLayout::unset();    ///< [B, Hkv, Tk, D]
+
+  /// Every unset layout made contiguous (what the launchers run on).
+  void resolve_layouts() {
+    const RowLayout queries = RowLayout::contiguous(heads, tq, dim), keys = RowLayout::contiguous(kv_heads, tk, dim);
+    for (RowLayout* l : {&q_rows, &out_rows, &dout_rows, &dq_rows})
+      if (!l->is_set()) *l = queries;
+    for (RowLayout* l : {&k_rows, &v_rows, &dk_rows, &dv_rows})
+      if (!l->is_set()) *l = keys;
+  }
 };
 
 #if CONDENSE_WITH_CUDA

@@ -1,0 +1,33 @@
+// RowLayout: where the rows of one [B, heads, T, D] attention operand lie in memory. Shared
+// by the CPU attention kernels (backend/cpu/attention.hpp) and the CUDA ones
+// (backend/cuda/attention.hpp, kernels/attention/), host and device code.
+#pragma once
+
+#include <cstdint>
+
+#include "condense/core/config.hpp"
+
+namespace condense {
+
+/// Where the rows of one [B, heads, T, D] attention operand lie: element (b, h, t, d) at
+/// b * batch + h * head + t * token + d. The head dim is contiguous; the other strides are
+/// free, so a [B, T, heads, D] buffer seen as [B, heads, T, D] (heads split off a
+/// projection's output) or the first T rows of a longer cache are read in place.
+struct RowLayout {
+  std::int64_t batch = 0, head = 0, token = 0;
+
+  /// The layout of a contiguous [B, heads, length, D] tensor.
+  static constexpr RowLayout contiguous(std::int64_t heads, std::int64_t length, std::int64_t dim) {
+    return {heads * length * dim, length * dim, dim};
+  }
+  /// A layout not given yet (CUDA AttentionArgs: the launchers take it as contiguous).
+  static constexpr RowLayout unset() { return {-1, -1, -1}; }
+  /// False for unset().
+  constexpr bool is_set() const { return batch >= 0; }
+  /// Offset (in elements) of row t of head h of batch row b.
+  CONDENSE_HD std::int64_t at(std::int64_t b, std::int64_t h, std::int64_t t) const {
+    return b * batch + h * head + t * token;
+  }
+};
+
+}  // namespace condense
