@@ -94,9 +94,9 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   return g;
 }
 
-/// q, k, v or an output gradient as the CPU attention kernels read it: the tensor itself
-/// (detached) when its head dim is contiguous, whatever its other strides (head-split
-/// views of a projection, a KV cache's prefix), else a contiguous copy.
+/// q, k, v or an output gradient as the attention kernels (CPU and CUDA) read it: the
+/// tensor itself (detached) when its head dim is contiguous, whatever its other strides
+/// (head-split views of a projection, a KV cache's prefix), else a contiguous copy.
 // t: [B, heads, T, D]
 template <DifferentiableElement T>
 Tensor<T> attention_rows(const Tensor<T>& t) {
