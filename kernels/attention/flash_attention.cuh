@@ -140,7 +140,7 @@ inline void zero_rows(void* data, const OperandRows& rows, std::size_t element_b
   if (!data || rows.count() == 0) return;
   const cudaStream_t stream = stream_of(device);
   const RowLayout& l = rows.layout;
-  if (l.token == rows.width && l.head == rows.length * rows.width && l.batch == rows.heads * rows.length * rows.width) {
+  if (l == contiguous_layout(rows)) {
     check(cudaMemsetAsync(data, 0, static_cast<std::size_t>(rows.count()) * element_bytes, stream), op, "cudaMemsetAsync");
     return;
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "condense/core/config.hpp"
 
@@ -20,7 +21,7 @@ struct RowLayout {
   static constexpr RowLayout contiguous(std::int64_t heads, std::int64_t length, std::int64_t dim) {
     return {heads * length * dim, length * dim, dim};
   }
-  /// A layout not given yet (CUDA AttentionArgs: the launchers take it as contiguous).
+  /// A layout not given yet (the attention entry points take it as contiguous).
   static constexpr RowLayout unset() { return {-1, -1, -1}; }
   /// False for unset().
   constexpr bool is_set() const { return batch >= 0; }
@@ -28,6 +29,13 @@ struct RowLayout {
   CONDENSE_HD std::int64_t at(std::int64_t b, std::int64_t h, std::int64_t t) const {
     return b * batch + h * head + t * token;
   }
+  constexpr bool operator==(const RowLayout&) const = default;
 };
+
+/// Sets each of `layouts` that is unset to `fallback`.
+inline void fill_unset(std::initializer_list<RowLayout*> layouts, const RowLayout& fallback) {
+  for (RowLayout* l : layouts)
+    if (!l->is_set()) *l = fallback;
+}
 
 }  // namespace condense

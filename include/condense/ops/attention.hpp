@@ -90,7 +90,7 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   g.tile_q = options.tile_q;
   g.tile_k = options.tile_k;
   g.skip_tiles = options.skip_tiles;
-  g.set_contiguous_layouts();
+  g.resolve_layouts();
   return g;
 }
 

@@ -30,21 +30,23 @@
 namespace condense::cpu {
 
 /// Geometry and options of one attention call. The bias, lse and dbias are contiguous; q,
-/// k, v, out and the gradients follow their RowLayouts (contiguous unless the caller sets
-/// them: set_contiguous_layouts).
+/// k, v, out and the gradients follow their RowLayouts (an unset one means contiguous).
 struct AttentionGeometry {
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0;
   std::int64_t bias_heads = 0;  // 0: no bias; 1 or heads
   double scale = 1.0;
   int tile_q = 64, tile_k = 64;
   bool skip_tiles = true;  // false: every tile is treated as Partial (debug / property tests)
-  RowLayout q_rows, out_rows, dout_rows, dq_rows;  ///< [B, H, Tq, D] operands
-  RowLayout k_rows, v_rows, dk_rows, dv_rows;      ///< [B, Hkv, Tk, D] operands
+  RowLayout q_rows = RowLayout::unset(), out_rows = RowLayout::unset();    ///< [B, H, Tq, D]
+  RowLayout dout_rows = RowLayout::unset(), dq_rows = RowLayout::unset();  ///< [B, H, Tq, D]
+  RowLayout k_rows = RowLayout::unset(), v_rows = RowLayout::unset();      ///< [B, Hkv, Tk, D]
+  RowLayout dk_rows = RowLayout::unset(), dv_rows = RowLayout::unset();    ///< [B, Hkv, Tk, D]
 
-  /// Every operand contiguous (call after the extents are set).
-  void set_contiguous_layouts() {
-    q_rows = out_rows = dout_rows = dq_rows = RowLayout::contiguous(heads, tq, dim);
-    k_rows = v_rows = dk_rows = dv_rows = RowLayout::contiguous(kv_heads, tk, dim);
+  /// Every unset layout made contiguous (what the kernels run on; call after the extents
+  /// are set).
+  void resolve_layouts() {
+    fill_unset({&q_rows, &out_rows, &dout_rows, &dq_rows}, RowLayout::contiguous(heads, tq, dim));
+    fill_unset({&k_rows, &v_rows, &dk_rows, &dv_rows}, RowLayout::contiguous(kv_heads, tk, dim));
   }
 };
 
@@ -408,7 +410,9 @@ bool gathers_keys(const AttentionGeometry& g, bool has_bias) {
 /// as g's RowLayouts say; out must not overlap itself.
 template <class T, class Policy>
 AttentionTileStats attention_forward(const T* q, const T* k, const T* v, const T* bias, T* out, T* lse,
-                                     const AttentionGeometry& g, const Policy& policy) {
+                                     const AttentionGeometry& geometry, const Policy& policy) {
+  AttentionGeometry g = geometry;
+  g.resolve_layouts();
   if constexpr (KeyFilteredMask<Policy>) {
     if (detail::gathers_keys<Policy>(g, bias != nullptr)) {
       const auto gathered = detail::gather_kept_keys(k, v, g, policy);
@@ -424,7 +428,9 @@ AttentionTileStats attention_forward(const T* q, const T* k, const T* v, const T
 /// dq, dk and dv must not overlap themselves.
 template <class T, class Policy>
 void attention_backward(const T* q, const T* k, const T* v, const T* bias, const T* out, const T* lse, const T* dout,
-                        T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& g, const Policy& policy) {
+                        T* dq, T* dk, T* dv, T* dbias, const AttentionGeometry& geometry, const Policy& policy) {
+  AttentionGeometry g = geometry;
+  g.resolve_layouts();
   if constexpr (KeyFilteredMask<Policy>) {
     if (detail::gathers_keys<Policy>(g, bias != nullptr)) {
       const auto gathered = detail::gather_kept_keys(k, v, g, policy);

@@ -68,11 +68,8 @@ struct AttentionArgs {
 
   /// Every unset layout made contiguous (what the launchers run on).
   void resolve_layouts() {
-    const RowLayout queries = RowLayout::contiguous(heads, tq, dim), keys = RowLayout::contiguous(kv_heads, tk, dim);
-    for (RowLayout* l : {&q_rows, &out_rows, &dout_rows, &dq_rows})
-      if (!l->is_set()) *l = queries;
-    for (RowLayout* l : {&k_rows, &v_rows, &dk_rows, &dv_rows})
-      if (!l->is_set()) *l = keys;
+    fill_unset({&q_rows, &out_rows, &dout_rows, &dq_rows}, RowLayout::contiguous(heads, tq, dim));
+    fill_unset({&k_rows, &v_rows, &dk_rows, &dv_rows}, RowLayout::contiguous(kv_heads, tk, dim));
   }
 };
 
