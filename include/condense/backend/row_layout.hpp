@@ -1,4 +1,5 @@
-// RowLayout: where the rows of one [B, heads, T, D] attention operand lie in memory. Shared
+// RowLayout: where the rows of one [B, heads, T, D] attention operand lie in memory, and
+// AttentionLayouts, one per operand of an attention call. Shared
 // by the CPU attention kernels (backend/cpu/attention.hpp) and the CUDA ones
 // (backend/cuda/attention.hpp, kernels/attention/), host and device code.
 #pragma once
@@ -32,10 +33,21 @@ struct RowLayout {
   constexpr bool operator==(const RowLayout&) const = default;
 };
 
-/// Sets each of `layouts` that is unset to `fallback`.
-inline void fill_unset(std::initializer_list<RowLayout*> layouts, const RowLayout& fallback) {
-  for (RowLayout* l : layouts)
-    if (!l->is_set()) *l = fallback;
-}
+/// The RowLayouts of one attention call's [B, heads, T, D] operands (the CPU geometry and
+/// the CUDA launcher arguments both carry them); unset ones mean contiguous.
+struct AttentionLayouts {
+  RowLayout q_rows = RowLayout::unset(), out_rows = RowLayout::unset();    ///< [B, H, Tq, D]
+  RowLayout dout_rows = RowLayout::unset(), dq_rows = RowLayout::unset();  ///< [B, H, Tq, D]
+  RowLayout k_rows = RowLayout::unset(), v_rows = RowLayout::unset();      ///< [B, Hkv, Tk, D]
+  RowLayout dk_rows = RowLayout::unset(), dv_rows = RowLayout::unset();    ///< [B, Hkv, Tk, D]
+
+  /// Every unset layout made contiguous for these extents (what the kernels run on).
+  void resolve_layouts(std::int64_t heads, std::int64_t kv_heads, std::int64_t tq, std::int64_t tk, std::int64_t dim) {
+    for (RowLayout* l : {&q_rows, &out_rows, &dout_rows, &dq_rows})
+      if (!l->is_set()) *l = RowLayout::contiguous(heads, tq, dim);
+    for (RowLayout* l : {&k_rows, &v_rows, &dk_rows, &dv_rows})
+      if (!l->is_set()) *l = RowLayout::contiguous(kv_heads, tk, dim);
+  }
+};
 
 }  // namespace condense

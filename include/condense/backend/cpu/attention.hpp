@@ -30,24 +30,18 @@
 namespace condense::cpu {
 
 /// Geometry and options of one attention call. The bias, lse and dbias are contiguous; q,
-/// k, v, out and the gradients follow their RowLayouts (an unset one means contiguous).
-struct AttentionGeometry {
+/// k, v, out and the gradients follow their RowLayouts (AttentionLayouts; an unset one
+/// means contiguous).
+struct AttentionGeometry : AttentionLayouts {
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0;
   std::int64_t bias_heads = 0;  // 0: no bias; 1 or heads
   double scale = 1.0;
   int tile_q = 64, tile_k = 64;
   bool skip_tiles = true;  // false: every tile is treated as Partial (debug / property tests)
-  RowLayout q_rows = RowLayout::unset(), out_rows = RowLayout::unset();    ///< [B, H, Tq, D]
-  RowLayout dout_rows = RowLayout::unset(), dq_rows = RowLayout::unset();  ///< [B, H, Tq, D]
-  RowLayout k_rows = RowLayout::unset(), v_rows = RowLayout::unset();      ///< [B, Hkv, Tk, D]
-  RowLayout dk_rows = RowLayout::unset(), dv_rows = RowLayout::unset();    ///< [B, Hkv, Tk, D]
 
   /// Every unset layout made contiguous (what the kernels run on; call after the extents
   /// are set).
-  void resolve_layouts() {
-    fill_unset({&q_rows, &out_rows, &dout_rows, &dq_rows}, RowLayout::contiguous(heads, tq, dim));
-    fill_unset({&k_rows, &v_rows, &dk_rows, &dv_rows}, RowLayout::contiguous(kv_heads, tk, dim));
-  }
+  void resolve_layouts() { AttentionLayouts::resolve_layouts(heads, kv_heads, tq, tk, dim); }
 };
 
 /// Counters a kernel reports (tiles by kind).

@@ -20,12 +20,13 @@
 namespace condense::cuda {
 
 /// One attention call on device tensors. q, out, dout, dq: [B, H, Tq, D]; k, v, dk, dv:
-/// [B, Hkv, Tk, D], each laid out as its RowLayout says (any strides but a contiguous head
-/// dim; an unset layout means contiguous; the written ones must not overlap themselves);
+/// [B, Hkv, Tk, D], each laid out as its RowLayout (AttentionLayouts) says (any strides but
+/// a contiguous head dim; an unset layout means contiguous; the written ones must not
+/// overlap themselves);
 /// bias, dbias: contiguous [B, bias_heads, Tq, Tk] (bias_heads 0: none; dbias always
 /// [B, H, Tq, Tk]); lse: contiguous [B, H, Tq] in the compute type (float, or double for
 /// double tensors), natural log.
-struct AttentionArgs {
+struct AttentionArgs : AttentionLayouts {
   DType dtype = DType::Float32;  ///< of q, k, v, bias, out and the gradients
   int device = 0;
   std::int64_t batch = 0, heads = 0, kv_heads = 0, tq = 0, tk = 0, dim = 0, bias_heads = 0;
@@ -61,16 +62,9 @@ struct AttentionArgs {
   /// Forward only, optional: host array of 3 counters (Empty, Partial, Full tiles over all
   /// (batch, head, query tile)); filling it waits for the kernel.
   std::int64_t* tile_stats = nullptr;
-  RowLayout q_rows = RowLayout::unset(), out_rows = RowLayout::unset();    ///< [B, H, Tq, D]
-  RowLayout dout_rows = RowLayout::unset(), dq_rows = RowLayout::unset();  ///< [B, H, Tq, D]
-  RowLayout k_rows = RowLayout::unset(), v_rows = RowLayout::unset();      ///< [B, Hkv, Tk, D]
-  RowLayout dk_rows = RowLayout::unset(), dv_rows = RowLayout::unset();    ///< [B, Hkv, Tk, D]
 
   /// Every unset layout made contiguous (what the launchers run on).
-  void resolve_layouts() {
-    fill_unset({&q_rows, &out_rows, &dout_rows, &dq_rows}, RowLayout::contiguous(heads, tq, dim));
-    fill_unset({&k_rows, &v_rows, &dk_rows, &dv_rows}, RowLayout::contiguous(kv_heads, tk, dim));
-  }
+  void resolve_layouts() { AttentionLayouts::resolve_layouts(heads, kv_heads, tq, tk, dim); }
 };
 
 #if CONDENSE_WITH_CUDA
