@@ -117,20 +117,27 @@ struct OperandRows {
   std::int64_t count() const { return batch * heads * length * width; }
 };
 
+/// The number of rows of `rows` (batch * heads * length).
+inline std::int64_t row_count(const OperandRows& rows) { return rows.batch * rows.heads * rows.length; }
+
 /// The contiguous layout of `rows`' extents.
 inline RowLayout contiguous_layout(const OperandRows& rows) {
   return RowLayout::contiguous(rows.heads, rows.length, rows.width);
 }
 
 /// Element (b, h, t, d) of `to` = that of `from` converted (float <-> bfloat16), over the
-/// n elements of [batch, heads, length, width] rows laid out as each layout says.
+/// `rows` rows of [batch, heads, length, width] laid out as each layout says: one warp per
+/// row, so a row's coordinates cost one split of its index, not one per element.
 template <class From, class To>
 __global__ void convert_rows(const From* from, RowLayout from_rows, To* to, RowLayout to_rows, std::int64_t heads,
-                             std::int64_t length, std::int64_t width, std::int64_t n) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t d = i % width, row = i / width, t = row % length, h = row / length % heads, b = row / length / heads;
-    to[to_rows.at(b, h, t) + d] = to_element<To>(load(from + from_rows.at(b, h, t) + d));
+                             std::int64_t length, std::int64_t width, std::int64_t rows) {
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32;
+  for (std::int64_t row = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
+       row += warps) {
+    const std::int64_t t = row % length, h = row / length % heads, b = row / length / heads;
+    const From* src = from + from_rows.at(b, h, t);
+    To* dst = to + to_rows.at(b, h, t);
+    for (std::int64_t d = threadIdx.x % 32; d < width; d += 32) dst[d] = to_element<To>(load(src + d));
   }
 }
 
@@ -175,18 +182,18 @@ class Bf16Staging {
     const std::int64_t n = rows.count();
     bfloat16* dst = empty(n);
     if (n > 0)
-      detail::launch_kernel(convert_rows<float, bfloat16>, grid_for(n, threads), threads, 0, stream_of(device_),
-                            static_cast<const float*>(src), rows.layout, dst, contiguous_layout(rows), rows.heads,
-                            rows.length, rows.width, n);
+      detail::launch_kernel(convert_rows<float, bfloat16>, grid_for(row_count(rows) * 32, threads), threads, 0,
+                            stream_of(device_), static_cast<const float*>(src), rows.layout, dst, contiguous_layout(rows),
+                            rows.heads, rows.length, rows.width, row_count(rows));
     return dst;
   }
   /// Writes the contiguous bfloat16 rows at src to the float rows at dst.
   void widen(void* dst, const OperandRows& rows, const bfloat16* src) const {
     const std::int64_t n = rows.count();
     if (dst && n > 0)
-      detail::launch_kernel(convert_rows<bfloat16, float>, grid_for(n, threads), threads, 0, stream_of(device_), src,
-                            contiguous_layout(rows), static_cast<float*>(dst), rows.layout, rows.heads, rows.length,
-                            rows.width, n);
+      detail::launch_kernel(convert_rows<bfloat16, float>, grid_for(row_count(rows) * 32, threads), threads, 0,
+                            stream_of(device_), src, contiguous_layout(rows), static_cast<float*>(dst), rows.layout,
+                            rows.heads, rows.length, rows.width, row_count(rows));
   }
 
  private:
