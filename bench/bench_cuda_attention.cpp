@@ -5,8 +5,9 @@
 // backend/cuda/attention.hpp, the tensor-core kernels; fwdbwd/bf16_deterministic: the
 // backward with its dq kernel instead of dq by atomics in the dk/dv kernel). Counters:
 // useful TFLOP/s (allowed pairs only: 4*B*H*D*pairs forward, 2.5x that backward) and
-// density. Each iteration waits
-// for the device. Without a CUDA device every benchmark is skipped with a message.
+// density. BM_cuda_attention_decode: one decoding step over a bf16 cache (GQA, head dim 128)
+// with the split-key kernels and with the general ones, GB/s of K and V. Each iteration
+// waits for the device. Without a CUDA device every benchmark is skipped with a message.
 // bench/torch_cuda_attention.py runs PyTorch (SDPA, flex_attention) side by side.
 // CONDENSE_BENCH_SMOKE=1 (bench/smoke.hpp): 128 tokens of hidden 256, T = 128, once each.
 #include <benchmark/benchmark.h>
@@ -122,6 +123,48 @@ void run_attention_bf16(benchmark::State& state, const HostPolicy& host_policy, 
   state.counters["density"] = pairs / static_cast<double>(tq * tk);
 }
 
+/// One decoding step of a grouped-query model on bfloat16 caches: one query per sequence,
+/// 8 sequences, 32 query heads over 8 kv heads of head dim 128, reading the first L rows of
+/// [B, Hkv, 2L, D] caches in place (causal at position L - 1), through the launcher with the
+/// split-key kernels or with the general ones (the baseline of the same process). Counter:
+/// GB/s of K and V read.
+void run_decode(benchmark::State& state, bool split_keys) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const std::int64_t length = state.range(0), batch = 8, heads = 32, kv_heads = 8, dim = 128;
+  Generator gen(1);
+  const auto input = [&](Shape shape) { return randn<float>(shape, gen).cast<bfloat16>().to(Device::cuda()); };
+  const auto q = input({batch, heads, 1, dim});
+  const auto k = input({batch, kv_heads, 2 * length, dim}), v = input({batch, kv_heads, 2 * length, dim});
+  auto out = Tensor<bfloat16>::empty(q.shape(), Device::cuda());
+  auto lse = Tensor<float>::empty({batch, heads, 1}, Device::cuda());
+  cuda::AttentionArgs a;
+  a.dtype = DType::BFloat16;
+  a.batch = batch;
+  a.heads = heads;
+  a.kv_heads = kv_heads;
+  a.tq = 1;
+  a.tk = length;
+  a.dim = dim;
+  a.scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  a.decode_kernels = split_keys;
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.out = out.data();
+  a.lse = lse.data();
+  a.k_rows = a.v_rows = RowLayout::contiguous(kv_heads, 2 * length, dim);
+  const mask::Causal policy(static_cast<int>(length - 1));
+  for (auto _ : state) {
+    cuda::attention_forward(a, policy, "bench attention decode");
+    cuda::synchronize(0);
+  }
+  const double bytes = 2.0 * batch * kv_heads * length * dim * sizeof(bfloat16);
+  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 /// make(T, data) -> (host policy, device policy, Tq, Tk).
 template <class Make>
 void register_policy(const std::string& name, Make make) {
@@ -176,6 +219,12 @@ int main(int argc, char** argv) {
     return std::tuple{mask::Pruned(data.keep_host.data(), 1, static_cast<int>(t)),
                       mask::Pruned(data.keep.data(), 1, static_cast<int>(t)), t, t};
   });
+  for (const bool split_keys : {true, false}) {
+    const std::string name = std::string("BM_cuda_attention_decode/") + (split_keys ? "split_keys" : "general");
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), [split_keys](benchmark::State& state) { run_decode(state, split_keys); });
+    for (std::int64_t length = bench_size(1024, 128); length <= bench_size(65536, 128); length *= 4) b->Arg(length);
+    b->Unit(benchmark::kMicrosecond)->UseRealTime()->Apply(condense::bench::once_in_smoke_mode);
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The figures the CUDA issue is judged by, from the Google Benchmark JSON files that
-tests/run_gpu_checks.sh writes (attention.json, matmul.json, memory.json, train.json in one
-folder), as a Markdown summary for docs/results.md:
+tests/run_gpu_checks.sh writes (attention.json, decode.json, matmul.json, memory.json,
+train.json in one folder), as a Markdown summary for docs/results.md:
 
 - attention: forward and backward TFLOP/s of the tensor-core kernels (bf16) per policy, head
   dim and T; the backward alone is (fwd+bwd time - fwd time) with 2.5x the forward's useful
   FLOPs; the deterministic backward (its own dq kernel) next to the default (dq by atomics);
   the causal head-dim-128 T=4096 figures against the targets (300 forward, 200 backward);
+- decoding steps: the split-key kernels against the general ones in the same process;
 - GEMM: condense's linear against cuBLAS called directly on the same shapes (target 95%);
 - memory-bound ops: GB/s against cudaMemcpy in the same process;
 - training: GPT-2-small step tokens/s per precision mode.
@@ -88,6 +89,25 @@ def attention_section(runs):
     return lines + [""] + verdicts
 
 
+def decode_section(runs):
+    # BM_cuda_attention_decode/<split_keys|general>/<L>
+    pattern = re.compile(r"BM_cuda_attention_decode/(split_keys|general)/(\d+)$")
+    table = {}
+    for b in runs:
+        m = pattern.match(base_name(b["name"]))
+        if m and not b.get("error_occurred"):
+            table[(m.group(1), int(m.group(2)))] = b
+    lines = ["## Decoding step (bf16 cache, 32 query / 8 kv heads, D=128, one query, 8 sequences)", "",
+             "| L | split-key us | GB/s | general kernels us | speed-up |", "|---|---|---|---|---|"]
+    for length in sorted({k[1] for k in table}):
+        split, general = table.get(("split_keys", length)), table.get(("general", length))
+        us = lambda b: "-" if not b else "%.1f" % (b["seconds"] * 1e6)
+        rate = "-" if not split else "%.0f" % split.get("GB/s", 0)
+        ratio = "-" if not (split and general) else "%.1fx" % (general["seconds"] / split["seconds"])
+        lines.append(f"| {length} | {us(split)} | {rate} | {us(general)} | {ratio} |")
+    return lines
+
+
 def matmul_section(runs):
     times = {base_name(b["name"]): b for b in runs if not b.get("error_occurred")}
     lines = ["## GEMM: condense linear against cuBLAS called directly", "",
@@ -139,7 +159,8 @@ def main():
     if os.path.exists(device):
         with open(device) as f:
             sections.append(["Device: " + " ".join(f.read().split("\n")[1:]).strip()])
-    for name, section in (("attention.json", attention_section), ("matmul.json", matmul_section),
+    for name, section in (("attention.json", attention_section), ("decode.json", decode_section),
+                          ("matmul.json", matmul_section),
                           ("memory.json", memory_section), ("train.json", train_section)):
         runs = load(args.folder, name)
         if runs is not None:

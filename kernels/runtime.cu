@@ -179,6 +179,13 @@ int device_count() noexcept {
   return count;
 }
 
+int multiprocessor_count(int device, std::string_view op) {
+  check_device_index(device, op);
+  int count = 0;
+  check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), op, "cudaDeviceGetAttribute");
+  return count;
+}
+
 int current_device() {
   int device = 0;
   check(cudaGetDevice(&device), "cuda::current_device", "cudaGetDevice");

@@ -79,6 +79,8 @@ if want bench; then
   run bench_attention "$build/bench/bench_cuda_attention" \
     --benchmark_filter="${ATTENTION_FILTER:-.*/(causal|gist_prompt_75pct)/d(64|128)/($attention_sizes)}" \
     --benchmark_format=json --benchmark_out="$out/attention.json" --benchmark_min_time=0.2
+  run bench_decode "$build/bench/bench_cuda_attention" --benchmark_filter='BM_cuda_attention_decode' \
+    --benchmark_format=json --benchmark_out="$out/decode.json" --benchmark_min_time=0.1
   run bench_matmul "$build/bench/bench_cuda_matmul" --benchmark_format=json --benchmark_out="$out/matmul.json" \
     --benchmark_min_time=0.2
   run bench_memory "$build/bench/bench_cuda_memory" --benchmark_format=json --benchmark_out="$out/memory.json" \

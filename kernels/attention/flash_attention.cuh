@@ -5,7 +5,9 @@
 // policy P as (QueryOffset<P> & KeyPadding) with the offset and the key lengths from
 // AttentionArgs, so the models' cached decoding and padded batches reach P's kernels. q,
 // k, v, the output and the gradients are read and written through the RowLayouts of
-// AttentionArgs (unset ones are contiguous), so strided views need no copy.
+// AttentionArgs (unset ones are contiguous), so strided views need no copy. Forwards with
+// at most 16 queries per sequence (decoding steps) take the split-key kernels of
+// flash_attention_decode.cuh.
 //
 // Include this file in a .cu file and write CONDENSE_CUDA_INSTANTIATE_ATTENTION(Policy) to
 // build the launchers of backend/cuda/attention.hpp for a policy of your own.
@@ -23,6 +25,7 @@
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/mask/combinators.hpp"
 #include "condense/mask/policy.hpp"
+#include "attention/flash_attention_decode.cuh"
 #include "attention/flash_attention_mma.cuh"
 #include "attention/flash_attention_portable.cuh"
 #include "detail/common.cuh"
@@ -266,6 +269,65 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
   });
 }
 
+/// Queues the split-key decode kernels (flash_attention_decode.cuh) for `a` when they take
+/// this call (AttentionArgs::decode_kernels, at most attention_decode::max_queries queries,
+/// no tile counters, an element type and head dim they are built for) and returns true;
+/// false otherwise. Built for float and bfloat16 up to head dim 128 (and, with
+/// CONDENSE_CUDA_ATTENTION_ALL, float16 and double, and head dims up to 256 but for double).
+template <class Kernel>
+bool launch_decode(const AttentionArgs& a, const Kernel& policy, std::string_view op) {
+  namespace dec = attention_decode;
+  if (!a.decode_kernels || a.tile_stats || a.tq > dec::max_queries) return false;
+  const auto with_type = [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    const auto run = [&](auto dims) {
+      constexpr int DMax = decltype(dims)::value;
+      const cudaStream_t stream = stream_of(a.device);
+      const dec::DecodePlan plan = dec::decode_plan(a, multiprocessor_count(a.device, op));
+      constexpr std::size_t bytes = dec::smem_bytes<T, DMax>;
+      allow_shared_memory(dec::decode_forward<T, Kernel, DMax>, bytes, op);
+      if (plan.splits == 1) {
+        detail::launch_kernel(dec::decode_forward<T, Kernel, DMax>, dec::decode_grid(a, plan), dec::threads, bytes, stream,
+                              a, policy, plan.tiles_per_split, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
+        return;
+      }
+      // Partial outputs and log-sum-exps of every split, merged by decode_combine.
+      const std::int64_t rows = a.batch * a.heads * a.tq;
+      A* part_out = static_cast<A*>(allocate(static_cast<std::size_t>(plan.splits * rows * a.dim) * sizeof(A), a.device, op));
+      A* part_lse = static_cast<A*>(allocate(static_cast<std::size_t>(plan.splits * rows) * sizeof(A), a.device, op));
+      detail::launch_kernel(dec::decode_forward<T, Kernel, DMax>, dec::decode_grid(a, plan), dec::threads, bytes, stream, a,
+                            policy, plan.tiles_per_split, part_out, part_lse);
+      detail::launch_kernel(dec::decode_combine<T>, capped_blocks((rows + dec::warps - 1) / dec::warps), dec::threads, 0,
+                            stream, a, plan.splits, static_cast<const A*>(part_out), static_cast<const A*>(part_lse));
+      const cudaError_t launched = cudaGetLastError();
+      deallocate(part_out, a.device);  // stream-ordered: the cache reuses them only on this stream
+      deallocate(part_lse, a.device);
+      check(launched, op, "kernel launch");
+    };
+    if (a.dim <= 128) {
+      run(std::integral_constant<int, 128>{});
+      return true;
+    }
+#if CONDENSE_CUDA_ATTENTION_ALL
+    if constexpr (!std::is_same_v<T, double>) {
+      run(std::integral_constant<int, 256>{});
+      return true;
+    }
+#endif
+    return false;
+  };
+  switch (a.dtype) {
+    case DType::Float32: return with_type(float{});
+    case DType::BFloat16: return with_type(bfloat16{});
+#if CONDENSE_CUDA_ATTENTION_ALL
+    case DType::Float16: return with_type(float16{});
+    case DType::Float64: return with_type(double{});
+#endif
+    default: return false;
+  }
+}
+
 /// Queues the backward kernels for `a` (dbias already zeroed when wanted).
 template <class Kernel>
 void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_view op) {
@@ -355,7 +417,9 @@ void attention_forward(const AttentionArgs& args, const Policy& inner, std::stri
     stats = static_cast<unsigned long long*>(allocate(3 * sizeof(unsigned long long), a.device, op));
     check(cudaMemsetAsync(stats, 0, 3 * sizeof(unsigned long long), stream), op, "cudaMemsetAsync");
   }
-  if (staged_in_bf16(a)) {
+  if (launch_decode(a, policy, op)) {
+    // a few queries per sequence: the split-key kernels (on float tensors directly)
+  } else if (staged_in_bf16(a)) {
     // float tensors on the bf16 tensor cores: bf16 copies in, the output widened back.
     Bf16Staging staging(a.device, op);
     AttentionArgs c = with_contiguous_layouts(a);

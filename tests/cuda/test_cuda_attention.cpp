@@ -2,9 +2,9 @@
 // primitive ops in tests/attention): outputs, log-sum-exp and the gradients of q, k, v and
 // the bias, for every built-in policy (per-row arrays copied to the device), grouped-query
 // heads, head dims 64 and 128 and a ragged one, Tq != Tk, strided q, k, v read in place,
-// and tile skipping on and off; the tile counters against the policy's own
-// classification on the host; the tensor-core
-// kernels (bf16: float tensors through cuda::set_allow_bf16_attention, and bfloat16 tensors
+// decoding steps through the split-key kernels, and tile skipping on and off; the tile
+// counters against the policy's own classification on the host; the tensor-core kernels
+// (bf16: float tensors through cuda::set_allow_bf16_attention, and bfloat16 tensors
 // through the launcher) against the CPU kernel on the same bf16-rounded inputs; the
 // backward's dq by atomics against its deterministic dq kernel. Every test skips with a
 // message when no CUDA device is present.
@@ -213,6 +213,79 @@ TEST_CASE("cuda attention: strided q, k and v (heads split off a projection, a c
   ragged.dim = 36;
   ragged.bf16 = true;
   check_attention_parity(ragged, mask::Causal{}, mask::Causal{});
+}
+
+TEST_CASE("cuda attention: decoding steps (a few queries after a cache) through the split-key kernels") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // Through attention(): one query and a chunk of 5 after a cache read in place, grouped
+  // heads, policies with Empty tiles, per-row arrays on the device, a bias; the backward
+  // (general kernels) from the decode forward's lse.
+  Case c;
+  c.strided = true;
+  c.heads = 8;
+  c.tq = 1;
+  c.tk = 300;
+  check_attention_parity(c, mask::Causal(299), mask::Causal(299));
+  c.tq = 5;
+  check_attention_parity(c, mask::QueryOffset(mask::SlidingWindow(70, 0), 295),
+                         mask::QueryOffset(mask::SlidingWindow(70, 0), 295));
+  c.bias = true;
+  check_attention_parity(c, mask::QueryOffset(mask::Gist(10, 30), 295), mask::QueryOffset(mask::Gist(10, 30), 295));
+  const std::vector<std::int32_t> lengths = {300, 0};  // the second row has no key
+  const auto d_lengths = on_device(lengths);
+  check_attention_parity(c, mask::Causal(295) & mask::KeyPadding(lengths.data(), 2),
+                         mask::Causal(295) & mask::KeyPadding(d_lengths.data(), 2));
+  c.bf16 = true;
+  check_attention_parity(c, mask::Causal(295), mask::Causal(295));
+
+  // Through the launcher: bfloat16 tensors with the decode kernels and with the general
+  // ones agree with the CPU kernel; float tensors in the bf16 attention mode are read as
+  // float by the decode kernels (float accuracy, which the bf16 staging cannot reach).
+  const std::int64_t B = 2, H = 8, Hkv = 2, Tq = 2, Tk = 1000, D = 128;
+  Generator gen(11);
+  const auto q = rounded_to_bf16(randn<float>({B, H, Tq, D}, gen));
+  const auto k = rounded_to_bf16(randn<float>({B, Hkv, Tk, D}, gen));
+  const auto v = rounded_to_bf16(randn<float>({B, Hkv, Tk, D}, gen));
+  const mask::Causal policy(Tk - Tq);
+  const auto expected = attention_forward(q, k, v, policy);
+  const auto arguments = [&](DType dtype, const void* qd, const void* kd, const void* vd, void* out, void* lse) {
+    cuda::AttentionArgs a;
+    a.dtype = dtype;
+    a.batch = B;
+    a.heads = H;
+    a.kv_heads = Hkv;
+    a.tq = Tq;
+    a.tk = Tk;
+    a.dim = D;
+    a.scale = 1.0 / std::sqrt(double(D));
+    a.q = qd;
+    a.k = kd;
+    a.v = vd;
+    a.out = out;
+    a.lse = lse;
+    return a;
+  };
+  const auto qb = q.cast<bfloat16>().to(Device::cuda()), kb = k.cast<bfloat16>().to(Device::cuda()),
+             vb = v.cast<bfloat16>().to(Device::cuda());
+  for (const bool decode : {true, false}) {
+    CAPTURE(decode);
+    auto out = Tensor<bfloat16>::empty({B, H, Tq, D}, Device::cuda());
+    auto lse = Tensor<float>::empty({B, H, Tq}, Device::cuda());
+    cuda::AttentionArgs a = arguments(DType::BFloat16, qb.data(), kb.data(), vb.data(), out.data(), lse.data());
+    a.decode_kernels = decode;
+    cuda::attention_forward(a, policy, "attention (decode test)");
+    CHECK_MESSAGE(allclose(out.cast<float>().cpu(), expected.out, 1e-2, 1e-2), "out differs by ",
+                  max_abs_diff(out.cast<float>().cpu(), expected.out));
+    CHECK(allclose(lse.cpu(), expected.lse, 1e-3, 1e-3));
+  }
+  const auto qf = q.to(Device::cuda()), kf = k.to(Device::cuda()), vf = v.to(Device::cuda());
+  auto out = Tensor<float>::empty({B, H, Tq, D}, Device::cuda());
+  auto lse = Tensor<float>::empty({B, H, Tq}, Device::cuda());
+  cuda::AttentionArgs a = arguments(DType::Float32, qf.data(), kf.data(), vf.data(), out.data(), lse.data());
+  a.bf16_tensor_cores = true;
+  cuda::attention_forward(a, policy, "attention (decode test)");
+  CHECK_MESSAGE(allclose(out.cpu(), expected.out, 1e-4, 1e-5), "out differs by ", max_abs_diff(out.cpu(), expected.out));
+  CHECK(allclose(lse.cpu(), expected.lse, 1e-5, 1e-5));
 }
 
 TEST_CASE("cuda attention: a backward without queries zeroes strided key and value gradients, and nothing else") {

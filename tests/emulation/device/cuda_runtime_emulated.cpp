@@ -43,6 +43,15 @@ cudaError_t cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 
+/// The emulated device has 4 multiprocessors (few, so that grids sized by them split
+/// work several ways in small tests); no other attribute is read by the library.
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value || attr != cudaDevAttrMultiProcessorCount) return fail_with(cudaErrorInvalidValue);
+  if (device != 0) return fail_with(cudaErrorInvalidDevice);
+  *value = 4;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDevice(int* device) {
   if (!device) return fail_with(cudaErrorInvalidValue);
   *device = current_device;

@@ -41,6 +41,11 @@ struct AttentionArgs : AttentionLayouts {
   /// with atomics inside the dk/dv kernel. Ignored by the portable kernels (always
   /// deterministic).
   bool deterministic = false;
+  /// Forward with at most 16 queries per sequence (decoding steps): the split-key kernels
+  /// (keys divided across blocks, every query head of a kv head in one block, arithmetic in
+  /// the compute type, so a float call reads float even with bf16_tensor_cores); false:
+  /// the general kernels. Calls asking for tile_stats take the general kernels.
+  bool decode_kernels = true;
   /// Query i is position query_offset + i of the policy (how attention() runs a
   /// mask::QueryOffset<P>: with P's kernels, shifted).
   int query_offset = 0;

@@ -29,6 +29,9 @@ int current_device();
 void set_device(int device, std::string_view op = "cuda::set_device");
 /// Waits for all work queued on `device`.
 void synchronize(int device, std::string_view op = "cuda::synchronize");
+/// The number of streaming multiprocessors of `device` (how the split-key kernels size
+/// their grids); throws naming `op` when it cannot be read.
+int multiprocessor_count(int device, std::string_view op = "cuda::multiprocessor_count");
 /// The stream the calling thread queues work for `device` on (default: nullptr, the
 /// default stream).
 StreamHandle current_stream(int device);
@@ -83,6 +86,7 @@ inline int device_count() noexcept { return 0; }
 inline int current_device() { throw_no_cuda("cuda::current_device"); }
 inline void set_device(int, std::string_view op = "cuda::set_device") { throw_no_cuda(op); }
 inline void synchronize(int, std::string_view op = "cuda::synchronize") { throw_no_cuda(op); }
+inline int multiprocessor_count(int, std::string_view op = "cuda::multiprocessor_count") { throw_no_cuda(op); }
 inline StreamHandle current_stream(int) { throw_no_cuda("cuda::current_stream"); }
 inline void set_current_stream(int, StreamHandle) { throw_no_cuda("cuda::set_current_stream"); }
 inline void* allocate(std::size_t, int, std::string_view op) { throw_no_cuda(op); }
