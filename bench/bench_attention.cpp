@@ -3,7 +3,8 @@
 // 4*B*H*D*pairs forward, 2.5x that backward), density (allowed fraction of Tq*Tk), and the
 // fraction of tiles skipped as Empty. bench/torch_attention.py runs PyTorch side by side.
 // BM_attention_decode: one decode step against a KV cache's prefix, read in place or
-// copied to contiguous memory first (keys/s).
+// copied to contiguous memory first, and with 32 query heads over the same 8 kv heads
+// (keys/s of the cache).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -103,6 +104,24 @@ void decode_step(benchmark::State& state, bool copied) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// One decode step of a grouped-query model: 32 query heads over the 8 kv heads of the
+/// same caches as decode_step (first L rows of [B, 8, 2L, D] buffers, read in place), so the
+/// ratio to decode_step's in-place run at the same L is what the 24 extra query heads cost.
+void decode_step_grouped(benchmark::State& state) {
+  const std::int64_t length = state.range(0), heads = 4 * kHeads;
+  Generator gen(2);
+  const auto q = randn<float>({kBatch, heads, 1, kDim}, gen);
+  const auto k_cache = randn<float>({kBatch, kHeads, 2 * length, kDim}, gen);
+  const auto v_cache = randn<float>({kBatch, kHeads, 2 * length, kDim}, gen);
+  NoGradGuard no_grad;
+  for (auto _ : state) {
+    const auto r = attention_forward(q, k_cache.narrow(2, 0, length), v_cache.narrow(2, 0, length), mask::None{});
+    benchmark::DoNotOptimize(r.out.data());
+  }
+  state.counters["keys/s"] = benchmark::Counter(static_cast<double>(kBatch * kHeads * length),
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,6 +165,8 @@ int main(int argc, char** argv) {
                                  [copied](benchmark::State& state) { decode_step(state, copied); })
         ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
+  benchmark::RegisterBenchmark("BM_attention_decode/grouped_32_over_8_heads", decode_step_grouped)
+      ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

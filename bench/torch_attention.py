@@ -6,6 +6,8 @@ and the naive composition (matmul, masked_fill, softmax, matmul). Prints times a
 
 Usage: python3 bench/torch_attention.py [--bench build/release/bench/bench_attention]
        [--threads 2] [--sizes 512,1024,2048,4096] [--no-flex] [--json out.json]
+       python3 bench/torch_attention.py --decode   (decode steps against a KV cache, SDPA
+       on the same views; 32 query heads over 8 kv heads with enable_gqa)
 Installs PyTorch with pip when it is missing.
 """
 import argparse
@@ -90,6 +92,33 @@ def torch_cases(torch, name, t, with_flex, heads=8, dim=64):
     return out
 
 
+def decode_comparison(torch, args):
+    """One decode step against a KV cache's prefix (bench_attention's BM_attention_decode):
+    SDPA on the same views, 8 heads over 8 kv heads, and 32 query heads over the same 8 kv
+    heads (enable_gqa), next to condense's in-place and grouped runs."""
+    benches = run_condense_bench(args.bench, args.threads, "BM_attention_decode/(cache_prefix_in_place|grouped_32_over_8_heads)/")
+    ours = {}
+    for b in benches:
+        parts = b["name"].split("/")  # BM_attention_decode/<case>/<L>[/real_time]
+        ours[(parts[1], int(parts[2]))] = to_ms(b)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}")
+    print(f"{'L':>6s} {'heads':>9s} {'condense us':>12s} {'SDPA us':>9s} {'SDPA / condense':>16s}")
+    for length in sorted({l for _, l in ours}):
+        gen = torch.Generator().manual_seed(2)
+        kc = torch.randn(1, 8, 2 * length, 64, generator=gen)
+        vc = torch.randn(1, 8, 2 * length, 64, generator=gen)
+        k, v = kc[:, :, :length], vc[:, :, :length]
+        for case, heads in (("cache_prefix_in_place", 8), ("grouped_32_over_8_heads", 32)):
+            mine = ours.get((case, length))
+            if mine is None:
+                continue
+            q = torch.randn(1, heads, 1, 64, generator=gen)
+            with torch.no_grad():
+                theirs = timeit(lambda: sdpa(q, k, v, enable_gqa=heads != 8))
+            print(f"{length:6d} {str(heads) + '/8':>9s} {mine * 1e3:12.1f} {theirs * 1e3:9.1f} {theirs / mine:16.2f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", default="build/release/bench/bench_attention")
@@ -98,11 +127,15 @@ def main():
     ap.add_argument("--policies", default="")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--decode", action="store_true", help="compare decode steps instead (BM_attention_decode)")
     args = ap.parse_args()
     ensure_torch()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.decode:
+        decode_comparison(torch, args)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     filt = "BM_attention_(fwd|fwdbwd)/(" + (args.policies.replace(",", "|") or ".*") + ")/(" + "|".join(map(str, sizes)) + ")(/|$)"
     benches = run_condense_bench(args.bench, args.threads, filt)

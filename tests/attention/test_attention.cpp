@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "condense/backend/cpu/parallel.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/mask/policies.hpp"
 #include "condense/ops/attention.hpp"
@@ -259,6 +260,47 @@ TEST_CASE("attention: strided q, k and v (heads split off a projection, a cache'
   // A head dim that is not contiguous is copied first; the result is the same.
   const auto q_columns = randn<float>({B, H, D, T}, gen).transpose(2, 3);
   check_strided_in_place("head dim strided", mask::Causal{}, q_columns, k, v, Tensor<float>(), false);
+}
+
+TEST_CASE("attention: a decode step with grouped heads takes every head of a kv head in one pass, for any thread count") {
+  // With at least as many (batch, kv head) pairs as threads, one query per head is run for
+  // the whole group at once (each key and value row read once); with fewer, per head. Both
+  // against the reference, one pass bit for bit on strided views, and the same tile counts.
+  const int saved = get_num_threads();
+  std::vector<bool> keep_values(2 * 70);
+  for (std::size_t i = 0; i < keep_values.size(); ++i) keep_values[i] = i % 5 != 3 && i != 75;
+  const auto keep = from_vector<bool>(keep_values, {2, 70});
+  std::vector<std::int32_t> lengths{70, 0};  // the second row has no key: zeros, lse -inf
+  for (const int threads : {1, 64}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    check_all_tilings("Causal, grouped heads, one query", mask::Causal{69}, Case{2, 6, 2, 1, 70, 16}, 41);
+    check_all_tilings("SlidingWindow, grouped heads, one query", mask::SlidingWindow(20, 0, 50), Case{2, 4, 1, 1, 70, 13},
+                      42);
+    check_all_tilings("Pruned, grouped heads, one query", mask::Pruned(keep.data(), 2, 70), Case{2, 4, 2, 1, 70, 8}, 43);
+    check_all_tilings("KeyPadding, grouped heads, one query", mask::KeyPadding(lengths.data(), 2), Case{2, 4, 2, 1, 70, 8},
+                      44);
+  }
+  Generator gen(45);
+  constexpr std::int64_t B = 2, H = 8, Hkv = 2, D = 16, L = 50, capacity = 64;
+  const auto q = randn<float>({B, 1, H, D}, gen).transpose(1, 2);  // one token's heads
+  const auto k = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, L);
+  const auto v = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, L);
+  const auto bias = randn<float>({B, H, 1, L}, gen, 0.0, 0.5);
+  set_num_threads(1);
+  check_strided_in_place("grouped heads, a cache prefix, per-head bias", mask::Causal{L - 1}, q, k, v, bias, true);
+  AttentionOptions options;
+  options.tile_k = 16;
+  const auto grouped = attention_forward(q, k, v, mask::SlidingWindow(10, 0, L - 1), options);
+  set_num_threads(64);
+  const auto per_head = attention_forward(q, k, v, mask::SlidingWindow(10, 0, L - 1), options);
+  set_num_threads(saved);
+  CHECK(max_abs_diff(grouped.out, per_head.out) <= 1e-6);
+  CHECK(max_abs_diff(grouped.lse, per_head.lse) <= 1e-6);
+  CHECK(grouped.tiles.empty == per_head.tiles.empty);
+  CHECK(grouped.tiles.partial == per_head.tiles.partial);
+  CHECK(grouped.tiles.full == per_head.tiles.full);
+  CHECK(grouped.tiles.empty == B * H * 2);  // keys 0..31 lie before the window (keys 39..49)
 }
 
 TEST_CASE("attention: gradcheck in double for q, k, v and bias") {

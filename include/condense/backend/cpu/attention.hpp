@@ -8,7 +8,10 @@
 // values) are transposed once per call, tile by tile, as the B operand of Q K^T and dO V^T.
 // Without a bias the softmax scale is applied inside the exponential's pass (ScoreScale).
 // q, k, v, out and the gradients are read and written through RowLayouts (any strides
-// but a contiguous head dim), so head-split views and cache prefixes need no copy.
+// but a contiguous head dim), so head-split views and cache prefixes need no copy. A
+// forward with one query (a decode step) forms its scores over the keys as they lie
+// (matrix-vector products, no transposed keys) and, with grouped heads, runs every query
+// head of a kv head in one pass over its keys.
 #pragma once
 
 #include <Eigen/Core>
@@ -112,20 +115,31 @@ inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
   return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
 }
 
-/// Turns the products Q K^T of a tile (rows q0.., cols k0..) into scores: times `before`
-/// (ScoreScale::before), plus the bias, -inf where masked.
-// s: [rows, cols], bias: [rows, cols] (row stride Tk) or null
+/// Where the rows of a score tile stand: row i is query position q0 + i * position_step
+/// (step 0: the rows of grouped query heads at one position), its bias row bias_stride
+/// elements after the previous one's (0: one bias row shared by all).
+struct ScoreRows {
+  std::int64_t q0 = 0;
+  std::int64_t position_step = 1;
+  std::int64_t bias_stride = 0;
+};
+
+/// Turns the products Q K^T of a tile (rows as `at` says, cols k0..) into scores: times
+/// `before` (ScoreScale::before), plus the bias, -inf where masked.
+// s: [rows, cols], bias: [rows, cols] (row stride at.bias_stride) or null
 template <class T, class Policy>
-void finish_scores(RowMatrix<T>& s, const T* bias, T before, const AttentionGeometry& g, const Policy& policy, int b,
-                   std::int64_t q0, std::int64_t k0, TileKind kind, const std::int32_t* index) {
+void finish_scores(RowMatrix<T>& s, const T* bias, T before, const Policy& policy, int b, const ScoreRows& at,
+                   std::int64_t k0, TileKind kind, const std::int32_t* index) {
   const std::int64_t rows = s.rows(), cols = s.cols();
   if (before != T(1)) s *= before;
-  if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(g.tk));
+  if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(at.bias_stride));
   if (kind == TileKind::Partial) {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
-    for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const int position = static_cast<int>(at.q0 + i * at.position_step);
       for (std::int64_t j = 0; j < cols; ++j)
-        if (!policy.allowed(b, static_cast<int>(q0 + i), static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
+        if (!policy.allowed(b, position, static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
+    }
   }
 }
 
@@ -139,21 +153,24 @@ void tile_scores(RowMatrix<T>& s, const T* q, std::int64_t q_stride, const T* kt
                  std::int64_t k0, std::int64_t cols, TileKind kind, const std::int32_t* index) {
   s.resize(rows, cols);
   tile_gemm<T>(rows, cols, g.dim, {q, q_stride, 1}, kt, g.tile_k, s.data(), cols, false);
-  finish_scores(s, bias, before, g, policy, b, q0, k0, kind, index);
+  finish_scores(s, bias, before, policy, b, ScoreRows{q0, 1, g.tk}, k0, kind, index);
 }
 
-/// The scores of a single query row against keys k0.. of a key set, read as they lie:
-/// S = K q, one matrix-vector product (a decode step, where transposing every key first
-/// would cost as much as the attention itself).
-// q: [D], keys k0..k0+cols: [cols, D] (row stride keys.k_stride) -> s: [1, cols]
+/// The scores of the query rows of a decode step (one query of one head, or one query of
+/// each head of a kv head's group) against keys k0.. of a key set, read as they lie: S = Q
+/// K^T, a matrix-vector product for one row (transposing every key first would cost as
+/// much as the attention itself), a product with the key rows as they lie for several.
+// q: [rows, D] (row stride q_stride), keys k0..k0+cols: [cols, D] (row stride keys.k_stride)
+// -> s: [rows, cols]
 template <class T, class Policy>
-void single_query_scores(RowMatrix<T>& s, const T* q, const KeySet<T>& keys, const T* bias, T before,
-                         const AttentionGeometry& g, const Policy& policy, int b, std::int64_t q0, std::int64_t k0,
-                         std::int64_t cols, TileKind kind) {
-  s.resize(1, cols);
+void decode_scores(RowMatrix<T>& s, const T* q, std::int64_t rows, std::int64_t q_stride, const KeySet<T>& keys,
+                   const T* bias, T before, const AttentionGeometry& g, const Policy& policy, int b, const ScoreRows& at,
+                   std::int64_t k0, std::int64_t cols, TileKind kind) {
+  s.resize(rows, cols);
   const ConstMap<T> k(keys.k + k0 * keys.k_stride, cols, g.dim, Eigen::OuterStride<>(keys.k_stride));
-  s.row(0).noalias() = (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q, g.dim)).transpose();
-  finish_scores(s, bias, before, g, policy, b, q0, k0, kind, keys.index);
+  for (std::int64_t i = 0; i < rows; ++i)
+    s.row(i).noalias() = (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q + i * q_stride, g.dim)).transpose();
+  finish_scores(s, bias, before, policy, b, at, k0, kind, keys.index);
 }
 
 /// One key tile of the online softmax, row by row: the running maxima m (of the scaled
@@ -226,12 +243,17 @@ namespace detail {
 template <class T, class Policy>
 AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const T* bias, T* out, T* lse,
                                      const AttentionGeometry& g, const Policy& policy) {
-  const std::int64_t q_tiles = (g.tq + g.tile_q - 1) / g.tile_q;
-  const std::int64_t work = g.batch * g.heads * q_tiles;
   const std::int64_t group = g.heads / g.kv_heads;
   // One query per (batch, head), as in a decode step: its scores are matrix-vector
-  // products over the keys as they lie, so the keys are not transposed.
+  // products over the keys as they lie, so the keys are not transposed. With grouped heads
+  // one work item takes the query rows of every head of a kv head's group, so each key and
+  // value row is read once for all of them, unless that leaves threads without work.
   const bool single_query = g.tq == 1;
+  const bool grouped = single_query && group > 1 && g.batch * g.kv_heads >= omp_get_max_threads();
+  // A work item: `rows` query rows of head h0 (queries q0..) or of heads h0.. (grouped).
+  const std::int64_t item_heads = grouped ? group : 1;
+  const std::int64_t q_tiles = grouped ? 1 : (g.tq + g.tile_q - 1) / g.tile_q;
+  const std::int64_t work = g.batch * (g.heads / item_heads) * q_tiles;
   const std::vector<T> key_tiles = single_query ? std::vector<T>() : transposed_key_tiles(keysets, false, g);
   const ScoreScale<T> score_scale(static_cast<T>(g.scale), bias != nullptr);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
@@ -242,25 +264,31 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t w = 0; w < work; ++w) {
       const std::int64_t qt = q_tiles - 1 - w % q_tiles;  // longest (last) query tiles first
-      const std::int64_t bh = w / q_tiles;
-      const std::int64_t b = bh / g.heads, h = bh % g.heads, kvh = h / group;
-      const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q), rows = q1 - q0;
-      const T* qp = q + g.q_rows.at(b, h, q0);
+      const std::int64_t item = w / q_tiles, items_per_batch = g.heads / item_heads;
+      const std::int64_t b = item / items_per_batch, h0 = item % items_per_batch * item_heads, kvh = h0 / group;
+      const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q);
+      const std::int64_t rows = grouped ? group : q1 - q0;
+      // Grouped rows are the heads' rows at one position: q, out and the bias step by head.
+      const std::int64_t q_stride = grouped ? g.q_rows.head : g.q_rows.token;
+      const std::int64_t out_stride = grouped ? g.out_rows.head : g.out_rows.token;
+      const ScoreRows at{q0, grouped ? 0 : 1, grouped && g.bias_heads == 1 ? 0 : g.tk};
+      const T* qp = q + g.q_rows.at(b, h0, q0);
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
       const T* ktp = single_query ? nullptr : key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
       const T* vp = keys.v;
-      const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h)) * g.tq + q0) * g.tk : nullptr;
+      const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h0)) * g.tq + q0) * g.tk : nullptr;
       acc.setZero(rows, g.dim);
       m.setConstant(rows, -std::numeric_limits<T>::infinity());
       l.setZero(rows);
       for (std::int64_t k0 = 0; k0 < keys.count; k0 += g.tile_k) {
         const std::int64_t k1 = std::min(keys.count, k0 + g.tile_k), cols = k1 - k0;
         const TileKind kind = classify_tile(policy, g, static_cast<int>(b), q0, q1, k0, k1, keys);
-        if (kind == TileKind::Empty) { ++n_empty; continue; }
-        (kind == TileKind::Full ? n_full : n_partial)++;
+        // Counted per (batch, head, query tile), grouped or not.
+        (kind == TileKind::Empty ? n_empty : kind == TileKind::Full ? n_full : n_partial) += item_heads;
+        if (kind == TileKind::Empty) continue;
         if (single_query) {
-          single_query_scores(s, qp, keys, bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b), q0,
-                              k0, cols, kind);
+          decode_scores(s, qp, rows, q_stride, keys, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
+                        static_cast<int>(b), at, k0, cols, kind);
         } else {
           tile_scores(s, qp, g.q_rows.token, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
                       static_cast<int>(b), q0, rows, k0, cols, kind, keys.index);
@@ -269,8 +297,9 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, vp + k0 * keys.v_stride, keys.v_stride, acc.data(), g.dim,
                      true);  // O += P V
       }
-      MutMap<T> o(out + g.out_rows.at(b, h, q0), rows, g.dim, Eigen::OuterStride<>(g.out_rows.token));
-      T* lse_row = lse + (b * g.heads + h) * g.tq + q0;
+      MutMap<T> o(out + g.out_rows.at(b, h0, q0), rows, g.dim, Eigen::OuterStride<>(out_stride));
+      // lse is [B, H, Tq]: consecutive rows are consecutive queries, or heads when Tq = 1.
+      T* lse_row = lse + (b * g.heads + h0) * g.tq + q0;
       for (std::int64_t i = 0; i < rows; ++i) {
         if (l(i) > T(0)) {
           o.row(i) = acc.row(i) / l(i);
