@@ -86,6 +86,30 @@ Tensor<float> unplaced(const std::vector<E>& buffer, const Placement& p, Shape s
   return widened(values, shape);
 }
 
+/// The random operands of a case, rounded to its element type (so the kernels and the CPU
+/// attention start from the same values): q, k, v, the bias (when the case has one) and the
+/// incoming gradient, drawn in that order.
+struct CaseInputs {
+  Tensor<float> q, k, v, bias, dout;
+};
+
+inline CaseInputs inputs_of(const Case& c, std::uint64_t seed) {
+  Generator gen(seed);
+  const auto input = [&](Shape shape) {
+    const auto x = randn<float>(shape, gen);
+    if (c.dtype == DType::Float16) return x.cast<float16>().cast<float>();
+    if (c.dtype == DType::BFloat16) return x.cast<bfloat16>().cast<float>();
+    return x;
+  };
+  CaseInputs in;
+  in.q = input({c.batch, c.heads, c.tq, c.dim});
+  in.k = input({c.batch, c.kv_heads, c.tk, c.dim});
+  in.v = input({c.batch, c.kv_heads, c.tk, c.dim});
+  if (c.bias) in.bias = input({c.batch, 1, c.tq, c.tk});
+  in.dout = input({c.batch, c.heads, c.tq, c.dim});
+  return in;
+}
+
 /// The kernel arguments of a case for element type `dtype`: shapes, scale, tile skipping,
 /// query offset and key padding (no pointers, contiguous layouts).
 inline cuda::AttentionArgs arguments_of(const Case& c, DType dtype) {

@@ -90,17 +90,8 @@ void check_decode(const Case& c, const Policy& policy, std::uint64_t seed = 1) {
   CAPTURE(c.query_offset);
   CAPTURE(c.strided);
   CAPTURE(dtype_name(c.dtype));
-  Generator gen(seed);
-  const auto input = [&](Shape shape) {
-    const auto x = randn<float>(shape, gen);
-    if (c.dtype == DType::Float16) return x.cast<float16>().cast<float>();
-    if (c.dtype == DType::BFloat16) return x.cast<bfloat16>().cast<float>();
-    return x;
-  };
-  const auto q = input({c.batch, c.heads, c.tq, c.dim});
-  const auto k = input({c.batch, c.kv_heads, c.tk, c.dim});
-  const auto v = input({c.batch, c.kv_heads, c.tk, c.dim});
-  const auto bias = c.bias ? input({c.batch, 1, c.tq, c.tk}) : Tensor<float>();
+  const CaseInputs in = inputs_of(c, seed);
+  const Tensor<float> &q = in.q, &k = in.k, &v = in.v, &bias = in.bias;
   const auto expected = run_cpu(c, policy, q, k, v, bias, Tensor<float>());
   // The kernels keep P in the compute type; only the output is rounded to the element type.
   const double out_tol = c.dtype == DType::BFloat16 ? 8e-3 : c.dtype == DType::Float16 ? 1e-3 : 2e-5;

@@ -153,19 +153,8 @@ void check_kernels(const Case& c, const Policy& policy, std::uint64_t seed = 1) 
   CAPTURE(scale_of(c));
   CAPTURE(dtype_name(c.dtype));
   CAPTURE(c.strided);
-  Generator gen(seed);
-  // Inputs rounded to the kernels' element type, so both sides start from the same values.
-  const auto input = [&](Shape shape) {
-    const auto x = randn<float>(shape, gen);
-    if (c.dtype == DType::Float16) return x.cast<float16>().cast<float>();
-    if (c.dtype == DType::BFloat16) return x.cast<bfloat16>().cast<float>();
-    return x;
-  };
-  const auto q = input({c.batch, c.heads, c.tq, c.dim});
-  const auto k = input({c.batch, c.kv_heads, c.tk, c.dim});
-  const auto v = input({c.batch, c.kv_heads, c.tk, c.dim});
-  const auto bias = c.bias ? input({c.batch, 1, c.tq, c.tk}) : Tensor<float>();
-  const auto dout = input({c.batch, c.heads, c.tq, c.dim});
+  const CaseInputs in = inputs_of(c, seed);
+  const Tensor<float> &q = in.q, &k = in.k, &v = in.v, &bias = in.bias, &dout = in.dout;
   const auto run = [&]<class E>() {
     return c.dim <= 64 ? run_kernels<E, 64>(c, policy, q, k, v, bias, dout) : run_kernels<E, 128>(c, policy, q, k, v, bias, dout);
   };
