@@ -180,9 +180,16 @@ int device_count() noexcept {
 }
 
 int multiprocessor_count(int device, std::string_view op) {
+  // Read once per device: the decode kernels ask on every attention call of a decoding step.
+  static std::array<std::atomic<int>, Allocator::max_devices> known{};
+  if (device >= 0 && device < Allocator::max_devices) {
+    const int cached = known[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
   check_device_index(device, op);
   int count = 0;
   check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), op, "cudaDeviceGetAttribute");
+  known[static_cast<std::size_t>(device)].store(count, std::memory_order_relaxed);
   return count;
 }
 

@@ -46,6 +46,15 @@ TEST_CASE("cuda: a bad device index and mixed devices throw") {
   CHECK_THROWS_WITH_AS(zeros<float>({2}, Device::cuda(cuda::device_count())), doctest::Contains("requested but"), Error);
   auto d = ones<float>({2, 3}, Device::cuda());
   CHECK_THROWS_WITH_AS(d + ones<float>({2, 3}), doctest::Contains("different devices"), Error);
+  CHECK_THROWS_WITH_AS(cuda::multiprocessor_count(cuda::device_count()), doctest::Contains("requested but"), Error);
+  CHECK_THROWS_WITH_AS(cuda::multiprocessor_count(-1), doctest::Contains("requested but"), Error);
+}
+
+TEST_CASE("cuda: the multiprocessor count is read once per device and stays the same") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  const int count = cuda::multiprocessor_count(0);
+  CHECK(count > 0);
+  CHECK(cuda::multiprocessor_count(0) == count);
 }
 
 }  // namespace test_cuda_storage
