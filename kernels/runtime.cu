@@ -179,18 +179,35 @@ int device_count() noexcept {
   return count;
 }
 
-int multiprocessor_count(int device, std::string_view op) {
-  // Read once per device: the decode kernels ask on every attention call of a decoding step.
-  static std::array<std::atomic<int>, Allocator::max_devices> known{};
+namespace {
+
+/// An integer attribute of `device`, read once per device into `known` (attributes that
+/// kernels launched on every call ask for).
+int cached_attribute(std::array<std::atomic<int>, Allocator::max_devices>& known, cudaDeviceAttr attribute, int device,
+                     std::string_view op) {
   if (device >= 0 && device < Allocator::max_devices) {
     const int cached = known[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
   check_device_index(device, op);
-  int count = 0;
-  check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), op, "cudaDeviceGetAttribute");
-  known[static_cast<std::size_t>(device)].store(count, std::memory_order_relaxed);
-  return count;
+  int value = 0;
+  check(cudaDeviceGetAttribute(&value, attribute, device), op, "cudaDeviceGetAttribute");
+  known[static_cast<std::size_t>(device)].store(value, std::memory_order_relaxed);
+  return value;
+}
+
+}  // namespace
+
+int multiprocessor_count(int device, std::string_view op) {
+  // The decode kernels ask on every attention call of a decoding step.
+  static std::array<std::atomic<int>, Allocator::max_devices> known{};
+  return cached_attribute(known, cudaDevAttrMultiProcessorCount, device, op);
+}
+
+std::size_t max_shared_memory_per_block(int device, std::string_view op) {
+  // Every attention call asks before it picks its kernels.
+  static std::array<std::atomic<int>, Allocator::max_devices> known{};
+  return static_cast<std::size_t>(cached_attribute(known, cudaDevAttrMaxSharedMemoryPerBlockOptin, device, op));
 }
 
 int current_device() {

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
@@ -35,6 +36,14 @@
 /// cores) with head dims up to 128, which bounds the build time.
 #ifndef CONDENSE_CUDA_ATTENTION_ALL
 #define CONDENSE_CUDA_ATTENTION_ALL 0
+#endif
+
+/// 1: also build the one-stage variants of the tensor-core kernels, which the launchers run
+/// on devices whose shared memory per block cannot hold the two-stage head-dim-128 kernels
+/// (sm_86 and sm_89: 99 KiB); CMake sets it when CONDENSE_CUDA_ARCHITECTURES names an
+/// architecture other than sm_90 / sm_100 (whose 227 KiB hold every kernel).
+#ifndef CONDENSE_CUDA_SMALL_SHARED_MEMORY
+#define CONDENSE_CUDA_SMALL_SHARED_MEMORY 0
 #endif
 
 namespace condense::cuda::attention_detail {
@@ -221,18 +230,69 @@ inline AttentionArgs with_contiguous_layouts(AttentionArgs a) {
   return a;
 }
 
-/// Whether a float call runs on the bf16 tensor cores (AttentionArgs::bf16_tensor_cores).
-inline bool staged_in_bf16(const AttentionArgs& a) {
-  return a.bf16_tensor_cores && a.dtype == DType::Float32 && a.dim <= 128;
+/// The two passes, whose tensor-core kernels need different amounts of shared memory.
+enum class Pass { Forward, Backward };
+
+/// The shared memory per block of the tensor-core kernels of `pass` for head dims up to D
+/// with S copy stages (the backward: the larger of the dq and dk/dv kernels').
+template <int D, int S>
+constexpr std::size_t mma_pass_smem(Pass pass) {
+  namespace tc = attention_mma;
+  return pass == Pass::Forward ? tc::forward_smem<D, S> : std::max(tc::dq_smem<D, S>, tc::dkdv_smem<D, S>);
 }
 
-/// Allows `bytes` of dynamic shared memory for `kernel` (needed above 48 KiB).
+/// How many copy stages (attention_mma::TileStages) the tensor-core kernels of `pass` run
+/// with for `a`'s head dim on its device: 2 when the two-stage kernels fit its shared memory
+/// per block, 1 when only the one-stage ones do (head dim 128, and they are built:
+/// CONDENSE_CUDA_SMALL_SHARED_MEMORY), 0 when neither can run there.
+inline int mma_stages(const AttentionArgs& a, Pass pass, std::string_view op) {
+  const std::size_t limit = max_shared_memory_per_block(a.device, op);
+  if (a.dim <= 64) return mma_pass_smem<64, 2>(pass) <= limit ? 2 : 0;
+  if (mma_pass_smem<128, 2>(pass) <= limit) return 2;
+  return CONDENSE_CUDA_SMALL_SHARED_MEMORY && mma_pass_smem<128, 1>(pass) <= limit ? 1 : 0;
+}
+
+/// Calls f(std::integral_constant<int, S>{}) with the stage count of the tensor-core
+/// kernels of `pass` for `a` (mma_stages), whose head-dim bound is D; throws naming the op,
+/// the head dim and the device's limit when they cannot run there. Only the head-dim-128
+/// kernels have one-stage variants (the others take two stages within 99 KiB).
+template <int D, class F>
+void with_stages(const AttentionArgs& a, Pass pass, std::string_view op, F&& f) {
+  const int stages = mma_stages(a, pass, op);
+  CONDENSE_CHECK(stages > 0, op, "CUDA attention: the tensor-core kernels for head dim ", a.dim,
+                 " need more shared memory per block than device ", a.device, " has (",
+                 max_shared_memory_per_block(a.device, op),
+                 " bytes); build condense with CONDENSE_CUDA_ARCHITECTURES naming this device's architecture "
+                 "(e.g. 86 or 89), which builds their one-stage variants");
+#if CONDENSE_CUDA_SMALL_SHARED_MEMORY
+  if constexpr (D > 64) {
+    if (stages == 1) {
+      f(std::integral_constant<int, 1>{});
+      return;
+    }
+  }
+#endif
+  f(std::integral_constant<int, 2>{});
+}
+
+/// Whether a float call of `pass` runs on the bf16 tensor cores
+/// (AttentionArgs::bf16_tensor_cores): only where those kernels can run on the device;
+/// otherwise the float kernels take it.
+inline bool staged_in_bf16(const AttentionArgs& a, Pass pass, std::string_view op) {
+  return a.bf16_tensor_cores && a.dtype == DType::Float32 && a.dim <= 128 && mma_stages(a, pass, op) > 0;
+}
+
+/// Allows `bytes` of dynamic shared memory for `kernel` (needed above 48 KiB); throws naming
+/// `op` when the device has less per block.
 template <class Kernel>
-void allow_shared_memory(Kernel kernel, std::size_t bytes, std::string_view op) {
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(bytes)),
-          op, "cudaFuncSetAttribute (shared memory)");
+void allow_shared_memory(Kernel kernel, std::size_t bytes, int device, std::string_view op) {
+  if (bytes <= 48 * 1024) return;
+  const std::size_t limit = max_shared_memory_per_block(device, op);
+  CONDENSE_CHECK(bytes <= limit, op, "CUDA attention: a kernel needs ", bytes, " bytes of shared memory per block and device ",
+                 device, " has ", limit);
+  check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(bytes)),
+        op, "cudaFuncSetAttribute (shared memory)");
 }
 
 /// The policy the kernels run for `Policy`: shifted by AttentionArgs::query_offset and
@@ -253,10 +313,13 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
   const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
     using T = decltype(tag);
     constexpr int D = decltype(dims)::value;
-    constexpr std::size_t bytes = attention_mma::forward_smem<D>;
-    allow_shared_memory(attention_mma::flash_forward_mma<T, Kernel, D>, bytes, op);
-    detail::launch_kernel(attention_mma::flash_forward_mma<T, Kernel, D>, attention_mma::forward_grid(a),
-                          attention_mma::threads, bytes, stream, a, policy, stats);
+    with_stages<D>(a, Pass::Forward, op, [&](auto stages) {
+      constexpr int S = decltype(stages)::value;
+      constexpr std::size_t bytes = attention_mma::forward_smem<D, S>;
+      allow_shared_memory(attention_mma::flash_forward_mma<T, Kernel, D, S>, bytes, a.device, op);
+      detail::launch_kernel(attention_mma::flash_forward_mma<T, Kernel, D, S>, attention_mma::forward_grid(a),
+                            attention_mma::threads, bytes, stream, a, policy, stats);
+    });
   });
   if (on_tensor_cores) return;
   dispatch(a, op, [&](auto tag, auto dmax) {
@@ -264,7 +327,7 @@ void launch_forward(const AttentionArgs& a, const Kernel& policy, unsigned long 
     using A = compute_t<T>;
     constexpr int DMax = decltype(dmax)::value;
     constexpr std::size_t bytes = forward_smem<A, DMax>;
-    allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, op);
+    allow_shared_memory(flash_forward<T, Kernel, DMax>, bytes, a.device, op);
     detail::launch_kernel(flash_forward<T, Kernel, DMax>, forward_grid(a), threads, bytes, stream, a, policy, stats);
   });
 }
@@ -286,11 +349,12 @@ bool launch_decode(const AttentionArgs& a, const Kernel& policy, std::string_vie
       const cudaStream_t stream = stream_of(a.device);
       const dec::DecodePlan plan = dec::decode_plan(a, multiprocessor_count(a.device, op));
       constexpr std::size_t bytes = dec::smem_bytes<T, DMax>;
-      allow_shared_memory(dec::decode_forward<T, Kernel, DMax>, bytes, op);
+      if (bytes > max_shared_memory_per_block(a.device, op)) return false;  // the general kernels take it
+      allow_shared_memory(dec::decode_forward<T, Kernel, DMax>, bytes, a.device, op);
       if (plan.splits == 1) {
         detail::launch_kernel(dec::decode_forward<T, Kernel, DMax>, dec::decode_grid(a, plan), dec::threads, bytes, stream,
                               a, policy, plan.tiles_per_split, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
-        return;
+        return true;
       }
       // Partial outputs and log-sum-exps of every split, merged by decode_combine.
       const std::int64_t rows = a.batch * a.heads * a.tq;
@@ -304,16 +368,11 @@ bool launch_decode(const AttentionArgs& a, const Kernel& policy, std::string_vie
       deallocate(part_out, a.device);  // stream-ordered: the cache reuses them only on this stream
       deallocate(part_lse, a.device);
       check(launched, op, "kernel launch");
+      return true;
     };
-    if (a.dim <= 128) {
-      run(std::integral_constant<int, 128>{});
-      return true;
-    }
+    if (a.dim <= 128) return run(std::integral_constant<int, 128>{});
 #if CONDENSE_CUDA_ATTENTION_ALL
-    if constexpr (!std::is_same_v<T, double>) {
-      run(std::integral_constant<int, 256>{});
-      return true;
-    }
+    if constexpr (!std::is_same_v<T, double>) return run(std::integral_constant<int, 256>{});
 #endif
     return false;
   };
@@ -340,39 +399,42 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
                           static_cast<int>(a.dim));
   };
   const bool on_tensor_cores = dispatch_mma(a, [&](auto tag, auto dims) {
-    using T = decltype(tag);
     constexpr int D = decltype(dims)::value;
-    namespace tc = attention_mma;
-    float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
-    launch_delta(tag, delta);
-    // dq (and dbias) from the dk/dv kernel, dq by float atomics, unless the call asks for
-    // reproducible bits.
-    const bool dq_in_dkdv = !a.deterministic && a.tk > 0;
-    float* dq_accum = nullptr;
-    cudaError_t zeroed = cudaSuccess;
-    if (dq_in_dkdv) {
-      const std::size_t bytes = static_cast<std::size_t>(rows) * D * sizeof(float);
-      dq_accum = static_cast<float*>(allocate(bytes, a.device, op));
-      zeroed = cudaMemsetAsync(dq_accum, 0, bytes, stream);
-    } else {
-      allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_smem<D>, op);
-      detail::launch_kernel(tc::flash_backward_dq_mma<T, Kernel, D>, tc::dq_grid(a), tc::threads, tc::dq_smem<D>, stream,
-                            a, policy, delta);
-    }
-    if (a.tk > 0) {
-      allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_smem<D>, op);
-      detail::launch_kernel(tc::flash_backward_dkdv_mma<T, Kernel, D>, tc::dkdv_grid(a), tc::dkdv_threads, tc::dkdv_smem<D>,
-                            stream, a, policy, delta, dq_accum);
-    }
-    if (dq_in_dkdv)
-      detail::launch_kernel(tc::dq_from_accumulator<T, D>, capped_blocks(rows), tc::threads, 0, stream, dq_accum,
-                            static_cast<T*>(a.dq), a.dq_rows, a.heads, a.tq, rows, static_cast<int>(a.dim),
-                            static_cast<float>(a.scale));
-    const cudaError_t launched = cudaGetLastError();
-    deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
-    if (dq_accum) deallocate(dq_accum, a.device);
-    check(zeroed, op, "cudaMemsetAsync");
-    check(launched, op, "kernel launch");
+    with_stages<D>(a, Pass::Backward, op, [&](auto stages) {
+      using T = decltype(tag);
+      constexpr int S = decltype(stages)::value;
+      namespace tc = attention_mma;
+      float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float), a.device, op));
+      launch_delta(tag, delta);
+      // dq (and dbias) from the dk/dv kernel, dq by float atomics, unless the call asks for
+      // reproducible bits.
+      const bool dq_in_dkdv = !a.deterministic && a.tk > 0;
+      float* dq_accum = nullptr;
+      cudaError_t zeroed = cudaSuccess;
+      if (dq_in_dkdv) {
+        const std::size_t bytes = static_cast<std::size_t>(rows) * D * sizeof(float);
+        dq_accum = static_cast<float*>(allocate(bytes, a.device, op));
+        zeroed = cudaMemsetAsync(dq_accum, 0, bytes, stream);
+      } else {
+        allow_shared_memory(tc::flash_backward_dq_mma<T, Kernel, D, S>, tc::dq_smem<D, S>, a.device, op);
+        detail::launch_kernel(tc::flash_backward_dq_mma<T, Kernel, D, S>, tc::dq_grid(a), tc::threads, tc::dq_smem<D, S>,
+                              stream, a, policy, delta);
+      }
+      if (a.tk > 0) {
+        allow_shared_memory(tc::flash_backward_dkdv_mma<T, Kernel, D, S>, tc::dkdv_smem<D, S>, a.device, op);
+        detail::launch_kernel(tc::flash_backward_dkdv_mma<T, Kernel, D, S>, tc::dkdv_grid(a), tc::dkdv_threads,
+                              tc::dkdv_smem<D, S>, stream, a, policy, delta, dq_accum);
+      }
+      if (dq_in_dkdv)
+        detail::launch_kernel(tc::dq_from_accumulator<T, D>, capped_blocks(rows), tc::threads, 0, stream, dq_accum,
+                              static_cast<T*>(a.dq), a.dq_rows, a.heads, a.tq, rows, static_cast<int>(a.dim),
+                              static_cast<float>(a.scale));
+      const cudaError_t launched = cudaGetLastError();
+      deallocate(delta, a.device);  // stream-ordered: the cache reuses it only on this stream
+      if (dq_accum) deallocate(dq_accum, a.device);
+      check(zeroed, op, "cudaMemsetAsync");
+      check(launched, op, "kernel launch");
+    });
   });
   if (on_tensor_cores) return;
   dispatch(a, op, [&](auto tag, auto dmax) {
@@ -381,11 +443,11 @@ void launch_backward(const AttentionArgs& a, const Kernel& policy, std::string_v
     constexpr int DMax = decltype(dmax)::value;
     A* delta = static_cast<A*>(allocate(static_cast<std::size_t>(rows) * sizeof(A), a.device, op));
     launch_delta(tag, delta);
-    allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_smem<A, DMax>, op);
+    allow_shared_memory(flash_backward_dq<T, Kernel, DMax>, dq_smem<A, DMax>, a.device, op);
     detail::launch_kernel(flash_backward_dq<T, Kernel, DMax>, dq_grid(a), threads, dq_smem<A, DMax>, stream, a, policy,
                           delta);
     if (a.tk > 0) {
-      allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, dkdv_smem<A, DMax>, op);
+      allow_shared_memory(flash_backward_dkdv<T, Kernel, DMax>, dkdv_smem<A, DMax>, a.device, op);
       detail::launch_kernel(flash_backward_dkdv<T, Kernel, DMax>, dkdv_grid(a), threads, dkdv_smem<A, DMax>, stream, a,
                             policy, delta);
     }
@@ -419,7 +481,7 @@ void attention_forward(const AttentionArgs& args, const Policy& inner, std::stri
   }
   if (launch_decode(a, policy, op)) {
     // a few queries per sequence: the split-key kernels (on float tensors directly)
-  } else if (staged_in_bf16(a)) {
+  } else if (staged_in_bf16(a, Pass::Forward, op)) {
     // float tensors on the bf16 tensor cores: bf16 copies in, the output widened back.
     Bf16Staging staging(a.device, op);
     AttentionArgs c = with_contiguous_layouts(a);
@@ -469,7 +531,7 @@ void attention_backward(const AttentionArgs& args, const Policy& inner, std::str
   if (a.dbias)
     check(cudaMemsetAsync(a.dbias, 0, static_cast<std::size_t>(rows * a.tk) * dtype_size(a.dtype), stream), op,
           "cudaMemsetAsync");
-  if (!staged_in_bf16(a)) {
+  if (!staged_in_bf16(a, Pass::Backward, op)) {
     launch_backward(a, policy, op);
     return;
   }

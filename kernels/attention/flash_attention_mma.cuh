@@ -17,7 +17,8 @@
 // dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows
 // padded by 8 elements (16 bytes), which keeps the ldmatrix fragment loads free of bank
 // conflicts; the tiles a block walks over come in two stages, the next non-empty one copied
-// with cp.async while the current one is used. Scores stay in registers: the accumulator of
+// with cp.async while the current one is used (TileStages; on devices with 99 KiB of shared
+// memory per block, sm_86 and sm_89, the head-dim-128 kernels run with one stage instead). Scores stay in registers: the accumulator of
 // S = Q K^T (or of dS) is reused as the left operand of the next product
 // (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2: the scores
 // are scaled by scale * log2(e) inside the exponent (exp2(s * c - shift): one FFMA and one
@@ -308,6 +309,46 @@ __device__ __forceinline__ void wait_async() {
 #endif
 }
 
+/// The copies of the tiles a block walks (key tiles; the dk/dv kernel's query tiles) into
+/// Stages shared-memory stages. Two stages: the next tile's copy starts before the current
+/// tile is used, so it overlaps the products. One stage (devices with 99 KiB of shared
+/// memory per block, sm_86 and sm_89, where two stages of head-dim-128 tiles do not fit):
+/// the next copy starts once every warp is done with the current tile. The first tile's
+/// copy is started (and committed) before the loop, into stage 0.
+template <int Stages>
+struct TileStages {
+  static_assert(Stages == 1 || Stages == 2, "one or two stages");
+  int current = 0;  ///< the stage the current tile is in
+
+  /// Before the current tile is used: with two stages, starts the next tile's copy
+  /// (load(stage), when there is a next tile); waits for the current tile's copy; a barrier
+  /// makes it visible to every warp.
+  template <class Load>
+  __device__ __forceinline__ void begin_tile(bool has_next, const Load& load) {
+    if constexpr (Stages == 2) {
+      if (has_next) load(current ^ 1);
+      commit_async();
+      wait_async<1>();
+    } else {
+      wait_async<0>();
+    }
+    __syncthreads();
+  }
+
+  /// After the current tile's last use: a barrier (every warp is done with its stage), then,
+  /// with one stage, the next tile's copy into it; the next tile becomes the current one.
+  template <class Load>
+  __device__ __forceinline__ void end_tile(bool has_next, const Load& load) {
+    __syncthreads();
+    if constexpr (Stages == 2) {
+      current ^= 1;
+    } else {
+      if (has_next) load(0);
+      commit_async();
+    }
+  }
+};
+
 /// load_tile, asynchronously when `vectorized` (cp.async, completed by wait_async and made
 /// visible by a barrier); element by element otherwise.
 template <int D>
@@ -518,7 +559,7 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[M][D / 8][4], const
   }
 }
 
-template <class T, class Policy, int D>
+template <class T, class Policy, int D, int Stages = 2>
 __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Policy policy, unsigned long long* stats) {
   constexpr int M = forward_m_tiles;      // m-tiles of 16 rows per warp
   constexpr int k_steps = D / 16;         // over the head dim
@@ -527,7 +568,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
   constexpr bool q_in_registers = forward_q_in_registers<D>;
   CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
-  // Two stages of (K tile, V tile): the next non-empty tile loads while this one is used.
+  // Stages of (K tile, V tile): with two, the next non-empty tile loads while this one is used.
   std::uint16_t* const stage_base = sq + forward_block_m * stride<D>;
   constexpr int stage_elements = 2 * block_n * stride<D>;
 
@@ -581,17 +622,17 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
     row_sum[m][0] = row_sum[m][1] = 0.f;
   }
 
-  for (int stage = 0; k0 < tk; stage ^= 1) {
+  TileStages<Stages> stages;
+  while (k0 < tk) {
     const int k1 = min(tk, k0 + block_n);
     const bool whole = q1 - q0 == forward_block_m && k1 - k0 == block_n;
-    // Start the next non-empty tile's copy into the other stage (last read before the
-    // barrier that ended the previous iteration), then wait for this tile's.
+    // With two stages, start the next non-empty tile's copy into the other stage (last read
+    // before the barrier that ended the previous iteration); wait for this tile's.
     TileKind next_kind = TileKind::Empty;
     const int next_k0 = next_tile(k0 + block_n, &next_kind);
-    if (next_k0 < tk) load_stage(stage ^ 1, next_k0);
-    commit_async();
-    wait_async<1>();
-    __syncthreads();
+    const auto load_next = [&](int stage) { load_stage(stage, next_k0); };
+    stages.begin_tile(next_k0 < tk, load_next);
+    const int stage = stages.current;
     const SharedTile tile_q = shared_tile(sq), tile_k = shared_tile(stage_base + stage * stage_elements),
                      tile_v = shared_tile(stage_base + stage * stage_elements + block_n * stride<D>);
 
@@ -672,7 +713,7 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
     }
     // O += P V.
     rows_times_tile<T, D>(o, p, tile_v, lane);
-    __syncthreads();  // this stage is read by every warp before the next copy into it
+    stages.end_tile(next_k0 < tk, load_next);  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
   }
@@ -702,14 +743,14 @@ __global__ void __launch_bounds__(threads) flash_forward_mma(AttentionArgs a, Po
 // ---- backward ---------------------------------------------------------------------------
 
 /// dq (and dbias) for one 64-row query tile of one (batch, head).
-template <class T, class Policy, int D>
+template <class T, class Policy, int D, int Stages = 2>
 __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a, Policy policy, const float* delta) {
   constexpr int key_tiles = block_n / 8;
   constexpr int dim_tiles = D / 8;
   CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sq = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sdo = sq + block_m * stride<D>;
-  // Two stages of (K tile, V tile), as in the forward kernel.
+  // Stages of (K tile, V tile), as in the forward kernel.
   std::uint16_t* const stage_base = sdo + block_m * stride<D>;
   constexpr int stage_elements = 2 * block_n * stride<D>;
 
@@ -748,14 +789,14 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
 #pragma unroll
   for (int t = 0; t < dim_tiles; ++t) dq[t][0] = dq[t][1] = dq[t][2] = dq[t][3] = 0.f;
 
-  for (int stage = 0; k0 < tk; stage ^= 1) {
+  TileStages<Stages> stages;
+  while (k0 < tk) {
     const int k1 = min(tk, k0 + block_n);
     TileKind next_kind = TileKind::Empty;
     const int next_k0 = next_key_tile(policy, a.skip_tiles, b, q0, q1, k0 + block_n, tk, &next_kind, nullptr);
-    if (next_k0 < tk) load_stage(stage ^ 1, next_k0);
-    commit_async();
-    wait_async<1>();
-    __syncthreads();  // also orders the first tile after the q / dout loads
+    const auto load_next = [&](int stage) { load_stage(stage, next_k0); };
+    stages.begin_tile(next_k0 < tk, load_next);  // its barrier also orders the first tile after the q / dout loads
+    const int stage = stages.current;
     const SharedTile tile_k = shared_tile(stage_base + stage * stage_elements),
                      tile_v = shared_tile(stage_base + stage * stage_elements + block_n * stride<D>);
 
@@ -781,7 +822,7 @@ __global__ void __launch_bounds__(threads) flash_backward_dq_mma(AttentionArgs a
     }
     // dQ += dS K (scaled at the end).
     scores_times_tile<T, D>(dq, s, tile_k, lane);
-    __syncthreads();  // this stage is read by every warp before the next copy into it
+    stages.end_tile(next_k0 < tk, load_next);  // this stage is read by every warp before the next copy into it
     k0 = next_k0;
     kind = next_kind;
   }
@@ -841,7 +882,7 @@ __device__ __forceinline__ void accumulate_dq(float* rows, SharedTile ds, Shared
 /// its group and every 32-row query tile. With dq_accum ([B, H, Tq, D] floats, zeroed) it
 /// also adds each tile's unscaled dS K to the rows of dq (accumulate_dq) and writes dbias
 /// (= dS) when wanted; the dq kernel is then not needed.
-template <class T, class Policy, int D>
+template <class T, class Policy, int D, int Stages = 2>
 __global__ void __launch_bounds__(dkdv_threads)
     flash_backward_dkdv_mma(AttentionArgs a, Policy policy, const float* delta, float* dq_accum) {
   constexpr int query_tiles = dkdv_queries / 8;  // n-tiles of S^T
@@ -849,12 +890,12 @@ __global__ void __launch_bounds__(dkdv_threads)
   CONDENSE_DYNAMIC_SHARED_MEMORY(smem);
   std::uint16_t* sk = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sv = sk + dkdv_keys * stride<D>;
-  // Two stages of (Q tile, dO tile) and of (lse in base 2, delta) for those rows.
+  // Stages of (Q tile, dO tile) and of (lse in base 2, delta) for those rows.
   std::uint16_t* const stage_base = sv + dkdv_keys * stride<D>;
   constexpr int stage_elements = 2 * dkdv_queries * stride<D>;
-  float* const stage_rows = reinterpret_cast<float*>(stage_base + 2 * stage_elements);
+  float* const stage_rows = reinterpret_cast<float*>(stage_base + Stages * stage_elements);
   // dS^T of the current query tile, rounded to T, when this kernel also forms dq.
-  std::uint16_t* const sds = reinterpret_cast<std::uint16_t*>(stage_rows + 4 * dkdv_queries);
+  std::uint16_t* const sds = reinterpret_cast<std::uint16_t*>(stage_rows + Stages * 2 * dkdv_queries);
 
   const int dim = static_cast<int>(a.dim), tq = static_cast<int>(a.tq), tk = static_cast<int>(a.tk);
   const std::int64_t bkv = blockIdx.x;
@@ -909,13 +950,13 @@ __global__ void __launch_bounds__(dkdv_threads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[t][e] = dv[t][e] = 0.f;
 
-  for (int stage = 0; item < items; stage ^= 1) {
+  TileStages<Stages> stages;
+  while (item < items) {
     TileKind next_kind = TileKind::Empty;
     const int next = next_item(item + 1, &next_kind);
-    if (next < items) load_stage(stage ^ 1, next);
-    commit_async();
-    wait_async<1>();
-    __syncthreads();  // also orders the first item after the K and V loads
+    const auto load_next = [&](int stage) { load_stage(stage, next); };
+    stages.begin_tile(next < items, load_next);  // its barrier also orders the first item after the K and V loads
+    const int stage = stages.current;
     const std::int64_t bh = head_of(item), h = bh - static_cast<std::int64_t>(b) * a.heads;
     const int q0 = (item % query_blocks) * dkdv_queries, q1 = min(tq, q0 + dkdv_queries);
     const T* bias = a.bias ? static_cast<const T*>(a.bias) + (b * a.bias_heads + (a.bias_heads == 1 ? 0 : h)) * a.tq * a.tk : nullptr;
@@ -967,7 +1008,7 @@ __global__ void __launch_bounds__(dkdv_threads)
         }
       }
     }
-    __syncthreads();  // this stage (and sds) is read by every warp before the next copy into it
+    stages.end_tile(next < items, load_next);  // this stage (and sds) is read by every warp before the next copy into it
     item = next;
     kind = next_kind;
   }
@@ -1014,12 +1055,12 @@ inline dim3 dkdv_grid(const AttentionArgs& a) {
   return dim3(static_cast<unsigned>(a.batch * a.kv_heads), static_cast<unsigned>((a.tk + dkdv_keys - 1) / dkdv_keys));
 }
 
-template <int D>
-constexpr std::size_t forward_smem = static_cast<std::size_t>(forward_block_m + 4 * block_n) * stride<D> * 2;
-template <int D>
-constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + 4 * block_n) * stride<D> * 2;
-template <int D>
-constexpr std::size_t dkdv_smem = static_cast<std::size_t>(2 * dkdv_keys + 4 * dkdv_queries) * stride<D> * 2 +
-                                  4 * dkdv_queries * sizeof(float) + dkdv_keys * ds_stride * 2;
+template <int D, int Stages = 2>
+constexpr std::size_t forward_smem = static_cast<std::size_t>(forward_block_m + Stages * 2 * block_n) * stride<D> * 2;
+template <int D, int Stages = 2>
+constexpr std::size_t dq_smem = static_cast<std::size_t>(2 * block_m + Stages * 2 * block_n) * stride<D> * 2;
+template <int D, int Stages = 2>
+constexpr std::size_t dkdv_smem = static_cast<std::size_t>(2 * dkdv_keys + Stages * 2 * dkdv_queries) * stride<D> * 2 +
+                                  Stages * 2 * dkdv_queries * sizeof(float) + dkdv_keys * ds_stride * 2;
 
 }  // namespace condense::cuda::attention_mma

@@ -422,6 +422,34 @@ TEST_CASE("cuda attention: bf16 tensor cores (float tensors) match the CPU kerne
   check_attention_parity(no_skip, mask::Gist(30, 35), mask::Gist(30, 35));
 }
 
+TEST_CASE("cuda attention: head dim 128 on the tensor cores fits the device's shared memory per block (causal)") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // The head-dim-128 tensor-core kernels need 102-113 KiB of shared memory per block with
+  // two copy stages: sm_90 and sm_80 have room, sm_86 and sm_89 (99 KiB) run their
+  // one-stage variants. The emulated backend runs this test a second time as such a device
+  // (CONDENSE_EMULATED_SHARED_BYTES=101376, tests/CMakeLists.txt), where a launch of a
+  // two-stage kernel fails. bfloat16 tensors (forward, both backwards), float tensors in the
+  // bf16 attention mode, and a decoding step, all with the causal policy.
+  const std::int64_t B = 2, H = 4, Hkv = 2, Tq = 150, Tk = 150, D = 128;
+  Generator gen(21);
+  const auto q = randn<bfloat16>({B, H, Tq, D}, gen), k = randn<bfloat16>({B, Hkv, Tk, D}, gen),
+             v = randn<bfloat16>({B, Hkv, Tk, D}, gen);
+  for (const bool deterministic : {false, true}) {
+    CAPTURE(deterministic);
+    const DeterministicAttentionScope mode(deterministic);
+    condense::testing::check_cpu_cuda_parity<bfloat16>(
+        [](const std::vector<Tensor<bfloat16>>& x) { return attention(x[0], x[1], x[2], mask::Causal{}); }, {q, k, v},
+        3e-2, 3e-2);
+  }
+  Case c;
+  c.dim = D;
+  c.bf16 = true;
+  c.tq = c.tk = 150;
+  check_attention_parity(c, mask::Causal{}, mask::Causal{});
+  c.tq = 3;  // a decoding step after a cache
+  check_attention_parity(c, mask::Causal(147), mask::Causal(147));
+}
+
 TEST_CASE("cuda attention: bfloat16 tensors run the tensor-core launchers directly") {
   CONDENSE_REQUIRE_CUDA_DEVICE();
   const std::int64_t B = 2, H = 4, T = 100, D = 64;

@@ -48,6 +48,8 @@ TEST_CASE("cuda: a bad device index and mixed devices throw") {
   CHECK_THROWS_WITH_AS(d + ones<float>({2, 3}), doctest::Contains("different devices"), Error);
   CHECK_THROWS_WITH_AS(cuda::multiprocessor_count(cuda::device_count()), doctest::Contains("requested but"), Error);
   CHECK_THROWS_WITH_AS(cuda::multiprocessor_count(-1), doctest::Contains("requested but"), Error);
+  CHECK_THROWS_WITH_AS(cuda::max_shared_memory_per_block(cuda::device_count()), doctest::Contains("requested but"), Error);
+  CHECK_THROWS_WITH_AS(cuda::max_shared_memory_per_block(-1), doctest::Contains("requested but"), Error);
 }
 
 TEST_CASE("cuda: the multiprocessor count is read once per device and stays the same") {
@@ -55,6 +57,14 @@ TEST_CASE("cuda: the multiprocessor count is read once per device and stays the 
   const int count = cuda::multiprocessor_count(0);
   CHECK(count > 0);
   CHECK(cuda::multiprocessor_count(0) == count);
+}
+
+TEST_CASE("cuda: the shared memory a block may have is read once per device and stays the same") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // sm_80 and later allow at least 99 KiB per block once a kernel asks for it.
+  const std::size_t bytes = cuda::max_shared_memory_per_block(0);
+  CHECK(bytes >= 99 * 1024);
+  CHECK(cuda::max_shared_memory_per_block(0) == bytes);
 }
 
 }  // namespace test_cuda_storage

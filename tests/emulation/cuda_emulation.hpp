@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -56,6 +57,8 @@
 #include <ucontext.h>
 #include <unordered_map>
 #include <vector>
+
+#include "emulation/device_counters.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CONDENSE_EMULATION_ASAN 1
@@ -458,6 +461,25 @@ inline void copy_async_16(unsigned address, const void* src, bool valid) {
 inline constexpr std::size_t max_shared_bytes = 232448;
 inline constexpr std::size_t default_shared_bytes = 48 * 1024;
 
+/// The most dynamic shared memory a block may have on the emulated device: sm_90's
+/// max_shared_bytes, or CONDENSE_EMULATED_SHARED_BYTES (at least default_shared_bytes, at
+/// most max_shared_bytes) to stand for a device with less (sm_86 and sm_89: 101376, 99 KiB),
+/// so that a test run can check that the launchers pick kernels that fit it.
+inline std::size_t device_shared_bytes() {
+  static const std::size_t bytes = [] {
+    if (const char* text = std::getenv("CONDENSE_EMULATED_SHARED_BYTES")) {
+      char* end = nullptr;
+      const unsigned long long value = std::strtoull(text, &end, 10);
+      if (end != text && *end == '\0' && value >= default_shared_bytes && value <= max_shared_bytes)
+        return static_cast<std::size_t>(value);
+      throw std::invalid_argument(std::string("CONDENSE_EMULATED_SHARED_BYTES: '") + text + "' is not a byte count from " +
+                                  std::to_string(default_shared_bytes) + " to " + std::to_string(max_shared_bytes));
+    }
+    return max_shared_bytes;
+  }();
+  return bytes;
+}
+
 /// The calling OS thread's dynamic shared memory: 16-byte aligned, reused by every block.
 inline unsigned char* shared_memory_buffer() {
   struct alignas(16) Chunk {
@@ -534,7 +556,7 @@ inline bool run_block(Block& b, bool reverse) {
   return true;
 }
 
-/// Why sm_90 would refuse to launch `grid` blocks of `block` threads with `shared_bytes` of
+/// Why sm_90 (or a device with device_shared_bytes()) would refuse to launch `grid` blocks of `block` threads with `shared_bytes` of
 /// dynamic shared memory (empty when it would not).
 inline std::string configuration_error(dim3 grid, dim3 block, std::size_t shared_bytes) {
   const auto text = [](dim3 d) {
@@ -545,8 +567,9 @@ inline std::string configuration_error(dim3 grid, dim3 block, std::size_t shared
     return "a block of " + text(block) + " threads (1 to 1024, z at most 64)";
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
     return "a grid of " + text(grid) + " blocks (x 1 to 2^31 - 1, y and z 1 to 65535)";
-  if (shared_bytes > max_shared_bytes)
-    return std::to_string(shared_bytes) + " bytes of dynamic shared memory (at most " + std::to_string(max_shared_bytes) + ")";
+  if (shared_bytes > device_shared_bytes())
+    return std::to_string(shared_bytes) + " bytes of dynamic shared memory (at most " +
+           std::to_string(device_shared_bytes()) + ")";
   return {};
 }
 
@@ -569,6 +592,7 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, Kernel kernel, cons
   __asan_poison_memory_region(shared + shared_bytes, max_shared_bytes - shared_bytes);
 #endif
   const unsigned long long launch_number = launches_so_far++;
+  ++device_counters().launches;
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {

@@ -4,7 +4,10 @@
 // (cached) block, fails as it could on a GPU instead of passing silently.
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "condense/backend/cuda/runtime.hpp"
@@ -49,6 +52,14 @@ TEST_CASE("emulated device memory: a block back in the cache cannot be copied to
   CHECK(again.data() == stale);
   cuda::copy(again.data(), host.data(), 20, cuda::CopyKind::HostToDevice, 0, "test");
   CHECK(again.cpu().data()[4] == 1.0f);
+}
+
+TEST_CASE("emulated device: reports the shared memory per block it stands for") {
+  // sm_90's 227 KiB, or CONDENSE_EMULATED_SHARED_BYTES (the run of tests/CMakeLists.txt
+  // that stands for an sm_86 / sm_89 device sets 101376).
+  const char* text = std::getenv("CONDENSE_EMULATED_SHARED_BYTES");
+  const std::size_t expected = text ? static_cast<std::size_t>(std::stoull(text)) : std::size_t{232448};
+  CHECK(cuda::max_shared_memory_per_block(0) == expected);
 }
 
 }  // namespace test_emulated_device_memory

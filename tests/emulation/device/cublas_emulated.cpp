@@ -158,6 +158,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                     !in_device_memory(B, Btype, b_rows, b_cols, ldb, strideB, batchCount))) ||
       !in_device_memory(C, Ctype, m, n, ldc, strideC, batchCount))
     return CUBLAS_STATUS_INVALID_VALUE;  // on a GPU: an illegal address, or silently wrong data
+  ++condense_cuda_emulation::device_counters().gemms;
   const double alpha_v = is_double ? *static_cast<const double*>(alpha) : *static_cast<const float*>(alpha);
   const double beta_v = is_double ? *static_cast<const double*>(beta) : *static_cast<const float*>(beta);
   for (int batch = 0; batch < batchCount; ++batch) {

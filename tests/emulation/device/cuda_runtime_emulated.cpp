@@ -44,11 +44,14 @@ cudaError_t cudaGetDeviceCount(int* count) {
 }
 
 /// The emulated device has 4 multiprocessors (few, so that grids sized by them split
-/// work several ways in small tests); no other attribute is read by the library.
+/// work several ways in small tests) and emu::device_shared_bytes() of shared memory per
+/// block; no other attribute is read by the library.
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (!value || attr != cudaDevAttrMultiProcessorCount) return fail_with(cudaErrorInvalidValue);
+  if (!value) return fail_with(cudaErrorInvalidValue);
+  if (attr != cudaDevAttrMultiProcessorCount && attr != cudaDevAttrMaxSharedMemoryPerBlockOptin)
+    return fail_with(cudaErrorInvalidValue);
   if (device != 0) return fail_with(cudaErrorInvalidDevice);
-  *value = 4;
+  *value = attr == cudaDevAttrMultiProcessorCount ? 4 : static_cast<int>(emu::device_shared_bytes());
   return cudaSuccess;
 }
 
@@ -83,6 +86,7 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   const std::lock_guard<std::mutex> lock(s.mutex);
   s.allocations[reinterpret_cast<std::uintptr_t>(p)] = emu::DeviceAllocation{bytes, bytes, false};
   s.allocated_bytes += bytes;
+  ++emu::device_counters().mallocs;
   *ptr = p;
   return cudaSuccess;
 }
@@ -100,6 +104,7 @@ cudaError_t cudaFree(void* ptr) {
 #endif
     s.allocations.erase(it);
   }
+  ++emu::device_counters().frees;
   std::free(ptr);
   return cudaSuccess;
 }
@@ -130,6 +135,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
     default: ok = false;
   }
   if (!ok) return fail_with(cudaErrorInvalidValue);
+  emu::DeviceCounters& counters = emu::device_counters();
+  ++(kind == cudaMemcpyHostToDevice   ? counters.copies_to_device
+     : kind == cudaMemcpyDeviceToHost ? counters.copies_to_host
+                                      : counters.device_copies);
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -137,6 +146,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
 cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) {
   if (bytes == 0) return cudaSuccess;
   if (!emu::is_device_range(ptr, bytes)) return fail_with(cudaErrorInvalidValue);
+  ++emu::device_counters().memsets;
   std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
@@ -150,13 +160,20 @@ cudaError_t cudaMemset2DAsync(void* ptr, std::size_t pitch, int value, std::size
   auto* rows = static_cast<unsigned char*>(ptr);
   for (std::size_t r = 0; r < height; ++r)
     if (!emu::is_device_range(rows + r * pitch, width)) return fail_with(cudaErrorInvalidValue);
+  ++emu::device_counters().memsets;
   for (std::size_t r = 0; r < height; ++r) std::memset(rows + r * pitch, value, width);
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++emu::device_counters().host_waits;
+  return cudaSuccess;
+}
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  ++emu::device_counters().host_waits;
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError() {
   const cudaError_t error = emu::last_error;
@@ -181,7 +198,7 @@ const char* cudaGetErrorString(cudaError_t error) {
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (!func) return fail_with(cudaErrorInvalidDeviceFunction);
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return fail_with(cudaErrorInvalidValue);
-  if (value < 0 || static_cast<std::size_t>(value) > emu::max_shared_bytes) return fail_with(cudaErrorInvalidValue);
+  if (value < 0 || static_cast<std::size_t>(value) > emu::device_shared_bytes()) return fail_with(cudaErrorInvalidValue);
   emu::DeviceState& s = emu::device_state();
   const std::lock_guard<std::mutex> lock(s.mutex);
   s.shared_limits[func] = static_cast<std::size_t>(value);

@@ -32,6 +32,11 @@ void synchronize(int device, std::string_view op = "cuda::synchronize");
 /// The number of streaming multiprocessors of `device` (how the split-key kernels size
 /// their grids); throws naming `op` when it cannot be read.
 int multiprocessor_count(int device, std::string_view op = "cuda::multiprocessor_count");
+/// The most dynamic shared memory one block of a kernel may have on `device`, in bytes,
+/// once the kernel has asked for it (the opt-in limit: 227 KiB on sm_90 and sm_80's 163 KiB,
+/// 99 KiB on sm_86 and sm_89); the attention launcher picks kernels that fit. Throws naming
+/// `op` when it cannot be read.
+std::size_t max_shared_memory_per_block(int device, std::string_view op = "cuda::max_shared_memory_per_block");
 /// The stream the calling thread queues work for `device` on (default: nullptr, the
 /// default stream).
 StreamHandle current_stream(int device);
@@ -87,6 +92,9 @@ inline int current_device() { throw_no_cuda("cuda::current_device"); }
 inline void set_device(int, std::string_view op = "cuda::set_device") { throw_no_cuda(op); }
 inline void synchronize(int, std::string_view op = "cuda::synchronize") { throw_no_cuda(op); }
 inline int multiprocessor_count(int, std::string_view op = "cuda::multiprocessor_count") { throw_no_cuda(op); }
+inline std::size_t max_shared_memory_per_block(int, std::string_view op = "cuda::max_shared_memory_per_block") {
+  throw_no_cuda(op);
+}
 inline StreamHandle current_stream(int) { throw_no_cuda("cuda::current_stream"); }
 inline void set_current_stream(int, StreamHandle) { throw_no_cuda("cuda::set_current_stream"); }
 inline void* allocate(std::size_t, int, std::string_view op) { throw_no_cuda(op); }
