@@ -3,7 +3,9 @@
 // backward, gradient clipping and AdamW steps on both devices (losses, every parameter
 // gradient and the updated parameters must agree); generation with a KV cache, gist
 // compression and generation from a gist cache (decoder-only and encoder-decoder) on both
-// devices. Skips without a CUDA device.
+// devices; what a training step after the first asks of the device (no fresh device
+// memory; on the emulated device, host waits that do not grow with depth). Skips without a
+// CUDA device.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "condense/condense.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "emulation/device_counters.hpp"
 
 namespace test_cuda_models {
 
@@ -169,6 +172,62 @@ TEST_CASE("cuda parity: bfloat16 DecoderLM (GPT-2 and LLaMA styles) loss, gradie
   CONDENSE_REQUIRE_CUDA_DEVICE();
   check_bf16_training_parity<mask::Causal>(nn::DecoderLMOptions::gpt2_style(67, 64, 2, 4, 32), 3, 29);
   check_bf16_training_parity<mask::Causal>(nn::DecoderLMOptions::llama_style(53, 128, 2, 2, 1, 32), 2, 31);
+}
+
+TEST_CASE("cuda: a training step after the first needs no fresh device memory, and its host waits do not grow with depth") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  // A GPU is fed well when the host can queue a step ahead of it: the caching allocator must
+  // serve every allocation of a step it has seen (memory_stats, on any device), and the host
+  // may wait for the device only where the step reads something back, never per layer
+  // (counted by the emulated device, emulation/device_counters.hpp; on a GPU the counts
+  // stay zero). The waits of a step today: reading back the token ids (validated on the
+  // host, bucketed there for the embedding's backward), the targets (validated, counted),
+  // the gradient norms of clip_grad_norm and the loss; the uploads of the position ids and
+  // of the two embedding backwards' plans (host copies wait for the stream).
+  using condense_cuda_emulation::DeviceCounts;
+  const auto count_step = [](std::int64_t layers) {
+    const std::int64_t vocab = 61, d_model = 32, heads = 4, seq = 16, batch = 2;
+    Generator gen(3);
+    nn::DecoderLM<float, mask::Causal> model(nn::DecoderLMOptions::gpt2_style(vocab, d_model, layers, heads, seq), gen);
+    model.to(Device::cuda());
+    optim::AdamWOptions adamw;
+    adamw.weight_decay = 0.1;
+    optim::AdamW<float> opt(model.named_parameters(), adamw);
+    const auto tokens = randint<std::int64_t>({batch, seq + 1}, 0, vocab, gen);
+    const auto inputs = tokens.narrow(1, 0, seq).contiguous().to(Device::cuda());
+    const auto targets = tokens.narrow(1, 1, seq).contiguous().reshape({batch * seq}).to(Device::cuda());
+    const auto step = [&] {
+      opt.zero_grad();
+      const auto logits = model.forward(inputs, mask::Causal{});
+      auto loss = cross_entropy(logits.reshape({batch * seq, vocab}), targets);
+      loss.backward();
+      optim::clip_grad_norm(model.named_parameters(), 1.0);
+      opt.step();
+      return loss.item();
+    };
+    step();
+    const std::size_t misses = cuda::memory_stats(0).misses;
+    const DeviceCounts before = DeviceCounts::now();
+    step();
+    const DeviceCounts d = DeviceCounts::now() - before;
+    CHECK(cuda::memory_stats(0).misses == misses);
+    MESSAGE("training step, ", layers, " layers: ", d.launches, " kernel launches, ", d.gemms, " cuBLAS products, ",
+            d.host_waits, " host waits, ", d.copies_to_host, " copies to the host, ", d.copies_to_device,
+            " to the device, ", d.device_copies, " on the device, ", d.memsets, " memsets, ", d.mallocs, " cudaMalloc");
+    return d;
+  };
+  const DeviceCounts two = count_step(2), four = count_step(4);
+  if (two.launches == 0) return;  // a GPU: the emulated device's counts are not kept
+  CHECK(two.mallocs == 0);
+  CHECK(two.frees == 0);
+  CHECK(four.mallocs == 0);
+  CHECK(four.launches > two.launches);
+  CHECK(four.gemms > two.gemms);
+  CHECK(four.host_waits == two.host_waits);
+  CHECK(four.copies_to_host == two.copies_to_host);
+  CHECK(four.copies_to_device == two.copies_to_device);
+  CHECK(two.copies_to_host == 4);
+  CHECK(two.host_waits <= 7);
 }
 
 TEST_CASE("cuda: Module::to moves parameters and keeps shared storage shared") {

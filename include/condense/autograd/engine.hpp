@@ -10,6 +10,7 @@
 
 #include "condense/autograd/grad_mode.hpp"
 #include "condense/autograd/node.hpp"
+#include "condense/backend/cuda/tensor_launch.hpp"
 #include "condense/core/tensor_type.hpp"
 
 namespace condense {
@@ -56,9 +57,12 @@ void Tensor<T>::backward(const Tensor& grad, bool retain_graph) const {
     if (!seed.defined()) {
       CONDENSE_CHECK(numel() == 1, "backward", "grad can be implied only for one-element outputs, got shape ", shape(),
                      "; pass an explicit gradient");
-      seed = Tensor::empty(shape(), Device::cpu());
-      *seed.data() = convert_element<T>(1.0f);
-      seed = seed.to(device());
+      seed = Tensor::empty(shape(), device());
+      if (device().is_cuda()) {
+        detail::cuda_fill("backward", seed, 1.0);  // on the device: no host copy to wait for
+      } else {
+        *seed.data() = convert_element<T>(1.0f);
+      }
     }
     CONDENSE_CHECK(seed.shape() == shape(), "backward", "explicit gradient of shape ", seed.shape(),
                    " for a tensor of shape ", shape());
