@@ -3,8 +3,8 @@
 // 4*B*H*D*pairs forward, 2.5x that backward), density (allowed fraction of Tq*Tk), and the
 // fraction of tiles skipped as Empty. bench/torch_attention.py runs PyTorch side by side.
 // BM_attention_decode: one decode step against a KV cache's prefix, read in place or
-// copied to contiguous memory first, and with 32 query heads over the same 8 kv heads
-// (keys/s of the cache).
+// copied to contiguous memory first, with 32 query heads over the same 8 kv heads, and a
+// chunk of 4 or 16 new queries per head (keys/s of the cache).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -85,13 +85,20 @@ std::tuple<P, std::int64_t, std::int64_t> self(P p, std::int64_t t) { return {p,
 /// `query_heads` heads (8, or 32 grouped over the 8 kv heads). `copied`: the caller makes
 /// the cache's prefix contiguous first, which is what the op did before it read strided
 /// keys in place; the ratio of the two is what that saves. The grouped run against the
-/// 8-head one at the same L is what the 24 extra query heads cost.
-void decode_step(benchmark::State& state, bool copied, std::int64_t query_heads) {
+/// 8-head one at the same L is what the 24 extra query heads cost. With `queries` > 1, a
+/// chunk of that many new queries (causal among themselves, after the L - queries cached
+/// keys), as in chunked prefill or a speculative-decoding check; `transposed_keys` makes
+/// such a chunk transpose the keys into tiles as longer forwards do (the baseline of the
+/// in-place matrix-vector products).
+void decode_step(benchmark::State& state, bool copied, std::int64_t query_heads, std::int64_t queries = 1,
+                 bool transposed_keys = false) {
   const std::int64_t length = state.range(0);
   Generator gen(2);
-  const auto q = randn<float>({kBatch, query_heads, 1, kDim}, gen);
+  const auto q = randn<float>({kBatch, query_heads, queries, kDim}, gen);
   const auto k_cache = randn<float>({kBatch, kHeads, 2 * length, kDim}, gen);
   const auto v_cache = randn<float>({kBatch, kHeads, 2 * length, kDim}, gen);
+  AttentionOptions options;
+  if (transposed_keys) options.in_place_keys_max_queries = 0;
   NoGradGuard no_grad;
   for (auto _ : state) {
     Tensor<float> k = k_cache.narrow(2, 0, length), v = v_cache.narrow(2, 0, length);
@@ -99,7 +106,8 @@ void decode_step(benchmark::State& state, bool copied, std::int64_t query_heads)
       k = k.contiguous();
       v = v.contiguous();
     }
-    const auto r = attention_forward(q, k, v, mask::None{});
+    const auto r = queries == 1 ? attention_forward(q, k, v, mask::None{}, options)
+                                : attention_forward(q, k, v, mask::Causal(static_cast<int>(length - queries)), options);
     benchmark::DoNotOptimize(r.out.data());
   }
   state.counters["keys/s"] = benchmark::Counter(static_cast<double>(kBatch * kHeads * length),
@@ -152,6 +160,16 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_attention_decode/grouped_32_over_8_heads",
                                [](benchmark::State& state) { decode_step(state, false, 4 * kHeads); })
       ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
+  for (const std::int64_t queries : {4, 16}) {
+    for (const bool transposed : {false, true}) {
+      const std::string name =
+          "BM_attention_decode/chunk_of_" + std::to_string(queries) + "_queries" + (transposed ? "_transposed_keys" : "");
+      benchmark::RegisterBenchmark(
+          name.c_str(),  // copied by the benchmark
+          [queries, transposed](benchmark::State& state) { decode_step(state, false, kHeads, queries, transposed); })
+          ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

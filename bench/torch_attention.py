@@ -6,7 +6,7 @@ and the naive composition (matmul, masked_fill, softmax, matmul). Prints times a
 
 Usage: python3 bench/torch_attention.py [--bench build/release/bench/bench_attention]
        [--threads 2] [--sizes 512,1024,2048,4096] [--no-flex] [--json out.json]
-       python3 bench/torch_attention.py --decode   (decode steps against a KV cache, SDPA
+       python3 bench/torch_attention.py --decode   (decode steps and short chunks against a KV cache, SDPA
        on the same views; 32 query heads over 8 kv heads with enable_gqa)
 Installs PyTorch with pip when it is missing.
 """
@@ -94,29 +94,38 @@ def torch_cases(torch, name, t, with_flex, heads=8, dim=64):
 
 def decode_comparison(torch, args):
     """One decode step against a KV cache's prefix (bench_attention's BM_attention_decode):
-    SDPA on the same views, 8 heads over 8 kv heads, and 32 query heads over the same 8 kv
-    heads (enable_gqa), next to condense's in-place and grouped runs."""
-    benches = run_condense_bench(args.bench, args.threads, "BM_attention_decode/(cache_prefix_in_place|grouped_32_over_8_heads)/")
+    SDPA on the same views, 8 heads over 8 kv heads, 32 query heads over the same 8 kv heads
+    (enable_gqa), and chunks of 4 and 16 new queries per head (causal among themselves after
+    the cached keys: an explicit boolean mask, since SDPA's is_causal aligns the first query
+    with the first key), next to condense's runs of the same cases."""
+    cases = {"cache_prefix_in_place": (8, 1), "grouped_32_over_8_heads": (32, 1),
+             "chunk_of_4_queries": (8, 4), "chunk_of_16_queries": (8, 16)}
+    benches = run_condense_bench(args.bench, args.threads, "BM_attention_decode/(" + "|".join(cases) + ")/")
     ours = {}
     for b in benches:
         parts = b["name"].split("/")  # BM_attention_decode/<case>/<L>[/real_time]
         ours[(parts[1], int(parts[2]))] = to_ms(b)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}")
-    print(f"{'L':>6s} {'heads':>9s} {'condense us':>12s} {'SDPA us':>9s} {'SDPA / condense':>16s}")
+    print(f"{'L':>6s} {'heads':>9s} {'queries':>8s} {'condense us':>12s} {'SDPA us':>9s} {'SDPA / condense':>16s}")
     for length in sorted({l for _, l in ours}):
         gen = torch.Generator().manual_seed(2)
         kc = torch.randn(1, 8, 2 * length, 64, generator=gen)
         vc = torch.randn(1, 8, 2 * length, 64, generator=gen)
         k, v = kc[:, :, :length], vc[:, :, :length]
-        for case, heads in (("cache_prefix_in_place", 8), ("grouped_32_over_8_heads", 32)):
+        for case, (heads, queries) in cases.items():
             mine = ours.get((case, length))
             if mine is None:
                 continue
-            q = torch.randn(1, heads, 1, 64, generator=gen)
+            q = torch.randn(1, heads, queries, 64, generator=gen)
+            mask = None
+            if queries > 1:  # query i sits at position length - queries + i
+                rows = torch.arange(queries).unsqueeze(1) + (length - queries)
+                mask = torch.arange(length).unsqueeze(0) <= rows
             with torch.no_grad():
-                theirs = timeit(lambda: sdpa(q, k, v, enable_gqa=heads != 8))
-            print(f"{length:6d} {str(heads) + '/8':>9s} {mine * 1e3:12.1f} {theirs * 1e3:9.1f} {theirs / mine:16.2f}", flush=True)
+                theirs = timeit(lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=heads != 8))
+            print(f"{length:6d} {str(heads) + '/8':>9s} {queries:8d} {mine * 1e3:12.1f} {theirs * 1e3:9.1f} "
+                  f"{theirs / mine:16.2f}", flush=True)
 
 
 def main():

@@ -36,6 +36,11 @@ struct AttentionOptions {
   int tile_k = 64;
   /// Debug switch: false treats every tile as Partial (evaluates the predicate everywhere).
   bool skip_tiles = true;
+  /// CPU forward: with at most this many queries per (batch, head) (a decode step, a short
+  /// chunk after a cache) the scores are matrix-vector products over the keys as they lie;
+  /// with more, the keys are transposed once per call into tiles for the tile products
+  /// (which a few queries cannot repay). 0: always transposed.
+  int in_place_keys_max_queries = 16;
   /// CUDA only: count the tiles by kind into AttentionResult::tiles. Off by default because
   /// reading the counters back waits for the kernel (the CPU path always counts).
   bool count_cuda_tiles = false;
@@ -90,6 +95,7 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   g.tile_q = options.tile_q;
   g.tile_k = options.tile_k;
   g.skip_tiles = options.skip_tiles;
+  g.in_place_keys_max_queries = options.in_place_keys_max_queries;
   g.resolve_layouts();
   return g;
 }

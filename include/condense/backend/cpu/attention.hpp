@@ -9,9 +9,9 @@
 // Without a bias the softmax scale is applied inside the exponential's pass (ScoreScale).
 // q, k, v, out and the gradients are read and written through RowLayouts (any strides
 // but a contiguous head dim), so head-split views and cache prefixes need no copy. A
-// forward with one query (a decode step) forms its scores over the keys as they lie
-// (matrix-vector products, no transposed keys) and, with grouped heads, runs every query
-// head of a kv head in one pass over its keys.
+// forward with a few queries (a decode step, a short chunk after a cache) forms its scores
+// over the keys as they lie (matrix-vector products, no transposed keys) and, with one
+// query and grouped heads, runs every query head of a kv head in one pass over its keys.
 #pragma once
 
 #include <Eigen/Core>
@@ -41,6 +41,10 @@ struct AttentionGeometry : AttentionLayouts {
   double scale = 1.0;
   int tile_q = 64, tile_k = 64;
   bool skip_tiles = true;  // false: every tile is treated as Partial (debug / property tests)
+  /// Forwards with at most this many queries per (batch, head) form their scores over the
+  /// keys as they lie (matrix-vector products); longer ones transpose the keys once per call
+  /// into tiles (AttentionOptions::in_place_keys_max_queries).
+  std::int64_t in_place_keys_max_queries = 16;
 
   /// Every unset layout made contiguous (what the kernels run on; call after the extents
   /// are set).
@@ -156,10 +160,10 @@ void tile_scores(RowMatrix<T>& s, const T* q, std::int64_t q_stride, const T* kt
   finish_scores(s, bias, before, policy, b, ScoreRows{q0, 1, g.tk}, k0, kind, index);
 }
 
-/// The scores of the query rows of a decode step (one query of one head, or one query of
-/// each head of a kv head's group) against keys k0.. of a key set, read as they lie: S = Q
-/// K^T, a matrix-vector product for one row (transposing every key first would cost as
-/// much as the attention itself), a product with the key rows as they lie for several.
+/// The scores of a few query rows (a decode step's query of one head or of each head of a
+/// kv head's group, or a short chunk's queries of one head) against keys k0.. of a key
+/// set, read as they lie: S = Q K^T as one matrix-vector product per row (transposing every
+/// key first would cost as much as the attention itself).
 // q: [rows, D] (row stride q_stride), keys k0..k0+cols: [cols, D] (row stride keys.k_stride)
 // -> s: [rows, cols]
 template <class T, class Policy>
@@ -244,17 +248,19 @@ template <class T, class Policy>
 AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& keysets, const T* bias, T* out, T* lse,
                                      const AttentionGeometry& g, const Policy& policy) {
   const std::int64_t group = g.heads / g.kv_heads;
-  // One query per (batch, head), as in a decode step: its scores are matrix-vector
-  // products over the keys as they lie, so the keys are not transposed. With grouped heads
-  // one work item takes the query rows of every head of a kv head's group, so each key and
-  // value row is read once for all of them, unless that leaves threads without work.
-  const bool single_query = g.tq == 1;
-  const bool grouped = single_query && group > 1 && g.batch * g.kv_heads >= omp_get_max_threads();
+  // A few queries per (batch, head), as in a decode step or a short chunk after a cache:
+  // their scores are matrix-vector products over the keys as they lie, so the keys are not
+  // transposed (which would cost as much as the attention itself). With one query and
+  // grouped heads, one work item takes the query rows of every head of a kv head's group, so
+  // each key and value row is read once for all of them, unless that leaves threads
+  // without work.
+  const bool few_queries = g.tq <= g.in_place_keys_max_queries;
+  const bool grouped = g.tq == 1 && group > 1 && g.batch * g.kv_heads >= omp_get_max_threads();
   // A work item: `rows` query rows of head h0 (queries q0..) or of heads h0.. (grouped).
   const std::int64_t item_heads = grouped ? group : 1;
   const std::int64_t q_tiles = grouped ? 1 : (g.tq + g.tile_q - 1) / g.tile_q;
   const std::int64_t work = g.batch * (g.heads / item_heads) * q_tiles;
-  const std::vector<T> key_tiles = single_query ? std::vector<T>() : transposed_key_tiles(keysets, false, g);
+  const std::vector<T> key_tiles = few_queries ? std::vector<T>() : transposed_key_tiles(keysets, false, g);
   const ScoreScale<T> score_scale(static_cast<T>(g.scale), bias != nullptr);
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
@@ -274,7 +280,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
       const ScoreRows at{q0, grouped ? 0 : 1, grouped && g.bias_heads == 1 ? 0 : g.tk};
       const T* qp = q + g.q_rows.at(b, h0, q0);
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
-      const T* ktp = single_query ? nullptr : key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
+      const T* ktp = few_queries ? nullptr : key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
       const T* vp = keys.v;
       const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h0)) * g.tq + q0) * g.tk : nullptr;
       acc.setZero(rows, g.dim);
@@ -286,7 +292,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         // Counted per (batch, head, query tile), grouped or not.
         (kind == TileKind::Empty ? n_empty : kind == TileKind::Full ? n_full : n_partial) += item_heads;
         if (kind == TileKind::Empty) continue;
-        if (single_query) {
+        if (few_queries) {
           decode_scores(s, qp, rows, q_stride, keys, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
                         static_cast<int>(b), at, k0, cols, kind);
         } else {
