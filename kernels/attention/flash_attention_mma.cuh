@@ -17,8 +17,9 @@
 // dq_from_accumulator scales and rounds it. Tiles live in shared memory as 16-bit rows
 // padded by 8 elements (16 bytes), which keeps the ldmatrix fragment loads free of bank
 // conflicts; the tiles a block walks over come in two stages, the next non-empty one copied
-// with cp.async while the current one is used (TileStages; on devices with 99 KiB of shared
-// memory per block, sm_86 and sm_89, the head-dim-128 kernels run with one stage instead). Scores stay in registers: the accumulator of
+// with cp.async while the current one is used (TileStages; on devices with 99 KiB of
+// shared memory per block, sm_86 and sm_89, the head-dim-128 kernels run with one stage
+// instead). Scores stay in registers: the accumulator of
 // S = Q K^T (or of dS) is reused as the left operand of the next product
 // (mma::a_from_c_tile), rounded to the element type. Softmax runs in base 2: the scores
 // are scaled by scale * log2(e) inside the exponent (exp2(s * c - shift): one FFMA and one
