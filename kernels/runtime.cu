@@ -162,6 +162,13 @@ cudaMemcpyKind to_cuda(CopyKind kind) {
   return cudaMemcpyDefault;
 }
 
+/// Whether `host` lies in page-locked host memory (cudaMallocHost, cudaHostRegister).
+bool is_page_locked(const void* host, std::string_view op) {
+  cudaPointerAttributes attributes{};
+  check(cudaPointerGetAttributes(&attributes, host), op, "cudaPointerGetAttributes");
+  return attributes.type == cudaMemoryTypeHost;
+}
+
 void check_device_index(int device, std::string_view op) {
   const int count = device_count();
   CONDENSE_CHECK(device >= 0 && device < count && device < Allocator::max_devices, op, "CUDA device ", device,
@@ -261,7 +268,13 @@ void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind, int devi
   detail::use_device(device, op);
   const cudaStream_t stream = detail::stream_of(device);
   check(cudaMemcpyAsync(dst, src, bytes, to_cuda(kind), stream), op, "cudaMemcpyAsync");
-  if (kind != CopyKind::DeviceToDevice) check(cudaStreamSynchronize(stream), op, "cudaStreamSynchronize");
+  // The host waits only where it must: for a download to land, and for an upload from
+  // page-locked memory, which the device reads while the copy runs. An upload from pageable
+  // memory (every CPU tensor the library allocates) is staged by the driver before
+  // cudaMemcpyAsync returns, so the source may be freed at once and the host runs ahead.
+  const bool host_must_wait =
+      kind == CopyKind::DeviceToHost || (kind == CopyKind::HostToDevice && is_page_locked(src, op));
+  if (host_must_wait) check(cudaStreamSynchronize(stream), op, "cudaStreamSynchronize");
 }
 
 void memset_zero(void* ptr, std::size_t bytes, int device, std::string_view op) {

@@ -1,12 +1,17 @@
 // CUDA storage and copies (built with the CUDA backend): allocation, host <-> device
-// round trips for contiguous and strided views, zeros, and errors. Each test skips with a
-// message when no CUDA device is present.
+// round trips for contiguous and strided views, uploads that do not make the host wait,
+// zeros, and errors. Each test skips with a message when no CUDA device is present.
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "condense/backend/cuda/runtime.hpp"
 #include "condense/core/factories.hpp"
 #include "condense/ops/norms.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "emulation/device_counters.hpp"
 
 namespace test_cuda_storage {
 
@@ -31,6 +36,26 @@ TEST_CASE("cuda: host -> device -> host round trip") {
   CHECK(values(zeros<double>({5}, Device::cuda())) == std::vector<double>(5, 0.0));
   CHECK(values(full<std::int64_t>({3}, 9, Device::cuda())) == std::vector<double>{9, 9, 9});
   CHECK(values(h.to(Device::cuda()).clone().cpu()) == values(h));
+}
+
+TEST_CASE("cuda: an upload does not make the host wait, and its source may be reused at once") {
+  CONDENSE_REQUIRE_CUDA_DEVICE();
+  using condense_cuda_emulation::DeviceCounts;
+  // Queued device work ahead of each upload; every host tensor is overwritten and freed right
+  // after its upload returns, so a copy that read its source late would land the wrong values.
+  auto busy = ones<float>({1 << 20}, Device::cuda());
+  std::vector<Tensor<float>> uploaded;
+  const DeviceCounts before = DeviceCounts::now();
+  for (int i = 0; i < 8; ++i) {
+    busy = busy * 1.5f + 1.0f;
+    auto host = full<float>({4099}, static_cast<float>(i));
+    uploaded.push_back(host.to(Device::cuda()));
+    std::fill(host.data(), host.data() + host.numel(), -1.0f);
+  }
+  const DeviceCounts during = DeviceCounts::now() - before;
+  CHECK(during.host_waits == 0);
+  for (int i = 0; i < 8; ++i) CHECK(values(uploaded[static_cast<std::size_t>(i)].cpu()) == std::vector<double>(4099, i));
+  CHECK(values(busy.narrow(0, 0, 1).cpu()) == std::vector<double>{std::pow(1.5, 8) * 3 - 2});
 }
 
 TEST_CASE("cuda: gradients flow back across devices") {

@@ -143,6 +143,22 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
   return cudaSuccess;
 }
 
+/// Device memory for pointers into an allocation, unregistered host memory for the rest (the
+/// emulated runtime has no page-locked host memory).
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
+  if (!attributes) return fail_with(cudaErrorInvalidValue);
+  *attributes = cudaPointerAttributes{};
+  if (emu::in_device_memory(ptr)) {
+    attributes->type = cudaMemoryTypeDevice;
+    attributes->device = 0;
+    attributes->devicePointer = const_cast<void*>(ptr);
+  } else {
+    attributes->type = cudaMemoryTypeUnregistered;
+    attributes->device = -2;
+  }
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) {
   if (bytes == 0) return cudaSuccess;
   if (!emu::is_device_range(ptr, bytes)) return fail_with(cudaErrorInvalidValue);
