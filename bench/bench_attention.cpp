@@ -3,8 +3,9 @@
 // 4*B*H*D*pairs forward, 2.5x that backward), density (allowed fraction of Tq*Tk), and the
 // fraction of tiles skipped as Empty. bench/torch_attention.py runs PyTorch side by side.
 // BM_attention_decode: one decode step against a KV cache's prefix, read in place or
-// copied to contiguous memory first, with 32 query heads over the same 8 kv heads, and a
-// chunk of 4 or 16 new queries per head (keys/s of the cache).
+// copied to contiguous memory first, with 32 query heads over the same 8 kv heads (in one
+// pass per kv head, or one by one), and a chunk of 4 or 16 new queries per head (keys/s of
+// the cache).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -89,9 +90,10 @@ std::tuple<P, std::int64_t, std::int64_t> self(P p, std::int64_t t) { return {p,
 /// chunk of that many new queries (causal among themselves, after the L - queries cached
 /// keys), as in chunked prefill or a speculative-decoding check; `transposed_keys` makes
 /// such a chunk transpose the keys into tiles as longer forwards do (the baseline of the
-/// in-place matrix-vector products).
+/// in-place matrix-vector products). `group_query_heads` false runs the 32 heads one by one
+/// (the baseline of the grouped pass, which reads each cached row once for its 4 heads).
 void decode_step(benchmark::State& state, bool copied, std::int64_t query_heads, std::int64_t queries = 1,
-                 bool transposed_keys = false) {
+                 bool transposed_keys = false, bool group_query_heads = true) {
   const std::int64_t length = state.range(0);
   Generator gen(2);
   const auto q = randn<float>({kBatch, query_heads, queries, kDim}, gen);
@@ -99,6 +101,7 @@ void decode_step(benchmark::State& state, bool copied, std::int64_t query_heads,
   const auto v_cache = randn<float>({kBatch, kHeads, 2 * length, kDim}, gen);
   AttentionOptions options;
   if (transposed_keys) options.in_place_keys_max_queries = 0;
+  options.group_query_heads = group_query_heads;
   NoGradGuard no_grad;
   for (auto _ : state) {
     Tensor<float> k = k_cache.narrow(2, 0, length), v = v_cache.narrow(2, 0, length);
@@ -168,6 +171,16 @@ int main(int argc, char** argv) {
           name.c_str(),  // copied by the benchmark
           [queries, transposed](benchmark::State& state) { decode_step(state, false, kHeads, queries, transposed); })
           ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
+  for (const std::int64_t queries : {1, 4, 16}) {
+    for (const bool grouped : {true, false}) {
+      const std::string name = "BM_attention_decode/" + (queries == 1 ? std::string() : "chunk_of_" + std::to_string(queries) + "_queries_") +
+                               (grouped ? "grouped_32_over_8_heads" : "32_over_8_heads_one_by_one");
+      if (queries == 1 && grouped) continue;  // registered above
+      benchmark::RegisterBenchmark(name.c_str(), [queries, grouped](benchmark::State& state) {
+        decode_step(state, false, 4 * kHeads, queries, false, grouped);
+      })->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
   }
   benchmark::Initialize(&argc, argv);

@@ -95,11 +95,14 @@ def torch_cases(torch, name, t, with_flex, heads=8, dim=64):
 def decode_comparison(torch, args):
     """One decode step against a KV cache's prefix (bench_attention's BM_attention_decode):
     SDPA on the same views, 8 heads over 8 kv heads, 32 query heads over the same 8 kv heads
-    (enable_gqa), and chunks of 4 and 16 new queries per head (causal among themselves after
-    the cached keys: an explicit boolean mask, since SDPA's is_causal aligns the first query
-    with the first key), next to condense's runs of the same cases."""
+    (enable_gqa), and chunks of 4 and 16 new queries per head with 8 or 32 query heads
+    (causal among themselves after the cached keys: an explicit boolean mask, since SDPA's
+    is_causal aligns the first query with the first key), next to condense's runs of the
+    same cases."""
     cases = {"cache_prefix_in_place": (8, 1), "grouped_32_over_8_heads": (32, 1),
-             "chunk_of_4_queries": (8, 4), "chunk_of_16_queries": (8, 16)}
+             "chunk_of_4_queries": (8, 4), "chunk_of_16_queries": (8, 16),
+             "chunk_of_4_queries_grouped_32_over_8_heads": (32, 4),
+             "chunk_of_16_queries_grouped_32_over_8_heads": (32, 16)}
     benches = run_condense_bench(args.bench, args.threads, "BM_attention_decode/(" + "|".join(cases) + ")/")
     ours = {}
     for b in benches:

@@ -305,36 +305,51 @@ TEST_CASE("attention: a decode step with grouped heads takes every head of a kv 
 
 TEST_CASE("attention: a short chunk of queries after a cache reads the keys in place, as the transposed tiles would") {
   // Up to in_place_keys_max_queries queries per head take matrix-vector products over the
-  // keys as they lie; 0 makes every forward transpose them. Both against the reference
-  // (every tiling, with and without a bias), and against each other on a cache's prefix.
+  // keys as they lie; 0 makes every forward transpose them. With grouped heads and at least
+  // as many (batch, kv head) pairs as threads, the queries of every head of a kv head run in
+  // one pass (1 thread), else per head (64). Against the reference (every tiling, with and
+  // without a bias, shared by the heads or per head), and against each other on a cache's
+  // prefix with queries split off a projection.
+  const int saved = get_num_threads();
   std::vector<bool> keep_values(2 * 60);
   for (std::size_t i = 0; i < keep_values.size(); ++i) keep_values[i] = i % 4 != 1;
   const auto keep = from_vector<bool>(keep_values, {2, 60});
-  for (const std::int64_t tq : {2, 5, 16, 17}) {
-    CAPTURE(tq);
-    check_all_tilings("Causal, a chunk after a cache", mask::Causal(static_cast<int>(60 - tq)), Case{2, 4, 2, tq, 60, 12},
-                      51);
-    check_all_tilings("Gist, a chunk", mask::QueryOffset(mask::Gist(10, 20), static_cast<int>(60 - tq)),
-                      Case{1, 2, 1, tq, 60, 8}, 52);
-    check_all_tilings("Pruned, a chunk", mask::Pruned(keep.data(), 2, 60), Case{2, 2, 2, tq, 60, 8}, 53);
+  for (const int threads : {1, 64}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    for (const std::int64_t tq : {2, 5, 16, 17}) {
+      CAPTURE(tq);
+      check_all_tilings("Causal, a chunk after a cache", mask::Causal(static_cast<int>(60 - tq)),
+                        Case{2, 4, 2, tq, 60, 12}, 51);
+      check_all_tilings("Gist, a chunk", mask::QueryOffset(mask::Gist(10, 20), static_cast<int>(60 - tq)),
+                        Case{1, 3, 1, tq, 60, 8}, 52);
+      check_all_tilings("Pruned, a chunk", mask::Pruned(keep.data(), 2, 60), Case{2, 2, 2, tq, 60, 8}, 53);
+    }
   }
   Generator gen(54);
-  constexpr std::int64_t B = 2, H = 4, Hkv = 2, Tq = 6, D = 16, L = 70, capacity = 96;
+  constexpr std::int64_t B = 2, H = 6, Hkv = 2, Tq = 6, D = 16, L = 70, capacity = 96;
   const auto q = randn<float>({B, Tq, H, D}, gen).transpose(1, 2);  // heads split off a projection
   const auto k = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, L);
   const auto v = randn<float>({B, Hkv, capacity, D}, gen).narrow(2, 0, L);
   const auto bias = randn<float>({B, H, Tq, L}, gen, 0.0, 0.5);
+  set_num_threads(1);
   check_strided_in_place("a chunk after a cache prefix, per-head bias", mask::Causal{L - Tq}, q, k, v, bias, true);
   AttentionOptions in_place, transposed;
   in_place.tile_k = transposed.tile_k = 16;
   transposed.in_place_keys_max_queries = 0;
   const auto a = attention_forward(q, k, v, mask::SlidingWindow(30, 0, L - Tq), in_place, bias);
   const auto b = attention_forward(q, k, v, mask::SlidingWindow(30, 0, L - Tq), transposed, bias);
-  CHECK(max_abs_diff(a.out, b.out) <= 1e-5);
-  CHECK(max_abs_diff(a.lse, b.lse) <= 1e-5);
-  CHECK(a.tiles.empty == b.tiles.empty);
-  CHECK(a.tiles.partial == b.tiles.partial);
-  CHECK(a.tiles.full == b.tiles.full);
+  set_num_threads(64);
+  const auto per_head = attention_forward(q, k, v, mask::SlidingWindow(30, 0, L - Tq), in_place, bias);
+  set_num_threads(saved);
+  for (const auto* other : {&b, &per_head}) {
+    CHECK(max_abs_diff(a.out, other->out) <= 1e-5);
+    CHECK(max_abs_diff(a.lse, other->lse) <= 1e-5);
+    CHECK(a.tiles.empty == other->tiles.empty);
+    CHECK(a.tiles.partial == other->tiles.partial);
+    CHECK(a.tiles.full == other->tiles.full);
+  }
+  CHECK(a.tiles.empty == B * H * 2);  // keys 0..31 lie before every query's window (keys 34..69)
 }
 
 TEST_CASE("attention: gradcheck in double for q, k, v and bias") {

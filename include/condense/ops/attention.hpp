@@ -41,6 +41,11 @@ struct AttentionOptions {
   /// with more, the keys are transposed once per call into tiles for the tile products
   /// (which a few queries cannot repay). 0: always transposed.
   int in_place_keys_max_queries = 16;
+  /// CPU forward with those few queries and grouped heads (GQA): true runs the queries of
+  /// every query head of a kv head in one pass over its keys (each key and value row read
+  /// once for the group) when there are at least as many (batch, kv head) pairs as threads;
+  /// false runs each query head on its own.
+  bool group_query_heads = true;
   /// CUDA only: count the tiles by kind into AttentionResult::tiles. Off by default because
   /// reading the counters back waits for the kernel (the CPU path always counts).
   bool count_cuda_tiles = false;
@@ -96,6 +101,7 @@ cpu::AttentionGeometry attention_geometry(const Tensor<T>& q, const Tensor<T>& k
   g.tile_k = options.tile_k;
   g.skip_tiles = options.skip_tiles;
   g.in_place_keys_max_queries = options.in_place_keys_max_queries;
+  g.group_query_heads = options.group_query_heads;
   g.resolve_layouts();
   return g;
 }

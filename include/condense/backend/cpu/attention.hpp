@@ -10,8 +10,8 @@
 // q, k, v, out and the gradients are read and written through RowLayouts (any strides
 // but a contiguous head dim), so head-split views and cache prefixes need no copy. A
 // forward with a few queries (a decode step, a short chunk after a cache) forms its scores
-// over the keys as they lie (matrix-vector products, no transposed keys) and, with one
-// query and grouped heads, runs every query head of a kv head in one pass over its keys.
+// over the keys as they lie (matrix-vector products, no transposed keys) and, with grouped
+// heads, runs the queries of every query head of a kv head in one pass over its keys.
 #pragma once
 
 #include <Eigen/Core>
@@ -45,6 +45,9 @@ struct AttentionGeometry : AttentionLayouts {
   /// keys as they lie (matrix-vector products); longer ones transpose the keys once per call
   /// into tiles (AttentionOptions::in_place_keys_max_queries).
   std::int64_t in_place_keys_max_queries = 16;
+  /// Those few queries of every query head of a kv head in one pass over its keys, when
+  /// there is work for every thread (AttentionOptions::group_query_heads).
+  bool group_query_heads = true;
 
   /// Every unset layout made contiguous (what the kernels run on; call after the extents
   /// are set).
@@ -119,28 +122,42 @@ inline std::int64_t transposed_set_size(const AttentionGeometry& g) {
   return (g.tk + g.tile_k - 1) / g.tile_k * g.tile_k * g.dim;
 }
 
-/// Where the rows of a score tile stand: row i is query position q0 + i * position_step
-/// (step 0: the rows of grouped query heads at one position), its bias row bias_stride
-/// elements after the previous one's (0: one bias row shared by all).
+/// Where the rows of a score tile stand: row i is query q0 + i % queries of the tile's
+/// (i / queries)-th head (one head unless the heads of a kv head's group are grouped), so
+/// its query, output and bias rows step by token within a head and by head after that.
 struct ScoreRows {
-  std::int64_t q0 = 0;
-  std::int64_t position_step = 1;
-  std::int64_t bias_stride = 0;
+  std::int64_t q0 = 0;                ///< position of the first query
+  std::int64_t queries = 1;           ///< query rows per head
+  std::int64_t bias_head_stride = 0;  ///< elements between two heads' bias rows (0: shared)
+  std::int64_t bias_token_stride = 0; ///< elements between two queries' bias rows (Tk)
+
+  /// Query position of row i.
+  std::int64_t position(std::int64_t i) const { return q0 + i % queries; }
+  /// Offset of row i's bias row from the first row's.
+  std::int64_t bias_offset(std::int64_t i) const {
+    return i / queries * bias_head_stride + i % queries * bias_token_stride;
+  }
+  /// Offset of row i from the first row's in an operand laid out as `rows`.
+  std::int64_t row_offset(std::int64_t i, const RowLayout& rows) const {
+    return i / queries * rows.head + i % queries * rows.token;
+  }
 };
 
 /// Turns the products Q K^T of a tile (rows as `at` says, cols k0..) into scores: times
 /// `before` (ScoreScale::before), plus the bias, -inf where masked.
-// s: [rows, cols], bias: [rows, cols] (row stride at.bias_stride) or null
+// s: [rows, cols], bias: row i at bias + at.bias_offset(i), [cols] each, or null
 template <class T, class Policy>
 void finish_scores(RowMatrix<T>& s, const T* bias, T before, const Policy& policy, int b, const ScoreRows& at,
                    std::int64_t k0, TileKind kind, const std::int32_t* index) {
   const std::int64_t rows = s.rows(), cols = s.cols();
   if (before != T(1)) s *= before;
-  if (bias) s += ConstMap<T>(bias, rows, cols, Eigen::OuterStride<>(at.bias_stride));
+  if (bias)
+    for (std::int64_t i = 0; i < rows; ++i)
+      s.row(i) += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias + at.bias_offset(i), cols);
   if (kind == TileKind::Partial) {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     for (std::int64_t i = 0; i < rows; ++i) {
-      const int position = static_cast<int>(at.q0 + i * at.position_step);
+      const int position = static_cast<int>(at.position(i));
       for (std::int64_t j = 0; j < cols; ++j)
         if (!policy.allowed(b, position, static_cast<int>(index ? index[k0 + j] : k0 + j))) s(i, j) = neg_inf;
     }
@@ -157,23 +174,38 @@ void tile_scores(RowMatrix<T>& s, const T* q, std::int64_t q_stride, const T* kt
                  std::int64_t k0, std::int64_t cols, TileKind kind, const std::int32_t* index) {
   s.resize(rows, cols);
   tile_gemm<T>(rows, cols, g.dim, {q, q_stride, 1}, kt, g.tile_k, s.data(), cols, false);
-  finish_scores(s, bias, before, policy, b, ScoreRows{q0, 1, g.tk}, k0, kind, index);
+  finish_scores(s, bias, before, policy, b, ScoreRows{q0, rows, 0, g.tk}, k0, kind, index);
 }
 
-/// The scores of a few query rows (a decode step's query of one head or of each head of a
-/// kv head's group, or a short chunk's queries of one head) against keys k0.. of a key
-/// set, read as they lie: S = Q K^T as one matrix-vector product per row (transposing every
-/// key first would cost as much as the attention itself).
-// q: [rows, D] (row stride q_stride), keys k0..k0+cols: [cols, D] (row stride keys.k_stride)
-// -> s: [rows, cols]
+/// From this many query rows on, decode_scores forms a tile's scores as one tile product
+/// over the keys as they lie, S^T = K Q^T (Q^T copied once per work item), instead of one
+/// matrix-vector product per row (measured: at 4 rows the products' half-empty registers
+/// lose to the matrix-vector products, at 64 rows they win by about 1.4x).
+inline constexpr std::int64_t decode_product_min_rows = 8;
+
+/// The scores of a few query rows (a decode step's or a short chunk's queries of one head,
+/// or of every head of a kv head's group) against keys k0.. of a key set, read as they lie
+/// (transposing every key first would cost as much as the attention itself): with
+/// `q_transposed` (at least decode_product_min_rows rows) one tile product S^T = K Q^T into
+/// `scratch`, else a matrix-vector product per row.
+// q: row i at q + at.row_offset(i, g.q_rows), [D] each; q_transposed: [D, rows] or null;
+// keys k0..k0+cols: [cols, D] (row stride keys.k_stride) -> s: [rows, cols]
 template <class T, class Policy>
-void decode_scores(RowMatrix<T>& s, const T* q, std::int64_t rows, std::int64_t q_stride, const KeySet<T>& keys,
-                   const T* bias, T before, const AttentionGeometry& g, const Policy& policy, int b, const ScoreRows& at,
-                   std::int64_t k0, std::int64_t cols, TileKind kind) {
-  s.resize(rows, cols);
-  const ConstMap<T> k(keys.k + k0 * keys.k_stride, cols, g.dim, Eigen::OuterStride<>(keys.k_stride));
-  for (std::int64_t i = 0; i < rows; ++i)
-    s.row(i).noalias() = (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q + i * q_stride, g.dim)).transpose();
+void decode_scores(RowMatrix<T>& s, RowMatrix<T>& scratch, const T* q, const T* q_transposed, std::int64_t rows,
+                   const KeySet<T>& keys, const T* bias, T before, const AttentionGeometry& g, const Policy& policy,
+                   int b, const ScoreRows& at, std::int64_t k0, std::int64_t cols, TileKind kind) {
+  const T* k_first = keys.k + k0 * keys.k_stride;
+  if (q_transposed) {
+    scratch.resize(cols, rows);
+    tile_gemm<T>(cols, rows, g.dim, {k_first, keys.k_stride, 1}, q_transposed, rows, scratch.data(), rows, false);
+    s = scratch.transpose();
+  } else {
+    s.resize(rows, cols);
+    const ConstMap<T> k(k_first, cols, g.dim, Eigen::OuterStride<>(keys.k_stride));
+    for (std::int64_t i = 0; i < rows; ++i)
+      s.row(i).noalias() =
+          (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q + at.row_offset(i, g.q_rows), g.dim)).transpose();
+  }
   finish_scores(s, bias, before, policy, b, at, k0, kind, keys.index);
 }
 
@@ -250,13 +282,14 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   const std::int64_t group = g.heads / g.kv_heads;
   // A few queries per (batch, head), as in a decode step or a short chunk after a cache:
   // their scores are matrix-vector products over the keys as they lie, so the keys are not
-  // transposed (which would cost as much as the attention itself). With one query and
-  // grouped heads, one work item takes the query rows of every head of a kv head's group, so
-  // each key and value row is read once for all of them, unless that leaves threads
-  // without work.
+  // transposed (which would cost as much as the attention itself). With grouped heads, one
+  // work item then takes the queries of every head of a kv head's group, so each key and
+  // value row is read once for all of them, unless that leaves threads without work.
   const bool few_queries = g.tq <= g.in_place_keys_max_queries;
-  const bool grouped = g.tq == 1 && group > 1 && g.batch * g.kv_heads >= omp_get_max_threads();
-  // A work item: `rows` query rows of head h0 (queries q0..) or of heads h0.. (grouped).
+  const bool grouped =
+      few_queries && g.group_query_heads && group > 1 && g.batch * g.kv_heads >= omp_get_max_threads();
+  // A work item: `rows` query rows of head h0 (queries q0..) or the queries of heads h0..
+  // (grouped; few queries are one query tile, q0 = 0).
   const std::int64_t item_heads = grouped ? group : 1;
   const std::int64_t q_tiles = grouped ? 1 : (g.tq + g.tile_q - 1) / g.tile_q;
   const std::int64_t work = g.batch * (g.heads / item_heads) * q_tiles;
@@ -265,24 +298,29 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
   std::int64_t n_empty = 0, n_partial = 0, n_full = 0;
 #pragma omp parallel reduction(+ : n_empty, n_partial, n_full)
   {
-    RowMatrix<T> s, acc;
+    RowMatrix<T> s, acc, q_transposed, scores_transposed;
     Eigen::Array<T, Eigen::Dynamic, 1> m, l;
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t w = 0; w < work; ++w) {
       const std::int64_t qt = q_tiles - 1 - w % q_tiles;  // longest (last) query tiles first
       const std::int64_t item = w / q_tiles, items_per_batch = g.heads / item_heads;
       const std::int64_t b = item / items_per_batch, h0 = item % items_per_batch * item_heads, kvh = h0 / group;
-      const std::int64_t q0 = qt * g.tile_q, q1 = std::min(g.tq, q0 + g.tile_q);
-      const std::int64_t rows = grouped ? group : q1 - q0;
-      // Grouped rows are the heads' rows at one position: q, out and the bias step by head.
-      const std::int64_t q_stride = grouped ? g.q_rows.head : g.q_rows.token;
-      const std::int64_t out_stride = grouped ? g.out_rows.head : g.out_rows.token;
-      const ScoreRows at{q0, grouped ? 0 : 1, grouped && g.bias_heads == 1 ? 0 : g.tk};
+      const std::int64_t q0 = qt * g.tile_q, q1 = grouped ? g.tq : std::min(g.tq, q0 + g.tile_q);
+      const std::int64_t rows = item_heads * (q1 - q0);
+      // Grouped rows run through one head's queries, then the next head's: q, out and the
+      // bias step by token, then by head (a bias shared by the heads repeats).
+      const ScoreRows at{q0, q1 - q0, g.bias_heads == 1 ? 0 : g.tq * g.tk, g.tk};
       const T* qp = q + g.q_rows.at(b, h0, q0);
       const KeySet<T>& keys = keysets[static_cast<std::size_t>(b * g.kv_heads + kvh)];
       const T* ktp = few_queries ? nullptr : key_tiles.data() + (b * g.kv_heads + kvh) * transposed_set_size(g);
       const T* vp = keys.v;
       const T* bp = bias ? bias + ((b * g.bias_heads + (g.bias_heads == 1 ? 0 : h0)) * g.tq + q0) * g.tk : nullptr;
+      const bool scores_by_product = few_queries && rows >= decode_product_min_rows;
+      if (scores_by_product) {
+        q_transposed.resize(g.dim, rows);
+        for (std::int64_t i = 0; i < rows; ++i)
+          q_transposed.col(i) = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(qp + at.row_offset(i, g.q_rows), g.dim);
+      }
       acc.setZero(rows, g.dim);
       m.setConstant(rows, -std::numeric_limits<T>::infinity());
       l.setZero(rows);
@@ -293,8 +331,8 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         (kind == TileKind::Empty ? n_empty : kind == TileKind::Full ? n_full : n_partial) += item_heads;
         if (kind == TileKind::Empty) continue;
         if (few_queries) {
-          decode_scores(s, qp, rows, q_stride, keys, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
-                        static_cast<int>(b), at, k0, cols, kind);
+          decode_scores(s, scores_transposed, qp, scores_by_product ? q_transposed.data() : nullptr, rows, keys,
+                        bp ? bp + k0 : nullptr, score_scale.before, g, policy, static_cast<int>(b), at, k0, cols, kind);
         } else {
           tile_scores(s, qp, g.q_rows.token, ktp + k0 * g.dim, bp ? bp + k0 : nullptr, score_scale.before, g, policy,
                       static_cast<int>(b), q0, rows, k0, cols, kind, keys.index);
@@ -303,15 +341,16 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
         tile_gemm<T>(rows, g.dim, cols, {s.data(), cols, 1}, vp + k0 * keys.v_stride, keys.v_stride, acc.data(), g.dim,
                      true);  // O += P V
       }
-      MutMap<T> o(out + g.out_rows.at(b, h0, q0), rows, g.dim, Eigen::OuterStride<>(out_stride));
-      // lse is [B, H, Tq]: consecutive rows are consecutive queries, or heads when Tq = 1.
+      T* out_first = out + g.out_rows.at(b, h0, q0);
+      // lse is [B, H, Tq]: consecutive rows are consecutive queries, then heads (grouped).
       T* lse_row = lse + (b * g.heads + h0) * g.tq + q0;
       for (std::int64_t i = 0; i < rows; ++i) {
+        Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> o(out_first + at.row_offset(i, g.out_rows), g.dim);
         if (l(i) > T(0)) {
-          o.row(i) = acc.row(i) / l(i);
+          o = acc.row(i) / l(i);
           lse_row[i] = m(i) + std::log(l(i));
         } else {
-          o.row(i).setZero();
+          o.setZero();
           lse_row[i] = -std::numeric_limits<T>::infinity();
         }
       }
