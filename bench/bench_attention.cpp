@@ -175,8 +175,9 @@ int main(int argc, char** argv) {
   }
   for (const std::int64_t queries : {1, 4, 16}) {
     for (const bool grouped : {true, false}) {
-      const std::string name = "BM_attention_decode/" + (queries == 1 ? std::string() : "chunk_of_" + std::to_string(queries) + "_queries_") +
-                               (grouped ? "grouped_32_over_8_heads" : "32_over_8_heads_one_by_one");
+      const std::string chunk = queries == 1 ? "" : "chunk_of_" + std::to_string(queries) + "_queries_";
+      const std::string name =
+          "BM_attention_decode/" + chunk + (grouped ? "grouped_32_over_8_heads" : "32_over_8_heads_one_by_one");
       if (queries == 1 && grouped) continue;  // registered above
       benchmark::RegisterBenchmark(name.c_str(), [queries, grouped](benchmark::State& state) {
         decode_step(state, false, 4 * kHeads, queries, false, grouped);

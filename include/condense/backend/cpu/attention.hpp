@@ -10,8 +10,9 @@
 // q, k, v, out and the gradients are read and written through RowLayouts (any strides
 // but a contiguous head dim), so head-split views and cache prefixes need no copy. A
 // forward with a few queries (a decode step, a short chunk after a cache) forms its scores
-// over the keys as they lie (matrix-vector products, no transposed keys) and, with grouped
-// heads, runs the queries of every query head of a kv head in one pass over its keys.
+// over the keys as they lie (matrix-vector products, or K Q^T tile products from 8 rows; no
+// transposed keys) and, with grouped heads, runs the queries of every query head of a kv
+// head in one pass over its keys.
 #pragma once
 
 #include <Eigen/Core>
@@ -202,9 +203,10 @@ void decode_scores(RowMatrix<T>& s, RowMatrix<T>& scratch, const T* q, const T* 
   } else {
     s.resize(rows, cols);
     const ConstMap<T> k(k_first, cols, g.dim, Eigen::OuterStride<>(keys.k_stride));
-    for (std::int64_t i = 0; i < rows; ++i)
-      s.row(i).noalias() =
-          (k * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(q + at.row_offset(i, g.q_rows), g.dim)).transpose();
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>> query(q + at.row_offset(i, g.q_rows), g.dim);
+      s.row(i).noalias() = (k * query).transpose();
+    }
   }
   finish_scores(s, bias, before, policy, b, at, k0, kind, keys.index);
 }
@@ -281,7 +283,7 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
                                      const AttentionGeometry& g, const Policy& policy) {
   const std::int64_t group = g.heads / g.kv_heads;
   // A few queries per (batch, head), as in a decode step or a short chunk after a cache:
-  // their scores are matrix-vector products over the keys as they lie, so the keys are not
+  // their scores are formed over the keys as they lie (decode_scores), so the keys are not
   // transposed (which would cost as much as the attention itself). With grouped heads, one
   // work item then takes the queries of every head of a kv head's group, so each key and
   // value row is read once for all of them, unless that leaves threads without work.
@@ -319,7 +321,8 @@ AttentionTileStats forward_over_keys(const T* q, const std::vector<KeySet<T>>& k
       if (scores_by_product) {
         q_transposed.resize(g.dim, rows);
         for (std::int64_t i = 0; i < rows; ++i)
-          q_transposed.col(i) = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(qp + at.row_offset(i, g.q_rows), g.dim);
+          q_transposed.col(i) =
+              Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(qp + at.row_offset(i, g.q_rows), g.dim);
       }
       acc.setZero(rows, g.dim);
       m.setConstant(rows, -std::numeric_limits<T>::infinity());
