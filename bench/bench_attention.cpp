@@ -160,9 +160,6 @@ int main(int argc, char** argv) {
                                  [copied](benchmark::State& state) { decode_step(state, copied, kHeads); })
         ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
-  benchmark::RegisterBenchmark("BM_attention_decode/grouped_32_over_8_heads",
-                               [](benchmark::State& state) { decode_step(state, false, 4 * kHeads); })
-      ->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
   for (const std::int64_t queries : {4, 16}) {
     for (const bool transposed : {false, true}) {
       const std::string name =
@@ -178,7 +175,6 @@ int main(int argc, char** argv) {
       const std::string chunk = queries == 1 ? "" : "chunk_of_" + std::to_string(queries) + "_queries_";
       const std::string name =
           "BM_attention_decode/" + chunk + (grouped ? "grouped_32_over_8_heads" : "32_over_8_heads_one_by_one");
-      if (queries == 1 && grouped) continue;  // registered above
       benchmark::RegisterBenchmark(name.c_str(), [queries, grouped](benchmark::State& state) {
         decode_step(state, false, 4 * kHeads, queries, false, grouped);
       })->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
